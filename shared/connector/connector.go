@@ -1,0 +1,150 @@
+// Package connector owns the contract between crmsync's webhook handling and each vendor
+// connector: the request a connector sees, the secret it verifies with, the small interface it
+// implements (handshake, verify, parse; optionally hydrate and list), and the sentinel errors
+// that decide the HTTP answer (401 for unauthenticated, quarantine for authentic but unusable).
+package connector
+
+import (
+	"context"
+	"crypto/hmac"
+	"errors"
+	"net/http"
+	"net/url"
+	"time"
+
+	"github.com/crmsync/crmsync/shared/canonical"
+)
+
+// Sentinel errors. Connectors wrap them with context; the webhook handler maps them to answers.
+var (
+	// ErrUnauthenticated: the request's signature, token or clientState is missing or wrong, or
+	// its timestamp is outside tolerance. Answered 401, nothing stored.
+	ErrUnauthenticated = errors.New("unauthenticated")
+	// ErrUnusable: the request is authentic but cannot be parsed or mapped. Quarantined, 202.
+	ErrUnusable = errors.New("unusable payload")
+	// ErrNotFound: a hydrate or list call found nothing (vendor 404): permanent.
+	ErrNotFound = errors.New("vendor object not found")
+	// ErrTransient: a vendor call failed in a way worth retrying (5xx, timeout, 429).
+	ErrTransient = errors.New("transient vendor failure")
+)
+
+// Request is what a connector sees of one HTTP delivery.
+type Request struct {
+	Method string
+	Path   string
+	// Headers holds the request headers with lower-cased names (as API Gateway HTTP API sends
+	// them); several values of one header are joined with ",".
+	Headers map[string]string
+	// RawQuery is the query string as received, without '?'.
+	RawQuery string
+	Query    url.Values
+	Body     []byte
+	// PublicURL is the full URL the vendor called, including the query string (the configured
+	// public base URL plus path, else rebuilt from the request context).
+	PublicURL  string
+	ReceivedAt time.Time
+}
+
+// Header returns a header's value by lower-case name.
+func (r *Request) Header(name string) string { return r.Headers[name] }
+
+// Secret is a connector's secret as stored in Secrets Manager: JSON
+// {"current": {...}, "previous": {...}}, each a map of named values (signing_key, verify_token,
+// api_token, ...; each connector documents its names). Previous exists during rotation; both are
+// tried when verifying.
+type Secret struct {
+	Current  map[string]string `json:"current"`
+	Previous map[string]string `json:"previous,omitempty"`
+}
+
+// Values returns the non-empty values of a named field, current first, then previous.
+func (s Secret) Values(name string) []string {
+	var out []string
+	if v := s.Current[name]; v != "" {
+		out = append(out, v)
+	}
+	if v := s.Previous[name]; v != "" && v != s.Current[name] {
+		out = append(out, v)
+	}
+	return out
+}
+
+// Get returns the current value of a named field.
+func (s Secret) Get(name string) string { return s.Current[name] }
+
+// Response is a connector-chosen HTTP answer (handshakes, acknowledgements).
+type Response struct {
+	Status      int
+	ContentType string
+	Body        string
+}
+
+// Verified is what a successful verification yields.
+type Verified struct {
+	// Nonce, when set, must be claimed once in the replay cache until NonceExpires; a second
+	// claim is a replay and is refused as unauthenticated (Mailgun tokens).
+	Nonce        string
+	NonceExpires time.Time
+}
+
+// Parsed is the result of parsing an authentic delivery.
+type Parsed struct {
+	// Events are the canonical events to enqueue; ReceivedAt is filled by the caller.
+	Events []canonical.Event
+	// Ack, when set, is the answer to give once every event is enqueued (e.g. Graph's 202);
+	// otherwise 200 with an empty JSON body.
+	Ack *Response
+	// Notes are operational facts worth logging (e.g. a Graph lifecycle notification), never
+	// personal data.
+	Notes []string
+}
+
+// Connector is one vendor's webhook adapter. Implementations are pure: no AWS, no network; the
+// clock is passed in.
+type Connector interface {
+	// Name is the connector's source name, as in /webhooks/<name>.
+	Name() string
+	// ContentTypes lists the media types the vendor sends (lower-case, no parameters); others
+	// are answered 415. Handshakes are checked before this.
+	ContentTypes() []string
+	// Handshake answers a subscription handshake (Meta's GET hub.challenge, Graph's
+	// validationToken). ok is false when the request is not a handshake.
+	Handshake(req *Request, sec Secret) (resp *Response, ok bool)
+	// Verify authenticates the delivery exactly as the vendor signs it, trying the current and
+	// the previous secret. Failures wrap ErrUnauthenticated.
+	Verify(req *Request, sec Secret, now time.Time) (Verified, error)
+	// Parse turns an authentic delivery into canonical events. Failures wrap ErrUnusable.
+	Parse(req *Request, sec Secret) (*Parsed, error)
+}
+
+// Doer is the HTTP client a connector uses for vendor API calls.
+type Doer interface {
+	Do(*http.Request) (*http.Response, error)
+}
+
+// Hydrator is implemented by connectors whose webhooks are thin: it fetches the vendor object
+// behind a notification event and fills the event in (subject, fields, activity, kind).
+type Hydrator interface {
+	Hydrate(ctx context.Context, ev *canonical.Event, sec Secret, api API) error
+}
+
+// Lister is implemented by connectors whose vendor can list past items; reconciliation and
+// backfill use it to find deliveries that never arrived.
+type Lister interface {
+	List(ctx context.Context, since, until time.Time, sec Secret, api API) ([]canonical.Event, error)
+}
+
+// API is how a connector reaches its vendor's REST API.
+type API struct {
+	BaseURL string
+	Client  Doer
+}
+
+// Equal compares two byte strings in constant time.
+func Equal(a, b []byte) bool { return hmac.Equal(a, b) }
+
+// Signer is implemented by connectors that can produce a delivery exactly as their vendor would
+// sign it, with sec.Current: sample events, tests and load generators use it.
+type Signer interface {
+	Sign(req *Request, sec Secret, now time.Time) error
+}
