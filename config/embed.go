@@ -1,0 +1,12 @@
+// Package config owns crmsync's build-time configuration files and embeds them into the
+// binaries that need them, so a deployed worker always runs the policy it was built and tested
+// with. Parsing and validation live in shared/policy; this package only carries the bytes.
+package config
+
+import _ "embed"
+
+// PolicyYAML is the content of config/policy.yaml, the ownership and conflict policy (design
+// section 5). Load it with policy.Parse("config/policy.yaml", config.PolicyYAML).
+//
+//go:embed policy.yaml
+var PolicyYAML []byte

@@ -1,0 +1,380 @@
+// Package decide owns crmsync's field-level conflict decision: given a record's current
+// per-field provenance, one event's proposed values for one entity, and the policy, it says for
+// every proposed field whether the value is applied, rejected, blocked by a lock or a no-op, under
+// which rule and why (design section 5). It is pure — no I/O, no clock, no randomness — so the
+// worker, replay, rebuild and `crmsync explain` all get the same answer for the same inputs.
+//
+// Semantics, beyond the rules documented on policy.Rule:
+//
+//   - Blank proposed values ("") never clear a field: they are noops with reason "blank proposal".
+//     Clearing a value is a human action in the CRM, not something automation can do.
+//   - A proposed value equal to the current one is a noop, except under first_touch, latest and
+//     precedence when the proposal would win: then the value stays but its provenance moves to
+//     the winning event (outcome applied, reason "same value; ..."). Without that, a later event
+//     would be compared with the wrong occurred_at and delivery order would change the result.
+//   - A proposal that is the current provenance itself (a duplicate delivery) never wins.
+//   - Fields not in any group of the entity are rejected with rule "unknown_field"; every field
+//     of a proposal from a source the policy does not declare is rejected with rule
+//     "unknown_source".
+//   - Locks: only a change from the system of record (policy.SystemOfRecord) by an actor whose
+//     role is in its override_roles may lock or unlock a field; anyone else asking is rejected
+//     (rule "lock", "lock requires role in override_roles") and that field's value is not
+//     written either. A locked field refuses every other change (blocked_by_lock, naming who
+//     locked it); override actors still write it, and while a field is locked — or being locked
+//     in the same change — their value is written without consulting the group's rule: the lock
+//     is a human decision that supersedes the rule. An unlock returns the field to its rule, and
+//     a value in the same change is judged by that rule.
+package decide
+
+import (
+	"fmt"
+	"slices"
+	"sort"
+	"time"
+
+	"github.com/crmsync/crmsync/shared/policy"
+)
+
+// Provenance is one field's current value and where it came from: what the CRM table stores per
+// field ({value, source, event_key, occurred_at, locked_by}). A source's authority is not stored;
+// it is read from the policy at decision time.
+type Provenance struct {
+	// Value is the field's value; "" means blank.
+	Value string `json:"value"`
+	// Source is the source of the event that wrote Value.
+	Source string `json:"source,omitempty"`
+	// EventKey is the canonical key of the event that wrote Value.
+	EventKey string `json:"event_key,omitempty"`
+	// OccurredAt is when that event happened in the world (not when it was received).
+	OccurredAt time.Time `json:"occurred_at,omitzero"`
+	// LockedBy is the actor who locked the field, "" if unlocked.
+	LockedBy string `json:"locked_by,omitempty"`
+}
+
+// Equal reports whether two provenances are the same, comparing times with time.Time.Equal.
+func (p Provenance) Equal(q Provenance) bool {
+	return p.Value == q.Value && p.Source == q.Source && p.EventKey == q.EventKey &&
+		p.OccurredAt.Equal(q.OccurredAt) && p.LockedBy == q.LockedBy
+}
+
+// Record is one entity record's fields: field name -> current provenance. A missing field is
+// blank and unlocked.
+type Record map[string]Provenance
+
+// Proposal is one event's proposed changes to one entity record.
+type Proposal struct {
+	// Source is the event's source (canonical Event.Source).
+	Source string
+	// EventKey is the event's canonical key.
+	EventKey string
+	// OccurredAt is the event's occurred_at.
+	OccurredAt time.Time
+	// Actor identifies who made the change (e.g. a CRM user's email); recorded as LockedBy.
+	Actor string
+	// Role is the actor's role, checked against the system of record's override_roles.
+	Role string
+	// Fields maps field name to proposed value (canonical Event.Fields[entity]).
+	Fields map[string]string
+	// Lock lists fields to lock (system of record, override roles only).
+	Lock []string
+	// Unlock lists fields to unlock (system of record, override roles only).
+	Unlock []string
+}
+
+// Outcome is what happened to one proposed field; the values are the audit's decision names.
+type Outcome string
+
+// The outcomes of a decision.
+const (
+	// Applied: the record changes (value, provenance or lock).
+	Applied Outcome = "applied"
+	// Rejected: the rule, or a missing permission, refused the change.
+	Rejected Outcome = "rejected"
+	// BlockedByLock: the field is locked and the proposer may not override.
+	BlockedByLock Outcome = "blocked_by_lock"
+	// Noop: nothing to change (blank proposal, same value, already locked).
+	Noop Outcome = "noop"
+)
+
+// Pseudo-rules reported in Decision.Rule when no policy rule was reached.
+const (
+	// RuleUnknownField: the field is not in any group of the entity (or the entity is unknown).
+	RuleUnknownField = "unknown_field"
+	// RuleUnknownSource: the proposal's source is not declared in the policy.
+	RuleUnknownSource = "unknown_source"
+	// RuleLock: the decision was made by lock handling (lock, unlock, override of a lock,
+	// or refusal of one).
+	RuleLock = "lock"
+)
+
+// Decision is the verdict on one field of a proposal, as written to the audit trail.
+type Decision struct {
+	// Field is the field decided.
+	Field string `json:"field"`
+	// Outcome is what happened.
+	Outcome Outcome `json:"outcome"`
+	// Rule is the group's policy rule (e.g. "first_touch") or one of the pseudo-rules
+	// RuleUnknownField, RuleUnknownSource, RuleLock.
+	Rule string `json:"rule"`
+	// Reason explains the outcome for humans (crmsync explain).
+	Reason string `json:"reason"`
+	// Before is the field's provenance before the event.
+	Before Provenance `json:"before"`
+	// After is the field's provenance after the event; equal to Before unless Outcome is Applied.
+	After Provenance `json:"after"`
+}
+
+// Decide judges one proposal against a record under policy p and returns one decision per field
+// named in prop.Fields, prop.Lock or prop.Unlock, sorted by field. It does not modify rec; use
+// Apply to get the resulting record. p must not be nil.
+func Decide(p *policy.Policy, entity string, rec Record, prop Proposal) []Decision {
+	names := make([]string, 0, len(prop.Fields)+len(prop.Lock)+len(prop.Unlock))
+	for f := range prop.Fields {
+		names = append(names, f)
+	}
+	names = append(names, prop.Lock...)
+	names = append(names, prop.Unlock...)
+	sort.Strings(names)
+	names = slices.Compact(names)
+
+	out := make([]Decision, 0, len(names))
+	for _, f := range names {
+		out = append(out, decideField(p, entity, f, rec[f], prop))
+	}
+	return out
+}
+
+// Apply returns a copy of rec with the After provenance of every applied decision. rec is not
+// modified.
+func Apply(rec Record, ds []Decision) Record {
+	out := make(Record, len(rec)+len(ds))
+	for f, pv := range rec {
+		out[f] = pv
+	}
+	for _, d := range ds {
+		if d.Outcome == Applied {
+			out[d.Field] = d.After
+		}
+	}
+	return out
+}
+
+// Changed reports whether any decision changes the record (so the worker must write it).
+func Changed(ds []Decision) bool {
+	for _, d := range ds {
+		if d.Outcome == Applied {
+			return true
+		}
+	}
+	return false
+}
+
+func decideField(p *policy.Policy, entity, field string, cur Provenance, prop Proposal) Decision {
+	d := Decision{Field: field, Before: cur, After: cur}
+	done := func(o Outcome, rule, format string, args ...any) Decision {
+		d.Outcome, d.Rule, d.Reason = o, rule, fmt.Sprintf(format, args...)
+		if o != Applied {
+			d.After = cur
+		}
+		return d
+	}
+
+	g, ok := p.GroupOf(entity, field)
+	if !ok {
+		if _, known := p.Entity(entity); !known {
+			return done(Rejected, RuleUnknownField, "entity %q is not in policy %s", entity, p.Version())
+		}
+		return done(Rejected, RuleUnknownField, "field %q is not in any group of %s", field, entity)
+	}
+	rule := string(g.Rule)
+	if _, ok := p.Source(prop.Source); !ok {
+		return done(Rejected, RuleUnknownSource, "source %q is not in policy %s", prop.Source, p.Version())
+	}
+
+	val := prop.Fields[field]
+	lock := slices.Contains(prop.Lock, field)
+	unlock := slices.Contains(prop.Unlock, field)
+	override := prop.Source == policy.SystemOfRecord && p.CanOverride(policy.SystemOfRecord, prop.Role)
+	cand := Provenance{Value: val, Source: prop.Source, EventKey: prop.EventKey, OccurredAt: prop.OccurredAt}
+
+	if lock || unlock {
+		if lock && unlock {
+			return done(Rejected, RuleLock, "lock and unlock of the same field in one change")
+		}
+		if !override {
+			verb := "lock"
+			if unlock {
+				verb = "unlock"
+			}
+			return done(Rejected, RuleLock, "%s requires role in override_roles (source %s, role %q)", verb, prop.Source, prop.Role)
+		}
+	}
+
+	if lock {
+		who := locker(prop)
+		after := cur
+		if val != "" {
+			after = cand
+		}
+		after.LockedBy = who
+		if after.Equal(cur) {
+			return done(Noop, RuleLock, "already locked by %s", who)
+		}
+		d.After = after
+		if val != "" && val != cur.Value {
+			return done(Applied, RuleLock, "locked by %s with value written by override", who)
+		}
+		return done(Applied, RuleLock, "locked by %s", who)
+	}
+
+	if cur.LockedBy != "" && !unlock {
+		if val == "" {
+			return done(Noop, rule, "blank proposal")
+		}
+		if !override {
+			if prop.Source == policy.SystemOfRecord {
+				return done(BlockedByLock, RuleLock, "locked by %s; role %q is not in %s override_roles", cur.LockedBy, prop.Role, policy.SystemOfRecord)
+			}
+			return done(BlockedByLock, RuleLock, "locked by %s", cur.LockedBy)
+		}
+		if val == cur.Value {
+			return done(Noop, RuleLock, "same value as current (locked by %s)", cur.LockedBy)
+		}
+		d.After = cand
+		d.After.LockedBy = cur.LockedBy
+		return done(Applied, RuleLock, "override by %s (%s) of field locked by %s", locker(prop), prop.Role, cur.LockedBy)
+	}
+
+	base := cur
+	prefix := ""
+	if unlock {
+		if cur.LockedBy == "" {
+			if val == "" {
+				return done(Noop, RuleLock, "not locked")
+			}
+		} else {
+			base.LockedBy = ""
+			prefix = fmt.Sprintf("unlocked by %s (was locked by %s); ", locker(prop), cur.LockedBy)
+		}
+	}
+	if val == "" {
+		if prefix != "" {
+			d.After = base
+			return done(Applied, RuleLock, "%s", prefix[:len(prefix)-2])
+		}
+		return done(Noop, rule, "blank proposal")
+	}
+
+	o, reason, after := evaluate(p, g, base, cand)
+	if prefix != "" && o != Applied {
+		// The unlock itself still applies even though the value does not.
+		d.After = base
+		return done(Applied, rule, "%s%s: %s", prefix, o, reason)
+	}
+	d.After = after
+	return done(o, rule, "%s%s", prefix, reason)
+}
+
+// locker names who locks or overrides: the actor, else the role.
+func locker(prop Proposal) string {
+	if prop.Actor != "" {
+		return prop.Actor
+	}
+	return "role:" + prop.Role
+}
+
+// evaluate applies the group's rule to an unlocked field with a non-blank candidate.
+func evaluate(p *policy.Policy, g *policy.Group, cur, cand Provenance) (Outcome, string, Provenance) {
+	switch g.Rule {
+	case policy.OwnerOnly, policy.OwnerWinsUnlessBlank:
+		if cand.Source == g.Owner {
+			if cand.Value == cur.Value {
+				return Noop, "same value as current", cur
+			}
+			return Applied, fmt.Sprintf("%s: owner %s writes", g.Rule, g.Owner), cand
+		}
+		if g.Rule == policy.OwnerOnly {
+			if cand.Value == cur.Value {
+				return Noop, "same value as current", cur
+			}
+			return Rejected, fmt.Sprintf("owner_only: %s owns %s", g.Owner, g.Name), cur
+		}
+		if cur.Value == "" {
+			return Applied, fmt.Sprintf("owner_wins_unless_blank: fills blank field (%s owns %s)", g.Owner, g.Name), cand
+		}
+		if cand.Value == cur.Value {
+			return Noop, "same value as current", cur
+		}
+		return Rejected, fmt.Sprintf("owner_wins_unless_blank: %s owns %s and the field is set", g.Owner, g.Name), cur
+	}
+
+	if cur.Value == "" {
+		return Applied, fmt.Sprintf("%s: field was blank", g.Rule), cand
+	}
+	wins, why := beats(p, g.Rule, cand, cur)
+	switch {
+	case wins && cand.Value == cur.Value:
+		return Applied, fmt.Sprintf("same value; provenance moves to %s event %s", why, cand.EventKey), cand
+	case wins:
+		return Applied, fmt.Sprintf("%s: %s event", g.Rule, why), cand
+	case cand.Value == cur.Value:
+		return Noop, "same value as current", cur
+	default:
+		return Rejected, fmt.Sprintf("%s: current value is from %s event %s (%s, %s)",
+			g.Rule, why, cur.EventKey, cur.Source, cur.OccurredAt.UTC().Format(time.RFC3339Nano)), cur
+	}
+}
+
+// beats reports whether cand strictly outranks cur under an order-independent rule, and a word
+// for the winner's advantage. Each rule is a strict total order over events with distinct keys,
+// so the surviving value is the maximum of the event set whatever the delivery order.
+func beats(p *policy.Policy, rule policy.Rule, cand, cur Provenance) (bool, string) {
+	switch rule {
+	case policy.FirstTouch:
+		// Earliest first; exact tie -> lower key.
+		if c := cand.OccurredAt.Compare(cur.OccurredAt); c != 0 {
+			if c < 0 {
+				return true, "earlier"
+			}
+			return false, "an earlier"
+		}
+		if cand.EventKey < cur.EventKey {
+			return true, "tied, lower-key"
+		}
+		return false, "a tied, lower-key"
+	case policy.Precedence:
+		ca, cu := p.Authority(cand.Source), p.Authority(cur.Source)
+		if ca != cu {
+			if ca > cu {
+				return true, "higher-authority"
+			}
+			return false, "a higher-authority"
+		}
+		return latest(p, cand, cur, false)
+	default: // policy.Latest
+		return latest(p, cand, cur, true)
+	}
+}
+
+// latest orders by occurred_at, then (if byAuthority) authority, then event key; higher wins.
+func latest(p *policy.Policy, cand, cur Provenance, byAuthority bool) (bool, string) {
+	if c := cand.OccurredAt.Compare(cur.OccurredAt); c != 0 {
+		if c > 0 {
+			return true, "later"
+		}
+		return false, "a later"
+	}
+	if byAuthority {
+		ca, cu := p.Authority(cand.Source), p.Authority(cur.Source)
+		if ca != cu {
+			if ca > cu {
+				return true, "tied, higher-authority"
+			}
+			return false, "a tied, higher-authority"
+		}
+	}
+	if cand.EventKey > cur.EventKey {
+		return true, "tied, higher-key"
+	}
+	return false, "a tied, higher-key"
+}
