@@ -1,0 +1,27 @@
+package emf
+
+import (
+	"bytes"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+func TestEmitParseRoundTrip(t *testing.T) {
+	var buf bytes.Buffer
+	at := time.UnixMilli(1_800_000_000_000)
+	w := New(&buf, func() time.Time { return at })
+	w.Emit(map[string]string{"Connector": "twilio"}, Metric{"Received", 1, Count}, Metric{"Latency", 12.5, Milliseconds})
+	got := Parse(bytes.TrimSpace(buf.Bytes()))
+	want := []Datum{
+		{Namespace: Namespace, Name: "Received", Unit: Count, Value: 1, Dimensions: map[string]string{"Connector": "twilio"}, Time: at},
+		{Namespace: Namespace, Name: "Latency", Unit: Milliseconds, Value: 12.5, Dimensions: map[string]string{"Connector": "twilio"}, Time: at},
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("round trip (-want +got):\n%s", diff)
+	}
+	if Parse([]byte(`{"message":"hello"}`)) != nil || Parse([]byte("not json")) != nil {
+		t.Errorf("Parse found metrics in a plain log line")
+	}
+}
