@@ -1,0 +1,360 @@
+// Package ingest owns the webhook function's request path: body limits and content types,
+// handshakes, authentication with the connector's secret, the replay cache, quarantine of authentic
+// but unusable payloads, and the exactly-once enqueue of canonical events to the SQS FIFO queue.
+// It answers 2xx only after SQS accepted every event.
+package ingest
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"mime"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/aws/aws-lambda-go/events"
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/feature/dynamodb/attributevalue"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	ddbtypes "github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/sqs"
+	sqstypes "github.com/aws/aws-sdk-go-v2/service/sqs/types"
+
+	"github.com/crmsync/crmsync/shared/canonical"
+	"github.com/crmsync/crmsync/shared/connector"
+	"github.com/crmsync/crmsync/shared/emf"
+)
+
+// DefaultMaxBody is the body limit when none is configured (1 MiB).
+const DefaultMaxBody = 1 << 20
+
+// QuarantinePrefix is where quarantined payloads live in the bucket: quarantine/<connector>/...
+const QuarantinePrefix = "quarantine/"
+
+// SQSAPI is the SQS call the webhook makes.
+type SQSAPI interface {
+	SendMessageBatch(ctx context.Context, in *sqs.SendMessageBatchInput, optFns ...func(*sqs.Options)) (*sqs.SendMessageBatchOutput, error)
+}
+
+// S3API is the S3 call quarantine makes.
+type S3API interface {
+	PutObject(ctx context.Context, in *s3.PutObjectInput, optFns ...func(*s3.Options)) (*s3.PutObjectOutput, error)
+}
+
+// ReplayAPI is the DynamoDB call the replay cache makes.
+type ReplayAPI interface {
+	PutItem(ctx context.Context, in *dynamodb.PutItemInput, optFns ...func(*dynamodb.Options)) (*dynamodb.PutItemOutput, error)
+}
+
+// SecretSource returns a connector's secret.
+type SecretSource interface {
+	Get(ctx context.Context, id string) (connector.Secret, error)
+}
+
+// Config is the webhook function's configuration, read once from its environment.
+type Config struct {
+	SecretID      string
+	QueueURL      string
+	Bucket        string
+	ReplayTable   string // required for connectors whose verification yields a nonce
+	PublicBaseURL string // e.g. https://hooks.example.com; empty = rebuilt from the request
+	MaxBodyBytes  int64
+}
+
+// Handler handles one connector's webhook deliveries.
+type Handler struct {
+	cfg     Config
+	conn    connector.Connector
+	secrets SecretSource
+	sqs     SQSAPI
+	s3      S3API
+	replay  ReplayAPI
+	now     func() time.Time
+	log     *slog.Logger
+	metrics *emf.Writer
+}
+
+// Deps are the handler's collaborators.
+type Deps struct {
+	Secrets SecretSource
+	SQS     SQSAPI
+	S3      S3API
+	Replay  ReplayAPI
+	Now     func() time.Time
+	Log     *slog.Logger
+	Metrics *emf.Writer
+}
+
+// New returns a handler for one connector.
+func New(cfg Config, conn connector.Connector, d Deps) *Handler {
+	if cfg.MaxBodyBytes <= 0 {
+		cfg.MaxBodyBytes = DefaultMaxBody
+	}
+	if d.Now == nil {
+		d.Now = time.Now
+	}
+	if d.Log == nil {
+		d.Log = slog.New(slog.DiscardHandler)
+	}
+	return &Handler{cfg: cfg, conn: conn, secrets: d.Secrets, sqs: d.SQS, s3: d.S3, replay: d.Replay, now: d.Now,
+		log: d.Log.With("connector", conn.Name()), metrics: d.Metrics}
+}
+
+func respond(status int, body string) events.APIGatewayV2HTTPResponse {
+	return events.APIGatewayV2HTTPResponse{StatusCode: status, Headers: map[string]string{"content-type": "application/json"},
+		Body: body}
+}
+
+func errorResponse(status int, code string) events.APIGatewayV2HTTPResponse {
+	b, _ := json.Marshal(map[string]string{"error": code})
+	return respond(status, string(b))
+}
+
+func (h *Handler) count(name string, v float64) {
+	h.metrics.Emit(map[string]string{"Connector": h.conn.Name()}, emf.Metric{Name: name, Value: v, Unit: emf.Count})
+}
+
+// Handle answers one API Gateway HTTP API (payload 2.0) request.
+func (h *Handler) Handle(ctx context.Context, ev events.APIGatewayV2HTTPRequest) (events.APIGatewayV2HTTPResponse, error) {
+	start := h.now()
+	resp, outcome := h.handle(ctx, ev, start)
+	h.metrics.Emit(map[string]string{"Connector": h.conn.Name()},
+		emf.Metric{Name: "HandlingLatency", Value: float64(h.now().Sub(start).Microseconds()) / 1000, Unit: emf.Milliseconds})
+	h.log.InfoContext(ctx, "webhook handled", "status", resp.StatusCode, "outcome", outcome)
+	return resp, nil
+}
+
+func (h *Handler) handle(ctx context.Context, ev events.APIGatewayV2HTTPRequest, now time.Time) (events.APIGatewayV2HTTPResponse, string) {
+	h.count("Received", 1)
+	body := []byte(ev.Body)
+	if ev.IsBase64Encoded {
+		b, err := base64.StdEncoding.DecodeString(ev.Body)
+		if err != nil {
+			return errorResponse(400, "bad_request"), "bad_base64"
+		}
+		body = b
+	}
+	if int64(len(body)) > h.cfg.MaxBodyBytes {
+		return errorResponse(413, "payload_too_large"), "too_large"
+	}
+	req := h.request(ev, body, now)
+	sec, err := h.secrets.Get(ctx, h.cfg.SecretID)
+	if err != nil {
+		h.log.ErrorContext(ctx, "secret unavailable", "error", err.Error())
+		return errorResponse(503, "unavailable"), "secret_error"
+	}
+	if r, ok := h.conn.Handshake(req, sec); ok {
+		ct := r.ContentType
+		if ct == "" {
+			ct = "text/plain"
+		}
+		return events.APIGatewayV2HTTPResponse{StatusCode: r.Status, Headers: map[string]string{"content-type": ct}, Body: r.Body}, "handshake"
+	}
+	if req.Method != "POST" {
+		return errorResponse(405, "method_not_allowed"), "method"
+	}
+	if !h.contentTypeOK(req.Header("content-type")) {
+		return errorResponse(415, "unsupported_media_type"), "content_type"
+	}
+	ver, err := h.conn.Verify(req, sec, now)
+	if err != nil {
+		h.count("AuthFailures", 1)
+		h.log.WarnContext(ctx, "authentication failed", "reason", err.Error())
+		return errorResponse(401, "unauthenticated"), "unauthenticated"
+	}
+	if ver.Nonce != "" {
+		if err := h.claimNonce(ctx, ver); err != nil {
+			if errors.Is(err, errReplay) {
+				h.count("AuthFailures", 1)
+				h.log.WarnContext(ctx, "replayed token refused")
+				return errorResponse(401, "unauthenticated"), "replay"
+			}
+			h.log.ErrorContext(ctx, "replay cache unavailable", "error", err.Error())
+			return errorResponse(503, "unavailable"), "replay_cache_error"
+		}
+	}
+	parsed, err := h.conn.Parse(req, sec)
+	if err == nil {
+		for i := range parsed.Events {
+			parsed.Events[i].ReceivedAt = now
+			if verr := parsed.Events[i].Validate(); verr != nil {
+				err = fmt.Errorf("%w: %v", connector.ErrUnusable, verr)
+				break
+			}
+		}
+	}
+	if err != nil {
+		reason := "unusable"
+		if !errors.Is(err, connector.ErrUnusable) {
+			reason = "parse_error"
+		}
+		if qerr := h.quarantine(ctx, req, err.Error(), now); qerr != nil {
+			h.log.ErrorContext(ctx, "quarantine failed", "error", qerr.Error())
+			return errorResponse(503, "unavailable"), "quarantine_error"
+		}
+		h.count("Quarantined", 1)
+		h.log.WarnContext(ctx, "payload quarantined", "reason", reason)
+		return respond(202, `{"status":"quarantined"}`), "quarantined"
+	}
+	for _, note := range parsed.Notes {
+		h.log.InfoContext(ctx, "connector note", "note", note)
+	}
+	if err := h.enqueue(ctx, parsed.Events); err != nil {
+		h.count("EnqueueFailures", 1)
+		h.log.ErrorContext(ctx, "enqueue failed", "error", err.Error(), "events", len(parsed.Events))
+		return errorResponse(503, "unavailable"), "enqueue_error"
+	}
+	h.count("Enqueued", float64(len(parsed.Events)))
+	if parsed.Ack != nil {
+		ct := parsed.Ack.ContentType
+		if ct == "" {
+			ct = "application/json"
+		}
+		return events.APIGatewayV2HTTPResponse{StatusCode: parsed.Ack.Status, Headers: map[string]string{"content-type": ct}, Body: parsed.Ack.Body}, "enqueued"
+	}
+	return respond(200, `{"status":"accepted","events":`+strconv.Itoa(len(parsed.Events))+`}`), "enqueued"
+}
+
+// request builds the connector's view of the delivery, including the public URL the vendor
+// called: the configured public base URL, else scheme and host from the request context.
+func (h *Handler) request(ev events.APIGatewayV2HTTPRequest, body []byte, now time.Time) *connector.Request {
+	method := ev.RequestContext.HTTP.Method
+	path := ev.RawPath
+	if path == "" {
+		path = ev.RequestContext.HTTP.Path
+	}
+	base := strings.TrimRight(h.cfg.PublicBaseURL, "/")
+	if base == "" {
+		scheme := ev.Headers["x-forwarded-proto"]
+		if scheme == "" {
+			scheme = "https"
+		}
+		host := ev.RequestContext.DomainName
+		if host == "" {
+			host = ev.Headers["host"]
+		}
+		base = scheme + "://" + host
+	}
+	public := base + path
+	if ev.RawQueryString != "" {
+		public += "?" + ev.RawQueryString
+	}
+	q, _ := url.ParseQuery(ev.RawQueryString)
+	headers := make(map[string]string, len(ev.Headers))
+	for k, v := range ev.Headers {
+		headers[strings.ToLower(k)] = v
+	}
+	return &connector.Request{Method: method, Path: path, Headers: headers, RawQuery: ev.RawQueryString, Query: q,
+		Body: body, PublicURL: public, ReceivedAt: now}
+}
+
+func (h *Handler) contentTypeOK(ct string) bool {
+	mt, _, err := mime.ParseMediaType(ct)
+	if err != nil {
+		return false
+	}
+	return slices.Contains(h.conn.ContentTypes(), strings.ToLower(mt))
+}
+
+var errReplay = errors.New("replayed nonce")
+
+func (h *Handler) claimNonce(ctx context.Context, v connector.Verified) error {
+	if h.replay == nil || h.cfg.ReplayTable == "" {
+		return errors.New("connector needs a replay table and none is configured")
+	}
+	item, err := attributevalue.MarshalMap(struct {
+		PK        string `dynamodbav:"pk"`
+		ExpiresAt int64  `dynamodbav:"expires_at"`
+	}{PK: v.Nonce, ExpiresAt: v.NonceExpires.Unix()})
+	if err != nil {
+		return err
+	}
+	_, err = h.replay.PutItem(ctx, &dynamodb.PutItemInput{TableName: aws.String(h.cfg.ReplayTable), Item: item,
+		ConditionExpression: aws.String("attribute_not_exists(pk)")})
+	var ccf *ddbtypes.ConditionalCheckFailedException
+	if errors.As(err, &ccf) {
+		return errReplay
+	}
+	if err != nil {
+		return fmt.Errorf("claim nonce: %w", err)
+	}
+	return nil
+}
+
+// QuarantineKey is the object key of a quarantined delivery: stable for the same body, so a
+// vendor's retries of one delivery leave one object.
+func QuarantineKey(connectorName string, body []byte, at time.Time) string {
+	return QuarantinePrefix + connectorName + "/" + at.UTC().Format("2006/01/02") + "/" + canonical.PayloadHash(body) + ".json"
+}
+
+// Quarantined is the stored form of a quarantined delivery: enough to re-run it after a fix.
+type Quarantined struct {
+	Connector  string            `json:"connector"`
+	Reason     string            `json:"reason"`
+	ReceivedAt time.Time         `json:"received_at"`
+	Method     string            `json:"method"`
+	Path       string            `json:"path"`
+	RawQuery   string            `json:"raw_query,omitempty"`
+	Headers    map[string]string `json:"headers"`
+	PublicURL  string            `json:"public_url"`
+	Body       []byte            `json:"body"`
+}
+
+func (h *Handler) quarantine(ctx context.Context, req *connector.Request, reason string, now time.Time) error {
+	q := Quarantined{Connector: h.conn.Name(), Reason: reason, ReceivedAt: now, Method: req.Method, Path: req.Path,
+		RawQuery: req.RawQuery, Headers: req.Headers, PublicURL: req.PublicURL, Body: req.Body}
+	b, err := json.Marshal(q)
+	if err != nil {
+		return err
+	}
+	key := QuarantineKey(h.conn.Name(), req.Body, now)
+	_, err = h.s3.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String(h.cfg.Bucket), Key: aws.String(key),
+		Body: strings.NewReader(string(b)), ContentType: aws.String("application/json"),
+		Metadata: map[string]string{"connector": h.conn.Name(), "reason": truncate(reason, 200)}})
+	if err != nil {
+		return fmt.Errorf("put %s: %w", key, err)
+	}
+	return nil
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n]
+}
+
+// enqueue sends every event, ten per SendMessageBatch; any entry SQS did not accept fails the
+// whole delivery so the vendor retries (accepted ones are deduplicated on the retry).
+func (h *Handler) enqueue(ctx context.Context, evs []canonical.Event) error {
+	for start := 0; start < len(evs); start += 10 {
+		end := min(start+10, len(evs))
+		entries := make([]sqstypes.SendMessageBatchRequestEntry, 0, end-start)
+		for i := start; i < end; i++ {
+			b, err := evs[i].Marshal()
+			if err != nil {
+				return fmt.Errorf("marshal %s: %w", evs[i].Key, err)
+			}
+			entries = append(entries, sqstypes.SendMessageBatchRequestEntry{
+				Id: aws.String(strconv.Itoa(i)), MessageBody: aws.String(string(b)),
+				MessageDeduplicationId: aws.String(evs[i].DedupID()), MessageGroupId: aws.String(evs[i].GroupID()),
+			})
+		}
+		out, err := h.sqs.SendMessageBatch(ctx, &sqs.SendMessageBatchInput{QueueUrl: aws.String(h.cfg.QueueURL), Entries: entries})
+		if err != nil {
+			return fmt.Errorf("send batch: %w", err)
+		}
+		if len(out.Failed) > 0 {
+			f := out.Failed[0]
+			return fmt.Errorf("send batch: %d of %d refused (first: %s)", len(out.Failed), len(entries), aws.ToString(f.Code))
+		}
+	}
+	return nil
+}
