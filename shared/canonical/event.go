@@ -59,8 +59,8 @@ type Participant struct {
 // that every update about it (call status callbacks, the same email seen in two mailboxes)
 // merges into one timeline entry.
 type Activity struct {
-	ID           string            `json:"id"`             // e.g. call:CA..., email:<message-id>, meeting:<uri>
-	Type         string            `json:"type"`           // call, meeting, email, form
+	ID           string            `json:"id"`   // e.g. call:CA..., email:<message-id>, meeting:<uri>
+	Type         string            `json:"type"` // call, meeting, email, form
 	Status       string            `json:"status,omitempty"`
 	Direction    string            `json:"direction,omitempty"`
 	Subject      string            `json:"subject,omitempty"`

@@ -25,9 +25,19 @@ import (
 	"github.com/crmsync/crmsync/shared/samtemplate"
 )
 
+// FunctionEnv is what a function's handler is built from locally: the environment the template
+// gives it, an AWS configuration pointing at the local endpoint, its logger and its stdout (where
+// its EMF metrics go).
+type FunctionEnv struct {
+	Getenv func(string) string
+	AWS    aws.Config
+	Log    *slog.Logger
+	Stdout io.Writer
+}
+
 // Factory builds a function's handler from its environment, as the function's main does in
-// Lambda: getenv reads the environment the template gives the function.
-type Factory func(ctx context.Context, fn samtemplate.Function, getenv func(string) string, cfg aws.Config, log *slog.Logger) (lambda.Handler, error)
+// Lambda.
+type Factory func(ctx context.Context, fn samtemplate.Function, env FunctionEnv) (lambda.Handler, error)
 
 // Config configures a local stack.
 type Config struct {
@@ -74,6 +84,7 @@ func Start(ctx context.Context, cfg Config) (d *Dev, err error) {
 	if cfg.Out == nil {
 		cfg.Out = os.Stdout
 	}
+	cfg.Out = &syncWriter{w: cfg.Out}
 	if cfg.Getenv == nil {
 		cfg.Getenv = os.Getenv
 	}
@@ -171,8 +182,8 @@ func Start(ctx context.Context, cfg Config) (d *Dev, err error) {
 		env[awsclient.EndpointEnv] = cfg.Endpoint
 		fn.Env = env
 		d.Stack.Functions[id] = fn
-		h, err := cfg.Factory(ctx, fn, func(k string) string { return env[k] }, d.AWS,
-			slog.New(NewLogHandler(cfg.Out, id, slog.LevelInfo)))
+		h, err := cfg.Factory(ctx, fn, FunctionEnv{Getenv: func(k string) string { return env[k] }, AWS: d.AWS,
+			Log: slog.New(NewLogHandler(cfg.Out, id, slog.LevelInfo)), Stdout: cfg.Out})
 		if err != nil {
 			ln.Close()
 			return nil, fmt.Errorf("function %s: %w", id, err)
@@ -287,4 +298,16 @@ func (d *Dev) Close() {
 			d.Log.Info("stopped moto_server")
 		}
 	})
+}
+
+// syncWriter serialises writes so every function's log lines stay whole on one output.
+type syncWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (s *syncWriter) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.Write(p)
 }

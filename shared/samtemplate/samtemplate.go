@@ -61,7 +61,7 @@ type Options struct {
 // refToken and attToken mark references to resources until their physical values are known.
 var tokenRE = regexp.MustCompile(`\{\{(ref|att):([A-Za-z0-9]+)(?:\.([A-Za-z0-9.]+))?\}\}`)
 
-func refToken(id string) string        { return "{{ref:" + id + "}}" }
+func refToken(id string) string       { return "{{ref:" + id + "}}" }
 func attToken(id, attr string) string { return "{{att:" + id + "." + attr + "}}" }
 
 // Load reads and parses a template file.

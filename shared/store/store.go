@@ -1,0 +1,407 @@
+// Package store owns crmsync's DynamoDB item shapes (design section 4): the ledger item written
+// once per event key, and the CRM table's items — record profiles with per-field provenance,
+// identity and domain claims, activities (under their contact, or unassociated), and audit
+// entries — with their key layout, attribute names and conversions. It makes no AWS calls: the
+// worker reads and writes these shapes with its own client.
+//
+// Key layout of the CRM table (pk / sk):
+//
+//	CONTACT#<id> / PROFILE          contact record; ACCOUNT#<id> and DEAL#<id> alike
+//	CONTACT#<id> / ACT#<activity>   an activity associated with the contact
+//	UNASSOC      / ACT#<activity>   an activity waiting for a contact (unassoc = "1", sparse index)
+//	CONTACT#<id> / AUDIT#<occurred_at>#<event key>#<field>   one audited decision
+//	IDENT#email#<addr> / IDENT      → contact_id (claimed with attribute_not_exists)
+//	IDENT#phone#<e164> / IDENT      → contact_id
+//	DOMAIN#<domain> / DOMAIN        → account (claimed with attribute_not_exists)
+//
+// Times that are index sort keys or compared as strings are written in TimeLayout (UTC, fixed
+// width, so lexical order is time order); dedup_until is epoch milliseconds and expires_at epoch
+// seconds (DynamoDB TTL).
+package store
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"time"
+
+	"github.com/crmsync/crmsync/shared/association"
+	"github.com/crmsync/crmsync/shared/decide"
+)
+
+// Ledger outcomes.
+const (
+	// Applied: the event changed the CRM (record, identities or timeline).
+	Applied = "APPLIED"
+	// Noop: the event changed nothing (refused proposals may still be audited).
+	Noop = "NOOP"
+	// Rejected: the event could not be applied and will not be retried (invalid, vendor 404).
+	Rejected = "REJECTED"
+	// Quarantined: the payload was authentic but unusable (written by the webhook side).
+	Quarantined = "QUARANTINED"
+)
+
+// Index names from template.yaml.
+const (
+	// IndexByGroup is the ledger's (group_key, occurred_at) index, used by rebuild.
+	IndexByGroup = "ByGroup"
+	// IndexBySource is the ledger's (source, recorded_at) index.
+	IndexBySource = "BySource"
+	// IndexByAccount is the CRM table's (account_id, sk) index.
+	IndexByAccount = "ByAccount"
+	// IndexByDeal is the CRM table's (deal_id, sk) index.
+	IndexByDeal = "ByDeal"
+	// IndexUnassociated is the CRM table's sparse (unassoc, occurred_at) index.
+	IndexUnassociated = "Unassociated"
+	// IndexByChange is the CRM table's (change_day, updated_at) index.
+	IndexByChange = "ByChange"
+)
+
+// Sort keys and prefixes.
+const (
+	// SKProfile is the sort key of a record's profile item.
+	SKProfile = "PROFILE"
+	// SKIdent is the sort key of an identity claim.
+	SKIdent = "IDENT"
+	// SKDomain is the sort key of a domain claim.
+	SKDomain = "DOMAIN"
+	// PrefixActivity starts an activity's sort key.
+	PrefixActivity = "ACT#"
+	// PrefixAudit starts an audit entry's sort key.
+	PrefixAudit = "AUDIT#"
+	// PKUnassociated is the partition of activities waiting for a contact.
+	PKUnassociated = "UNASSOC"
+)
+
+// Entities.
+const (
+	// Contact is the person entity.
+	Contact = "contact"
+	// Account is the company entity.
+	Account = "account"
+	// Deal is the opportunity entity.
+	Deal = "deal"
+)
+
+// TimeLayout is the fixed-width UTC layout of every time stored as a string.
+const TimeLayout = "2006-01-02T15:04:05.000000000Z"
+
+// DefaultRetention is how long ledger items are kept (DynamoDB TTL) unless configured.
+const DefaultRetention = 400 * 24 * time.Hour
+
+// ForeverMillis is the dedup_until of a source whose window is forever (year 9999).
+const ForeverMillis int64 = 253402300799999
+
+// FormatTime writes t in TimeLayout; the zero time is "".
+func FormatTime(t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	return t.UTC().Format(TimeLayout)
+}
+
+// ParseTime reads a time written by FormatTime (or any RFC 3339 time); "" is the zero time.
+func ParseTime(s string) time.Time {
+	if s == "" {
+		return time.Time{}
+	}
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		return time.Time{}
+	}
+	return t.UTC()
+}
+
+// PK returns the partition key of a record: "CONTACT#id", "ACCOUNT#id", "DEAL#id".
+func PK(entity, id string) string {
+	switch entity {
+	case Contact:
+		return "CONTACT#" + id
+	case Account:
+		return "ACCOUNT#" + id
+	case Deal:
+		return "DEAL#" + id
+	}
+	return entity + "#" + id
+}
+
+// IdentEmailPK is the partition key of an email identity claim.
+func IdentEmailPK(email string) string { return "IDENT#email#" + email }
+
+// IdentPhonePK is the partition key of a phone identity claim.
+func IdentPhonePK(e164 string) string { return "IDENT#phone#" + e164 }
+
+// DomainPK is the partition key of a domain claim.
+func DomainPK(domain string) string { return "DOMAIN#" + domain }
+
+// ActivitySK is the sort key of an activity. Very long activity ids (some Message-Ids) are
+// hashed so the key stays well inside DynamoDB's limit; the id itself is kept in the item.
+func ActivitySK(activityID string) string {
+	if len(activityID) > 400 {
+		return PrefixActivity + "h:" + hashHex(activityID)
+	}
+	return PrefixActivity + activityID
+}
+
+// AuditSK is the sort key of one audited decision.
+func AuditSK(occurred time.Time, eventKey, field string) string {
+	return PrefixAudit + FormatTime(occurred) + "#" + eventKey + "#" + field
+}
+
+// Rerun is one forced re-run of an event.
+type Rerun struct {
+	// By is who forced it.
+	By string `dynamodbav:"by" json:"by"`
+	// Why is the reason given.
+	Why string `dynamodbav:"why" json:"why"`
+	// At is when (TimeLayout).
+	At string `dynamodbav:"at" json:"at"`
+}
+
+// LedgerItem is the ledger's one item per event key.
+type LedgerItem struct {
+	// Key is the canonical event key (the table's pk).
+	Key string `dynamodbav:"pk" json:"key"`
+	// Outcome is Applied, Noop, Rejected or Quarantined.
+	Outcome string `dynamodbav:"outcome" json:"outcome"`
+	// Reason explains the outcome.
+	Reason string `dynamodbav:"reason,omitempty" json:"reason,omitempty"`
+	// PayloadHash is the event's payload hash; the same key with another hash is flagged.
+	PayloadHash string `dynamodbav:"payload_hash" json:"payload_hash"`
+	// DedupUntil is the end of the source's dedup window, epoch milliseconds (ForeverMillis for
+	// forever).
+	DedupUntil int64 `dynamodbav:"dedup_until" json:"dedup_until"`
+	// DedupForever is set when the source's window is forever.
+	DedupForever bool `dynamodbav:"dedup_forever,omitempty" json:"dedup_forever,omitempty"`
+	// ExpiresAt is the TTL, epoch seconds.
+	ExpiresAt int64 `dynamodbav:"expires_at" json:"expires_at"`
+	// GroupKey is the event's group key (ByGroup hash key).
+	GroupKey string `dynamodbav:"group_key,omitempty" json:"group_key,omitempty"`
+	// OccurredAt is the event's occurred_at (ByGroup range key, TimeLayout).
+	OccurredAt string `dynamodbav:"occurred_at,omitempty" json:"occurred_at,omitempty"`
+	// Source is the event's source (BySource hash key).
+	Source string `dynamodbav:"source,omitempty" json:"source,omitempty"`
+	// RecordedAt is when the outcome was written (BySource range key, TimeLayout).
+	RecordedAt string `dynamodbav:"recorded_at" json:"recorded_at"`
+	// Event is the compact canonical event JSON, for replay and rebuild.
+	Event string `dynamodbav:"event,omitempty" json:"event,omitempty"`
+	// PolicyVersion is the policy the outcome was decided under.
+	PolicyVersion string `dynamodbav:"policy_version,omitempty" json:"policy_version,omitempty"`
+	// MappingVersion is the connector mapping that produced the event.
+	MappingVersion string `dynamodbav:"mapping_version,omitempty" json:"mapping_version,omitempty"`
+	// Attempts counts the transaction attempts of the last application.
+	Attempts int `dynamodbav:"attempts" json:"attempts"`
+	// Reruns lists forced re-runs, oldest first.
+	Reruns []Rerun `dynamodbav:"reruns,omitempty" json:"reruns,omitempty"`
+	// Unmapped lists the vendor fields no mapping used.
+	Unmapped []string `dynamodbav:"unmapped,omitempty" json:"unmapped,omitempty"`
+	// ContactID is the contact the event was applied to, if any.
+	ContactID string `dynamodbav:"contact_id,omitempty" json:"contact_id,omitempty"`
+	// ActivityID is the activity the event merged into, if any.
+	ActivityID string `dynamodbav:"activity_id,omitempty" json:"activity_id,omitempty"`
+	// Flagged is set when a delivery with the same key and a different payload hash arrived;
+	// that delivery was not applied.
+	Flagged bool `dynamodbav:"flagged,omitempty" json:"flagged,omitempty"`
+	// Conflicts counts such deliveries.
+	Conflicts int `dynamodbav:"conflicts,omitempty" json:"conflicts,omitempty"`
+	// ConflictingHash is the payload hash of the latest conflicting delivery.
+	ConflictingHash string `dynamodbav:"conflicting_payload,omitempty" json:"conflicting_payload,omitempty"`
+}
+
+// Duplicate reports whether a delivery with payloadHash at now is a duplicate of this item: the
+// same payload and still inside the dedup window.
+func (l *LedgerItem) Duplicate(payloadHash string, now time.Time) bool {
+	return l.PayloadHash == payloadHash && (l.DedupForever || l.DedupUntil > now.UnixMilli())
+}
+
+// Field is one field's value and provenance as stored: {value, source, event_key, occurred_at,
+// locked_by}.
+type Field struct {
+	// Value is the field's value.
+	Value string `dynamodbav:"value" json:"value"`
+	// Source is the source of the event that wrote Value.
+	Source string `dynamodbav:"source,omitempty" json:"source,omitempty"`
+	// EventKey is the key of that event.
+	EventKey string `dynamodbav:"event_key,omitempty" json:"event_key,omitempty"`
+	// OccurredAt is that event's occurred_at (TimeLayout).
+	OccurredAt string `dynamodbav:"occurred_at,omitempty" json:"occurred_at,omitempty"`
+	// LockedBy is who locked the field, if anyone.
+	LockedBy string `dynamodbav:"locked_by,omitempty" json:"locked_by,omitempty"`
+}
+
+// FieldFrom converts a decision provenance to its stored form.
+func FieldFrom(p decide.Provenance) Field {
+	return Field{Value: p.Value, Source: p.Source, EventKey: p.EventKey, OccurredAt: FormatTime(p.OccurredAt), LockedBy: p.LockedBy}
+}
+
+// Provenance converts a stored field to the decision package's form.
+func (f Field) Provenance() decide.Provenance {
+	return decide.Provenance{Value: f.Value, Source: f.Source, EventKey: f.EventKey, OccurredAt: ParseTime(f.OccurredAt), LockedBy: f.LockedBy}
+}
+
+// Record is a contact, account or deal profile item (sk PROFILE).
+type Record struct {
+	// PK is PK(entity, id).
+	PK string `dynamodbav:"pk" json:"-"`
+	// SK is SKProfile.
+	SK string `dynamodbav:"sk" json:"-"`
+	// Entity is contact, account or deal.
+	Entity string `dynamodbav:"entity" json:"entity"`
+	// ID is the record id.
+	ID string `dynamodbav:"id" json:"id"`
+	// Fields maps field name to value and provenance.
+	Fields map[string]Field `dynamodbav:"fields" json:"fields"`
+	// Version increases by one with every write; writes are conditioned on it.
+	Version int64 `dynamodbav:"version" json:"version"`
+	// AccountID is a contact's or deal's account (ByAccount index).
+	AccountID string `dynamodbav:"account_id,omitempty" json:"account_id,omitempty"`
+	// Identities are a contact's claimed identities ("email:<addr>", "phone:<e164>"), sorted.
+	Identities []string `dynamodbav:"identities,omitempty" json:"identities,omitempty"`
+	// Domains are an account's claimed email domains, sorted.
+	Domains []string `dynamodbav:"domains,omitempty" json:"domains,omitempty"`
+	// LastActivityAt is the occurred_at of the latest activity associated with the record.
+	LastActivityAt string `dynamodbav:"last_activity_at,omitempty" json:"last_activity_at,omitempty"`
+	// CreatedAt is when the record was first written.
+	CreatedAt string `dynamodbav:"created_at" json:"created_at"`
+	// UpdatedAt is when it was last written (ByChange range key).
+	UpdatedAt string `dynamodbav:"updated_at" json:"updated_at"`
+	// ChangeDay is UpdatedAt's UTC date, YYYY-MM-DD (ByChange hash key).
+	ChangeDay string `dynamodbav:"change_day" json:"change_day"`
+}
+
+// NewRecord returns an empty record of entity with id.
+func NewRecord(entity, id string) *Record {
+	return &Record{PK: PK(entity, id), SK: SKProfile, Entity: entity, ID: id, Fields: map[string]Field{}}
+}
+
+// Decidable returns the record's fields in the decision package's form.
+func (r *Record) Decidable() decide.Record {
+	out := make(decide.Record, len(r.Fields))
+	for k, f := range r.Fields {
+		out[k] = f.Provenance()
+	}
+	return out
+}
+
+// SetFields replaces the record's fields with a decision record.
+func (r *Record) SetFields(rec decide.Record) {
+	r.Fields = make(map[string]Field, len(rec))
+	for k, p := range rec {
+		r.Fields[k] = FieldFrom(p)
+	}
+}
+
+// Touch stamps the record as written at now.
+func (r *Record) Touch(now time.Time) {
+	s := FormatTime(now)
+	if r.CreatedAt == "" {
+		r.CreatedAt = s
+	}
+	r.UpdatedAt = s
+	r.ChangeDay = now.UTC().Format("2006-01-02")
+}
+
+// ClosedStages are the deal stages that make a deal no longer open.
+var ClosedStages = map[string]bool{"closed_won": true, "closed_lost": true, "won": true, "lost": true,
+	"closedwon": true, "closedlost": true, "closed": true}
+
+// Open reports whether a deal record is open (its stage is not a closed stage).
+func (r *Record) Open() bool { return !ClosedStages[r.Fields["stage"].Value] }
+
+// IdentityClaim is an IDENT# or DOMAIN# item: an identity owned by one record.
+type IdentityClaim struct {
+	// PK is IdentEmailPK, IdentPhonePK or DomainPK.
+	PK string `dynamodbav:"pk"`
+	// SK is SKIdent or SKDomain.
+	SK string `dynamodbav:"sk"`
+	// ContactID is the owning contact (identity claims).
+	ContactID string `dynamodbav:"contact_id,omitempty"`
+	// Account is the owning account (domain claims; not named account_id so the claim stays out
+	// of the ByAccount index).
+	Account string `dynamodbav:"account,omitempty"`
+	// EventKey is the event that made the claim.
+	EventKey string `dynamodbav:"event_key"`
+	// ClaimedAt is when (TimeLayout).
+	ClaimedAt string `dynamodbav:"claimed_at"`
+}
+
+// ActivityItem is one timeline entry: an activity under its contact, or unassociated.
+type ActivityItem struct {
+	// PK is PK(contact, id) or PKUnassociated.
+	PK string `dynamodbav:"pk"`
+	// SK is ActivitySK(ActivityID).
+	SK string `dynamodbav:"sk"`
+	// ActivityID is the activity's id.
+	ActivityID string `dynamodbav:"activity_id"`
+	// Type and Status summarise the activity for listings.
+	Type string `dynamodbav:"type,omitempty"`
+	// Status is the merged status.
+	Status string `dynamodbav:"status,omitempty"`
+	// OccurredAt is the earliest update's occurred_at (TimeLayout; Unassociated range key).
+	OccurredAt string `dynamodbav:"occurred_at"`
+	// ContactID is the associated contact.
+	ContactID string `dynamodbav:"contact_id,omitempty"`
+	// AccountID is the associated account (ByAccount index).
+	AccountID string `dynamodbav:"account_id,omitempty"`
+	// DealID is the associated deal (ByDeal index).
+	DealID string `dynamodbav:"deal_id,omitempty"`
+	// Unassoc is "1" while the activity waits for a contact (sparse Unassociated index).
+	Unassoc string `dynamodbav:"unassoc,omitempty"`
+	// Identities are the person's identities ("email:<addr>", "phone:<e164>"), so the activity
+	// can be matched when a contact appears.
+	Identities []string `dynamodbav:"identities,omitempty"`
+	// Assoc records how each link was made.
+	Assoc association.Result `dynamodbav:"assoc"`
+	// MovedTo is set on an UNASSOC item once its activity moved under this contact id.
+	MovedTo string `dynamodbav:"moved_to,omitempty"`
+	// Doc is the merged timeline.Activity as compact JSON.
+	Doc string `dynamodbav:"doc"`
+	// Version increases with every write; writes are conditioned on it.
+	Version int64 `dynamodbav:"version"`
+	// UpdatedAt is when it was last written (TimeLayout).
+	UpdatedAt string `dynamodbav:"updated_at"`
+}
+
+// AuditItem is one audited field decision.
+type AuditItem struct {
+	// PK is the record's partition key.
+	PK string `dynamodbav:"pk" json:"-"`
+	// SK is AuditSK(occurred_at, event key, field).
+	SK string `dynamodbav:"sk" json:"-"`
+	// Entity and RecordID name the record.
+	Entity string `dynamodbav:"entity" json:"entity"`
+	// RecordID is the record's id.
+	RecordID string `dynamodbav:"record_id" json:"record_id"`
+	// Field is the field decided.
+	Field string `dynamodbav:"field" json:"field"`
+	// Before is the field before the event.
+	Before Field `dynamodbav:"before" json:"before"`
+	// After is the field after the event.
+	After Field `dynamodbav:"after" json:"after"`
+	// Decision is applied, rejected, blocked_by_lock or noop.
+	Decision string `dynamodbav:"decision" json:"decision"`
+	// Rule is the policy rule or pseudo-rule that decided.
+	Rule string `dynamodbav:"rule" json:"rule"`
+	// Reason explains the decision.
+	Reason string `dynamodbav:"reason" json:"reason"`
+	// PolicyVersion is the policy the decision was made under.
+	PolicyVersion string `dynamodbav:"policy_version" json:"policy_version"`
+	// Source is the event's source.
+	Source string `dynamodbav:"source" json:"source"`
+	// Actor is who made the change (actor email or id, else the source).
+	Actor string `dynamodbav:"actor,omitempty" json:"actor,omitempty"`
+	// EventKey is the event's key.
+	EventKey string `dynamodbav:"event_key" json:"event_key"`
+	// OccurredAt is the event's occurred_at (TimeLayout).
+	OccurredAt string `dynamodbav:"occurred_at" json:"occurred_at"`
+	// RecordedAt is when the decision was written (TimeLayout).
+	RecordedAt string `dynamodbav:"recorded_at" json:"recorded_at"`
+	// RerunBy and RerunWhy are set when the decision came from a forced re-run.
+	RerunBy string `dynamodbav:"rerun_by,omitempty" json:"rerun_by,omitempty"`
+	// RerunWhy is the reason given for the forced re-run.
+	RerunWhy string `dynamodbav:"rerun_why,omitempty" json:"rerun_why,omitempty"`
+}
+
+func hashHex(s string) string {
+	sum := sha256.Sum256([]byte(s))
+	return hex.EncodeToString(sum[:])
+}
