@@ -38,3 +38,54 @@ FORCE:
 
 lint-template:
 	cfn-lint template.yaml
+
+# ---------------------------------------------------------------------------- tools, dev, test
+# Everything `make dev` and `make test` need beyond Go, Python's moto_server and cfn-lint (which the
+# machine image provides) is installed here from the Go module proxy.
+RIE_VERSION := v0.0.0-20261030222936-bef5c4ba774d
+BIN := $(CURDIR)/bin
+export CRMSYNC_RIE_BIN := $(BIN)/aws-lambda-rie
+
+.PHONY: tools deps dev test lint vet fuzz events check-moto
+
+tools: $(BIN)/aws-lambda-rie
+
+$(BIN)/aws-lambda-rie:
+	GOBIN=$(BIN) go install github.com/aws/aws-lambda-runtime-interface-emulator/cmd/aws-lambda-rie@$(RIE_VERSION)
+
+deps:
+	go mod download
+
+check-moto:
+	@command -v moto_server >/dev/null || { echo "moto_server is not installed: run pip install 'moto[server]' (Python 3.9+)"; exit 1; }
+	@command -v cfn-lint >/dev/null || { echo "cfn-lint is not installed: run pip install cfn-lint"; exit 1; }
+
+# The whole pipeline on this machine, in the foreground until Ctrl-C (same as `crmsync dev`).
+dev: deps check-moto
+	go build -o $(BIN)/crmsync ./cmd/crmsync
+	$(BIN)/crmsync dev
+
+lint: check-moto
+	cfn-lint template.yaml
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+vet:
+	go vet ./...
+
+# cfn-lint, gofmt, vet, every test (each test binary starts its own moto on a free port unless
+# CRMSYNC_TEST_AWS_ENDPOINT names one), fuzz seed corpora, and the aws-lambda-rie smoke run.
+test: deps tools lint vet
+	go test -count=1 -timeout 20m ./...
+
+# Runs every fuzz target for FUZZTIME each (seed corpora already run in `make test`).
+FUZZTIME ?= 20s
+fuzz:
+	@for pkg in $$(go list ./...); do \
+	  for f in $$(go test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
+	    echo "fuzz $$pkg $$f"; go test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+	  done; \
+	done
+
+# Regenerates events/ (signed with config/dev-secrets.json at the current time).
+events:
+	go run ./cmd/crmsync events generate

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/aws/aws-lambda-go/lambda"
+	"github.com/aws/aws-lambda-go/lambdacontext"
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 
@@ -103,7 +104,7 @@ func Start(ctx context.Context, cfg Config) (d *Dev, err error) {
 	if cfg.Factory == nil {
 		return nil, errors.New("local stack: no function factory")
 	}
-	log := slog.New(NewLogHandler(cfg.Out, "local", slog.LevelInfo)).With()
+	log := slog.New(slog.NewJSONHandler(cfg.Out, &slog.HandlerOptions{ReplaceAttr: lambdacontext.ReplaceAttr})).With("component", "crmsync-local")
 	d = &Dev{Log: log, Endpoint: cfg.Endpoint}
 	defer func() {
 		if err != nil {
