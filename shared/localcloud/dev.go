@@ -57,6 +57,8 @@ type Config struct {
 	Pollers int
 	// NoSchedules disables the schedule timers (rules can still be fired on demand).
 	NoSchedules bool
+	// NoEventSources leaves queues unpolled (tests that inspect what was enqueued).
+	NoEventSources bool
 	// Getenv reads overrides (CRMSYNC_<VAR> for vendor base URLs); default os.Getenv.
 	Getenv func(string) string
 }
@@ -229,6 +231,9 @@ func Start(ctx context.Context, cfg Config) (d *Dev, err error) {
 	d.wg.Add(1)
 	go func() { defer d.wg.Done(); _ = d.srv.Serve(ln) }()
 	for _, m := range d.mappings {
+		if cfg.NoEventSources {
+			break
+		}
 		d.wg.Add(1)
 		go func(m *EventSourceMapping) { defer d.wg.Done(); m.Run(runCtx) }(m)
 	}
