@@ -10,3 +10,10 @@ import _ "embed"
 //
 //go:embed policy.yaml
 var PolicyYAML []byte
+
+// ReconcileYAML is the content of config/reconcile.yaml: the reconcile jobs' windows, bounds and
+// drift SLAs (design section 7). Load it with reconcile.ParseConfig("config/reconcile.yaml",
+// config.ReconcileYAML).
+//
+//go:embed reconcile.yaml
+var ReconcileYAML []byte

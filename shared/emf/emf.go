@@ -60,7 +60,31 @@ type meta struct {
 	CloudWatchMetrics []directive `json:"CloudWatchMetrics"`
 }
 
-// Emit writes one record: the metrics with the given dimensions (e.g. Connector=twilio).
+// RollupDimension is the dimension metrics are also aggregated over: a record whose dimensions
+// include it is published with its dimensions, again without RollupDimension, and once more
+// with no dimension at all (e.g. Processed{Connector,Outcome}, Processed{Outcome} and
+// Processed{}), so alarms and dashboards can watch totals without SEARCH expressions.
+const RollupDimension = "Connector"
+
+// DimensionSets returns the EMF dimension sets a record with these dimension names is published
+// under (see RollupDimension); names are sorted within each set.
+func DimensionSets(names []string) [][]string {
+	keys := append(make([]string, 0, len(names)), names...)
+	sort.Strings(keys)
+	sets := [][]string{keys}
+	i := sort.SearchStrings(keys, RollupDimension)
+	if i == len(keys) || keys[i] != RollupDimension {
+		return sets
+	}
+	rest := append(append([]string(nil), keys[:i]...), keys[i+1:]...)
+	if len(rest) > 0 {
+		sets = append(sets, rest)
+	}
+	return append(sets, []string{})
+}
+
+// Emit writes one record: the metrics with the given dimensions (e.g. Connector=twilio),
+// published under DimensionSets of those dimensions.
 func (w *Writer) Emit(dims map[string]string, metrics ...Metric) {
 	if w == nil || w.w == nil || len(metrics) == 0 {
 		return
@@ -71,8 +95,7 @@ func (w *Writer) Emit(dims map[string]string, metrics ...Metric) {
 		keys = append(keys, k)
 		rec[k] = v
 	}
-	sort.Strings(keys)
-	d := directive{Namespace: Namespace, Dimensions: [][]string{keys}}
+	d := directive{Namespace: Namespace, Dimensions: DimensionSets(keys)}
 	for _, m := range metrics {
 		d.Metrics = append(d.Metrics, metricDef{Name: m.Name, Unit: m.Unit})
 		rec[m.Name] = m.Value

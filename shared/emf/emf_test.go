@@ -17,11 +17,31 @@ func TestEmitParseRoundTrip(t *testing.T) {
 	want := []Datum{
 		{Namespace: Namespace, Name: "Received", Unit: Count, Value: 1, Dimensions: map[string]string{"Connector": "twilio"}, Time: at},
 		{Namespace: Namespace, Name: "Latency", Unit: Milliseconds, Value: 12.5, Dimensions: map[string]string{"Connector": "twilio"}, Time: at},
+		// The connector rollup: the same values with no dimension.
+		{Namespace: Namespace, Name: "Received", Unit: Count, Value: 1, Dimensions: map[string]string{}, Time: at},
+		{Namespace: Namespace, Name: "Latency", Unit: Milliseconds, Value: 12.5, Dimensions: map[string]string{}, Time: at},
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("round trip (-want +got):\n%s", diff)
 	}
 	if Parse([]byte(`{"message":"hello"}`)) != nil || Parse([]byte("not json")) != nil {
 		t.Errorf("Parse found metrics in a plain log line")
+	}
+}
+
+func TestDimensionSets(t *testing.T) {
+	for _, tc := range []struct {
+		in   []string
+		want [][]string
+	}{
+		{nil, [][]string{{}}},
+		{[]string{"Job"}, [][]string{{"Job"}}},
+		{[]string{"Connector"}, [][]string{{"Connector"}, {}}},
+		{[]string{"Outcome", "Connector"}, [][]string{{"Connector", "Outcome"}, {"Outcome"}, {}}},
+	} {
+		got := DimensionSets(tc.in)
+		if diff := cmp.Diff(tc.want, got); diff != "" {
+			t.Errorf("DimensionSets(%v) (-want +got):\n%s", tc.in, diff)
+		}
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 )
@@ -13,12 +14,21 @@ import (
 // VendorFakes serves local stand-ins for the vendor REST APIs that hydration and listing call.
 // A GET for /<vendor>/<path> answers with the fixture file <Dir>/<vendor>/<path>.json (the
 // fixtures follow the vendors' documented response shapes); tests and rehearsals can also PUT a
-// body at any path (and DELETE it) to change what the fake answers. Unknown paths get the
-// vendor-style 404.
+// body at any path (and DELETE it) to change what the fake answers — with a header
+// X-Fake-Status: <code> the fake answers that status with the body (e.g. 500 to rehearse a
+// vendor outage) — and DELETE restores the fixture. Unknown paths get the vendor-style 404.
 type VendorFakes struct {
 	Dir string
 	mu  sync.RWMutex
-	set map[string][]byte
+	set map[string]fakeAnswer
+}
+
+// FakeStatusHeader is the PUT header that sets the status the fake answers with.
+const FakeStatusHeader = "X-Fake-Status"
+
+type fakeAnswer struct {
+	status int
+	body   []byte
 }
 
 // BaseURLEnv maps the function environment variables that hold vendor API base URLs to the
@@ -43,11 +53,20 @@ func (v *VendorFakes) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			http.Error(w, err.Error(), http.StatusBadRequest)
 			return
 		}
+		status := http.StatusOK
+		if h := r.Header.Get(FakeStatusHeader); h != "" {
+			n, err := strconv.Atoi(h)
+			if err != nil || n < 100 || n > 599 {
+				http.Error(w, "bad "+FakeStatusHeader, http.StatusBadRequest)
+				return
+			}
+			status = n
+		}
 		v.mu.Lock()
 		if v.set == nil {
-			v.set = map[string][]byte{}
+			v.set = map[string]fakeAnswer{}
 		}
-		v.set[k] = b
+		v.set[k] = fakeAnswer{status: status, body: b}
 		v.mu.Unlock()
 		w.WriteHeader(http.StatusNoContent)
 		return
@@ -63,11 +82,12 @@ func (v *VendorFakes) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	v.mu.RLock()
-	body, ok := v.set[k]
+	ans, ok := v.set[k]
 	v.mu.RUnlock()
+	body, status := ans.body, ans.status
 	if !ok && v.Dir != "" && !strings.Contains(k, "..") {
 		if b, err := os.ReadFile(filepath.Join(v.Dir, filepath.FromSlash(strings.TrimPrefix(k, "/"))+".json")); err == nil {
-			body, ok = b, true
+			body, status, ok = b, http.StatusOK, true
 		}
 	}
 	w.Header().Set("Content-Type", "application/json")
@@ -76,5 +96,6 @@ func (v *VendorFakes) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		_, _ = w.Write([]byte(`{"error":{"message":"not found","code":404}}`))
 		return
 	}
+	w.WriteHeader(status)
 	_, _ = w.Write(body)
 }

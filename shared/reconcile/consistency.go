@@ -1,0 +1,230 @@
+package reconcile
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/feature/dynamodb/attributevalue"
+	"github.com/aws/aws-sdk-go-v2/feature/dynamodb/expression"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+
+	"github.com/crmsync/crmsync/shared/canonical"
+	"github.com/crmsync/crmsync/shared/reconcile/check"
+	"github.com/crmsync/crmsync/shared/store"
+)
+
+// RepairKey is the key of a repair made by a job run: reconcile:{job}:{run}:{entity}:{id}.
+// Audit entries of the repair carry it as their event key.
+func RepairKey(job, runID, entity, id string) string {
+	return "reconcile:" + job + ":" + runID + ":" + entity + ":" + id
+}
+
+func (r *Runner) consistency(ctx context.Context, x *run, dryRun bool) error {
+	if err := r.unassociated(ctx, x, dryRun); err != nil {
+		return err
+	}
+	return r.contactChecks(ctx, x)
+}
+
+// unassociated retries every activity waiting for a contact: those whose identities a contact
+// now owns move under it; the rest are reported.
+func (r *Runner) unassociated(ctx context.Context, x *run, dryRun bool) error {
+	js := r.d.Settings.Job(JobConsistency)
+	expr, err := expression.NewBuilder().WithKeyCondition(expression.Key("unassoc").Equal(expression.Value("1"))).Build()
+	if err != nil {
+		return err
+	}
+	var waiting []store.ActivityItem
+	err = r.query(ctx, &dynamodb.QueryInput{TableName: aws.String(r.cfg.CRMTable), IndexName: aws.String(store.IndexUnassociated),
+		KeyConditionExpression: expr.KeyCondition(), ExpressionAttributeNames: expr.Names(), ExpressionAttributeValues: expr.Values()}, 0,
+		func(item map[string]types.AttributeValue) (bool, error) {
+			var it store.ActivityItem
+			if err := attributevalue.UnmarshalMap(item, &it); err != nil {
+				return false, err
+			}
+			if it.MovedTo == "" {
+				waiting = append(waiting, it)
+			}
+			return len(waiting) < js.MaxRecords, nil
+		})
+	if err != nil {
+		return err
+	}
+	now := r.now()
+	x.rep.Counts["reassociated"] = 0
+	x.rep.Counts["unassociated_activities"] = 0
+	for i := range waiting {
+		it := &waiting[i]
+		x.rep.Counts["activities_checked"]++
+		if f := check.CallNotTerminal(it, now, js.CallTerminalAfter); f != nil {
+			x.rep.Counts["calls_not_terminal"]++
+			x.add(*f)
+		}
+		if dryRun {
+			x.rep.Counts["unassociated_activities"]++
+			x.add(check.Finding{Kind: check.KindUnassociated, Entity: "activity", ID: it.ActivityID, Stored: strings.Join(it.Identities, " "),
+				Detail: "waiting for a contact since " + it.OccurredAt, Repair: "dry run: crmsync reconcile consistency"})
+			continue
+		}
+		res, err := r.d.Worker.Reassociate(ctx, it.ActivityID, RepairKey(JobConsistency, x.rep.RunID, "activity", it.ActivityID),
+			"consistency job: a contact now owns one of the activity's identities")
+		if err != nil {
+			// A race with the worker; the next run retries. Report, do not fail the run.
+			x.rep.Counts["reassociate_errors"]++
+			x.add(check.Finding{Kind: check.KindUnassociated, Entity: "activity", ID: it.ActivityID, Detail: err.Error(),
+				Repair: "crmsync reconcile consistency"})
+			continue
+		}
+		if res.Moved {
+			x.rep.Counts["reassociated"]++
+			x.add(check.Finding{Kind: check.KindReassociated, Entity: "activity", ID: it.ActivityID, Expected: res.ContactID, Field: res.Via,
+				Detail: "moved under the contact that owns " + res.Via, Repair: "repaired: crmsync contact get --id " + res.ContactID})
+			continue
+		}
+		x.rep.Counts["unassociated_activities"]++
+		x.add(check.Finding{Kind: check.KindUnassociated, Entity: "activity", ID: it.ActivityID, Stored: redactIdentities(it.Identities),
+			Detail: res.Note + "; waiting since " + it.OccurredAt, Repair: "retried by every consistency run and by the next event that creates its contact"})
+	}
+	return nil
+}
+
+// redactIdentities keeps the kind of each identity and hides the rest (findings are read by ops
+// tooling; the CRM holds the identities themselves).
+func redactIdentities(ids []string) string {
+	out := make([]string, 0, len(ids))
+	for _, id := range ids {
+		kind, _, _ := strings.Cut(id, ":")
+		out = append(out, kind)
+	}
+	return strings.Join(out, " ")
+}
+
+// contactChecks checks every contact changed in the window and its activities.
+func (r *Runner) contactChecks(ctx context.Context, x *run) error {
+	js := r.d.Settings.Job(JobConsistency)
+	attribution := check.AttributionFields(r.d.Policy)
+	var contacts []*store.Record
+	err := r.changedRecords(ctx, x.rep.Since, x.rep.Until, func(rec *store.Record) (bool, error) {
+		if rec.Entity == store.Contact {
+			contacts = append(contacts, rec)
+		}
+		return len(contacts) < js.MaxRecords, nil
+	})
+	if err != nil {
+		return err
+	}
+	for _, k := range []string{"no_attribution", "shared_identities", "deal_account_mismatches", "calls_not_terminal"} {
+		x.rep.Counts[k] += 0
+	}
+	dealAccounts := map[string]string{}
+	now := r.now()
+	for _, rec := range contacts {
+		x.rep.Counts["contacts_checked"]++
+		if f := check.NoAttribution(rec, attribution); f != nil {
+			x.rep.Counts["no_attribution"]++
+			x.add(*f)
+		}
+		owners := map[string]string{}
+		for _, id := range rec.Identities {
+			kind, val, _ := strings.Cut(id, ":")
+			pk := store.IdentEmailPK(val)
+			if kind == "phone" {
+				pk = store.IdentPhonePK(val)
+			}
+			var c store.IdentityClaim
+			if _, err := r.getItem(ctx, r.cfg.CRMTable, crmKey(pk, store.SKIdent), &c); err != nil {
+				return fmt.Errorf("read claim: %w", err)
+			}
+			owners[id] = c.ContactID
+		}
+		if fs := check.SharedIdentities(rec, owners); len(fs) > 0 {
+			x.rep.Counts["shared_identities"] += len(fs)
+			x.add(fs...)
+		}
+		if err := r.activityChecks(ctx, x, rec, dealAccounts, now); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (r *Runner) activityChecks(ctx context.Context, x *run, rec *store.Record, dealAccounts map[string]string, now time.Time) error {
+	js := r.d.Settings.Job(JobConsistency)
+	expr, err := expression.NewBuilder().WithKeyCondition(expression.Key("pk").Equal(expression.Value(rec.PK)).
+		And(expression.Key("sk").BeginsWith(store.PrefixActivity))).Build()
+	if err != nil {
+		return err
+	}
+	return r.query(ctx, &dynamodb.QueryInput{TableName: aws.String(r.cfg.CRMTable), KeyConditionExpression: expr.KeyCondition(),
+		ExpressionAttributeNames: expr.Names(), ExpressionAttributeValues: expr.Values()}, 0,
+		func(item map[string]types.AttributeValue) (bool, error) {
+			var it store.ActivityItem
+			if err := attributevalue.UnmarshalMap(item, &it); err != nil {
+				return false, err
+			}
+			x.rep.Counts["activities_checked"]++
+			if f := check.CallNotTerminal(&it, now, js.CallTerminalAfter); f != nil {
+				x.rep.Counts["calls_not_terminal"]++
+				x.add(*f)
+			}
+			if it.DealID == "" {
+				return true, nil
+			}
+			acct, ok := dealAccounts[it.DealID]
+			if !ok {
+				var deal store.Record
+				if _, err := r.getItem(ctx, r.cfg.CRMTable, crmKey(store.PK(store.Deal, it.DealID), store.SKProfile), &deal); err != nil {
+					return false, fmt.Errorf("read deal: %w", err)
+				}
+				acct = deal.AccountID
+				dealAccounts[it.DealID] = acct
+			}
+			if f := check.DealAccountMismatch(&it, acct); f != nil {
+				x.rep.Counts["deal_account_mismatches"]++
+				x.add(*f)
+			}
+			return true, nil
+		})
+}
+
+// mappingReview tallies the window's ledger items per source (BySource index).
+func (r *Runner) mappingReview(ctx context.Context, x *run) error {
+	rv := check.NewReview(r.d.Policy)
+	for _, src := range r.d.Policy.Sources() {
+		expr, err := expression.NewBuilder().WithKeyCondition(expression.Key("source").Equal(expression.Value(src)).
+			And(expression.Key("recorded_at").Between(expression.Value(store.FormatTime(x.rep.Since)), expression.Value(store.FormatTime(x.rep.Until))))).Build()
+		if err != nil {
+			return err
+		}
+		err = r.query(ctx, &dynamodb.QueryInput{TableName: aws.String(r.cfg.LedgerTable), IndexName: aws.String(store.IndexBySource),
+			KeyConditionExpression: expr.KeyCondition(), ExpressionAttributeNames: expr.Names(), ExpressionAttributeValues: expr.Values()}, 0,
+			func(item map[string]types.AttributeValue) (bool, error) {
+				var it store.LedgerItem
+				if err := attributevalue.UnmarshalMap(item, &it); err != nil {
+					return false, err
+				}
+				var fields map[string]map[string]string
+				if it.Event != "" {
+					var ev canonical.Event
+					if json.Unmarshal([]byte(it.Event), &ev) == nil {
+						fields = ev.Fields
+					}
+				}
+				rv.Add(it.Source, it.Key, it.MappingVersion, it.PolicyVersion, it.Unmapped, fields)
+				return true, nil
+			})
+		if err != nil {
+			return err
+		}
+	}
+	x.add(rv.Findings()...)
+	for k, v := range rv.Counts() {
+		x.rep.Counts[k] = v
+	}
+	return nil
+}

@@ -1,0 +1,215 @@
+package reconcile
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/feature/dynamodb/attributevalue"
+	"github.com/aws/aws-sdk-go-v2/feature/dynamodb/expression"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+
+	"github.com/crmsync/crmsync/shared/reconcile/check"
+	"github.com/crmsync/crmsync/shared/store"
+)
+
+// Retention is how long reports and findings are kept (the CRM table's TTL).
+const Retention = store.DefaultRetention
+
+// ReportPK is the partition of a job's reports: RECONCILE#<job>.
+func ReportPK(job string) string { return "RECONCILE#" + job }
+
+// ReportSK is the sort key of one run's report: RUN#<run>.
+func ReportSK(run string) string { return "RUN#" + run }
+
+// FindingsPK is the partition of one run's findings: RECONCILE#<job>#RUN#<run>.
+func FindingsPK(job, run string) string { return ReportPK(job) + "#" + ReportSK(run) }
+
+// reportItem is a report as stored.
+type reportItem struct {
+	PK string `dynamodbav:"pk"`
+	SK string `dynamodbav:"sk"`
+	Report
+	Entity    string `dynamodbav:"entity"`
+	ExpiresAt int64  `dynamodbav:"expires_at"`
+}
+
+// findingItem is a finding as stored.
+type findingItem struct {
+	PK string `dynamodbav:"pk"`
+	SK string `dynamodbav:"sk"`
+	check.Finding
+	Job       string `dynamodbav:"job"`
+	RunID     string `dynamodbav:"run_id"`
+	ExpiresAt int64  `dynamodbav:"expires_at"`
+}
+
+// store writes the run's findings (at most MaxStoredFindings), then its report.
+func (r *Runner) store(ctx context.Context, x *run) error {
+	rep := x.rep
+	exp := rep.StartedAt.Add(Retention).Unix()
+	n := min(len(x.findings), MaxStoredFindings)
+	for i := 0; i < n; i++ {
+		it := findingItem{PK: FindingsPK(rep.Job, rep.RunID), SK: fmt.Sprintf("FINDING#%05d", i), Finding: x.findings[i],
+			Job: rep.Job, RunID: rep.RunID, ExpiresAt: exp}
+		if err := r.put(ctx, it); err != nil {
+			return fmt.Errorf("store finding: %w", err)
+		}
+	}
+	rep.FindingsStored = n
+	if err := r.put(ctx, reportItem{PK: ReportPK(rep.Job), SK: ReportSK(rep.RunID), Report: *rep, Entity: "reconcile_report", ExpiresAt: exp}); err != nil {
+		return fmt.Errorf("store report: %w", err)
+	}
+	return nil
+}
+
+func (r *Runner) put(ctx context.Context, v any) error {
+	av, err := attributevalue.MarshalMap(v)
+	if err != nil {
+		return err
+	}
+	_, err = r.d.DynamoDB.PutItem(ctx, &dynamodb.PutItemInput{TableName: aws.String(r.cfg.CRMTable), Item: av})
+	return err
+}
+
+// query runs a query page by page (at most maxPages; 0 = all) and hands each item to fn; fn
+// returns false to stop.
+func (r *Runner) query(ctx context.Context, in *dynamodb.QueryInput, maxPages int, fn func(map[string]types.AttributeValue) (bool, error)) error {
+	p := dynamodb.NewQueryPaginator(r.d.DynamoDB, in)
+	for n := 0; p.HasMorePages() && (maxPages <= 0 || n < maxPages); n++ {
+		out, err := p.NextPage(ctx)
+		if err != nil {
+			return fmt.Errorf("query %s %s: %w", aws.ToString(in.TableName), aws.ToString(in.IndexName), err)
+		}
+		for _, it := range out.Items {
+			more, err := fn(it)
+			if err != nil || !more {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// LatestReport returns a job's latest stored report (without findings), or nil when the job
+// never stored one.
+func (r *Runner) LatestReport(ctx context.Context, job string) (*Report, error) {
+	reps, err := r.Reports(ctx, job, 1)
+	if err != nil || len(reps) == 0 {
+		return nil, err
+	}
+	return &reps[0], nil
+}
+
+// Reports returns a job's latest stored reports, newest first (at most limit).
+func (r *Runner) Reports(ctx context.Context, job string, limit int) ([]Report, error) {
+	return r.reports(ctx, job, limit, false)
+}
+
+func (r *Runner) reports(ctx context.Context, job string, limit int, oldestFirst bool) ([]Report, error) {
+	expr, err := expression.NewBuilder().WithKeyCondition(expression.Key("pk").Equal(expression.Value(ReportPK(job))).
+		And(expression.Key("sk").BeginsWith("RUN#"))).Build()
+	if err != nil {
+		return nil, err
+	}
+	var out []Report
+	err = r.query(ctx, &dynamodb.QueryInput{TableName: aws.String(r.cfg.CRMTable), KeyConditionExpression: expr.KeyCondition(),
+		ExpressionAttributeNames: expr.Names(), ExpressionAttributeValues: expr.Values(), ScanIndexForward: aws.Bool(oldestFirst),
+		Limit: aws.Int32(int32(max(limit, 1)))}, 1, func(item map[string]types.AttributeValue) (bool, error) {
+		var it reportItem
+		if err := attributevalue.UnmarshalMap(item, &it); err != nil {
+			return false, err
+		}
+		out = append(out, it.Report)
+		return len(out) < limit, nil
+	})
+	return out, err
+}
+
+// Findings returns the findings stored under one run of a job.
+func (r *Runner) Findings(ctx context.Context, job, runID string) ([]check.Finding, error) {
+	expr, err := expression.NewBuilder().WithKeyCondition(expression.Key("pk").Equal(expression.Value(FindingsPK(job, runID)))).Build()
+	if err != nil {
+		return nil, err
+	}
+	var out []check.Finding
+	err = r.query(ctx, &dynamodb.QueryInput{TableName: aws.String(r.cfg.CRMTable), KeyConditionExpression: expr.KeyCondition(),
+		ExpressionAttributeNames: expr.Names(), ExpressionAttributeValues: expr.Values()}, 0, func(item map[string]types.AttributeValue) (bool, error) {
+		var it findingItem
+		if err := attributevalue.UnmarshalMap(item, &it); err != nil {
+			return false, err
+		}
+		out = append(out, it.Finding)
+		return true, nil
+	})
+	return out, err
+}
+
+// days returns the UTC dates (YYYY-MM-DD) the window touches, for the ByChange index.
+func days(since, until time.Time) []string {
+	var out []string
+	for d := since.UTC().Truncate(24 * time.Hour); d.Before(until); d = d.Add(24 * time.Hour) {
+		out = append(out, d.Format("2006-01-02"))
+	}
+	return out
+}
+
+// changedRecords calls fn with every record (profile) changed inside [since, until), through
+// the CRM table's ByChange index, day by day; fn returns false to stop.
+func (r *Runner) changedRecords(ctx context.Context, since, until time.Time, fn func(*store.Record) (bool, error)) error {
+	stop := false
+	for _, day := range days(since, until) {
+		if stop {
+			return nil
+		}
+		expr, err := expression.NewBuilder().WithKeyCondition(expression.Key("change_day").Equal(expression.Value(day)).
+			And(expression.Key("updated_at").Between(expression.Value(store.FormatTime(since)), expression.Value(store.FormatTime(until))))).Build()
+		if err != nil {
+			return err
+		}
+		err = r.query(ctx, &dynamodb.QueryInput{TableName: aws.String(r.cfg.CRMTable), IndexName: aws.String(store.IndexByChange),
+			KeyConditionExpression: expr.KeyCondition(), ExpressionAttributeNames: expr.Names(), ExpressionAttributeValues: expr.Values()},
+			0, func(item map[string]types.AttributeValue) (bool, error) {
+				var rec store.Record
+				if err := attributevalue.UnmarshalMap(item, &rec); err != nil {
+					return false, err
+				}
+				if rec.SK != store.SKProfile || !strings.Contains(rec.PK, "#") {
+					return true, nil
+				}
+				if rec.Fields == nil {
+					rec.Fields = map[string]store.Field{}
+				}
+				more, err := fn(&rec)
+				stop = !more
+				return more, err
+			})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// getItem reads one item of a table into out; false when absent.
+func (r *Runner) getItem(ctx context.Context, table string, key map[string]types.AttributeValue, out any) (bool, error) {
+	o, err := r.d.DynamoDB.GetItem(ctx, &dynamodb.GetItemInput{TableName: aws.String(table), Key: key})
+	if err != nil {
+		return false, err
+	}
+	if len(o.Item) == 0 {
+		return false, nil
+	}
+	return true, attributevalue.UnmarshalMap(o.Item, out)
+}
+
+func crmKey(pk, sk string) map[string]types.AttributeValue {
+	return map[string]types.AttributeValue{"pk": &types.AttributeValueMemberS{Value: pk}, "sk": &types.AttributeValueMemberS{Value: sk}}
+}
+
+func ledgerKey(key string) map[string]types.AttributeValue {
+	return map[string]types.AttributeValue{"pk": &types.AttributeValueMemberS{Value: key}}
+}
