@@ -122,6 +122,8 @@ type Decision struct {
 	Before Provenance `json:"before"`
 	// After is the field's provenance after the event; equal to Before unless Outcome is Applied.
 	After Provenance `json:"after"`
+	// Proposed is the value the event proposed (kept for the audit, applied or not).
+	Proposed string `json:"proposed,omitempty"`
 }
 
 // Decide judges one proposal against a record under policy p and returns one decision per field
@@ -170,7 +172,7 @@ func Changed(ds []Decision) bool {
 }
 
 func decideField(p *policy.Policy, entity, field string, cur Provenance, prop Proposal) Decision {
-	d := Decision{Field: field, Before: cur, After: cur}
+	d := Decision{Field: field, Before: cur, After: cur, Proposed: prop.Fields[field]}
 	done := func(o Outcome, rule, format string, args ...any) Decision {
 		d.Outcome, d.Rule, d.Reason = o, rule, fmt.Sprintf(format, args...)
 		if o != Applied {

@@ -395,6 +395,8 @@ type AuditItem struct {
 	OccurredAt string `dynamodbav:"occurred_at" json:"occurred_at"`
 	// RecordedAt is when the decision was written (TimeLayout).
 	RecordedAt string `dynamodbav:"recorded_at" json:"recorded_at"`
+	// Proposed is the value the event proposed, whatever the decision.
+	Proposed string `dynamodbav:"proposed,omitempty" json:"proposed,omitempty"`
 	// RerunBy and RerunWhy are set when the decision came from a forced re-run.
 	RerunBy string `dynamodbav:"rerun_by,omitempty" json:"rerun_by,omitempty"`
 	// RerunWhy is the reason given for the forced re-run.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 
@@ -20,6 +21,10 @@ import (
 	"github.com/crmsync/crmsync/shared/store"
 	"github.com/crmsync/crmsync/shared/timeline"
 )
+
+// ContactGroupKey is the group key of events addressed to a contact by id (ExternalIDs
+// ContactIDKey) rather than by one of its identities.
+func ContactGroupKey(contactID string) string { return "contact:" + contactID }
 
 // ErrNotFound reports that a contact or ledger item does not exist.
 var ErrNotFound = errors.New("not found")
@@ -80,7 +85,9 @@ func (w *Worker) Rebuild(ctx context.Context, contactID string) (*Rebuilt, error
 	}
 	seen := map[string]bool{}
 	var items []store.LedgerItem
-	for _, gk := range rec.Identities { // "email:<addr>" and "phone:<e164>" are group keys too
+	// "email:<addr>" and "phone:<e164>" are group keys too; changes addressed by contact id use
+	// ContactGroupKey.
+	for _, gk := range append(slices.Clone(rec.Identities), ContactGroupKey(contactID)) {
 		expr, err := expression.NewBuilder().WithKeyCondition(expression.Key("group_key").Equal(expression.Value(gk))).Build()
 		if err != nil {
 			return nil, err

@@ -28,6 +28,11 @@ import (
 // unlock its fields: Fields["contact"+LockSuffix] = {"phone": "lock"} (or "unlock").
 const LockSuffix = "#lock"
 
+// ContactIDKey is the Event.ExternalIDs key naming the contact an event is about explicitly (a
+// CRM change addressed by contact id): the contact must exist, and it is used whatever the
+// event's subject identities say (identities it does not own yet are claimed for it).
+const ContactIDKey = "contact_id"
+
 // MaxTransactItems is DynamoDB's limit on one TransactWriteItems.
 const MaxTransactItems = 100
 
@@ -65,7 +70,14 @@ type plan struct {
 	claims     []store.IdentityClaim
 	activities []*activityWrite
 	audits     []store.AuditItem
+	// absent are CRM items the plan read as absent and relies on staying absent; each becomes a
+	// ConditionCheck, so an event of another group that creates one concurrently cancels this
+	// transaction and this event is re-read and re-decided (see planActivity).
+	absent []itemKey
 }
+
+// itemKey is a CRM table item's key.
+type itemKey struct{ pk, sk string }
 
 // entityState is one record the event touches.
 type entityState struct {
@@ -179,9 +191,22 @@ func (w *Worker) plan(ctx context.Context, ev *canonical.Event, now time.Time, l
 			contactLink = &association.Link{ID: owner, Method: m, Via: idents[i].value}
 		}
 	}
+	explicitContact := strings.TrimSpace(ev.ExternalIDs[ContactIDKey])
+	if explicitContact != "" {
+		contactLink = &association.Link{ID: explicitContact, Method: association.ExplicitID, Via: explicitContact}
+	}
 	contactProp := proposal(ev, store.Contact)
 	var contact *entityState
 	switch {
+	case explicitContact != "":
+		rec, err := r.record(ctx, store.Contact, explicitContact)
+		if err != nil {
+			return nil, err
+		}
+		if rec == nil {
+			return nil, permanent("contact %s does not exist", explicitContact)
+		}
+		contact = &entityState{rec: rec, prev: rec.Version}
 	case contactLink != nil:
 		rec, err := r.record(ctx, store.Contact, contactLink.ID)
 		if err != nil {
@@ -348,10 +373,11 @@ func (w *Worker) plan(ctx context.Context, ev *canonical.Event, now time.Time, l
 
 	// Activity: merged under the contact, or unassociated.
 	if a := ev.Activity; a != nil && a.ID != "" {
-		aw, moved, err := w.planActivity(ctx, r, ev, now, contactRec, assoc, emails, phones)
+		aw, moved, absent, err := w.planActivity(ctx, r, ev, now, contactRec, assoc, emails, phones)
 		if err != nil {
 			return nil, err
 		}
+		p.absent = append(p.absent, absent...)
 		if aw != nil {
 			p.activities = append(p.activities, aw)
 		}
@@ -413,7 +439,7 @@ func (p *plan) audit(w *Worker, ev *canonical.Event, now time.Time, rr *rerun, r
 			PK: rec.PK, SK: store.AuditSK(ev.OccurredAt, ev.Key, d.Field), Entity: rec.Entity, RecordID: rec.ID,
 			Field: d.Field, Before: store.FieldFrom(d.Before), After: store.FieldFrom(d.After),
 			Decision: string(d.Outcome), Rule: d.Rule, Reason: d.Reason, PolicyVersion: w.cfg.Policy.Version(),
-			Source: ev.Source, Actor: actorName(ev), EventKey: ev.Key,
+			Source: ev.Source, Actor: actorName(ev), EventKey: ev.Key, Proposed: d.Proposed,
 			OccurredAt: store.FormatTime(ev.OccurredAt), RecordedAt: store.FormatTime(now),
 		}
 		if rr != nil {
@@ -452,10 +478,16 @@ func (p *plan) summary(notes []string) string {
 }
 
 // planActivity merges the event's activity into its stored form. It returns the activity write
-// (nil when nothing changed) and, when the activity was waiting unassociated, the write that
-// retires the UNASSOC item.
+// (nil when nothing changed), the write that retires the UNASSOC item when the activity was
+// waiting unassociated, and the items the writes rely on staying absent. Events of different
+// FIFO groups run concurrently, and one interaction can reach crmsync through several (a Graph
+// email to Grace and Mailgun's delivery event for it), so:
+//   - a new activity under a contact, when no UNASSOC item for it exists, relies on none being
+//     created meanwhile (else an event parking the same activity concurrently would split it);
+//   - an activity parked as UNASSOC relies on the subject's unclaimed identities staying
+//     unclaimed (else a contact created concurrently would never adopt it).
 func (w *Worker) planActivity(ctx context.Context, r reader, ev *canonical.Event, now time.Time, contact *store.Record,
-	assoc association.Result, emails, phones []string) (*activityWrite, *activityWrite, error) {
+	assoc association.Result, emails, phones []string) (aw, retire *activityWrite, absent []itemKey, err error) {
 	id := ev.Activity.ID
 	pk := store.PKUnassociated
 	if contact != nil {
@@ -463,23 +495,36 @@ func (w *Worker) planActivity(ctx context.Context, r reader, ev *canonical.Event
 	}
 	cur, err := r.activity(ctx, pk, id)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	if cur != nil && cur.MovedTo != "" { // an UNASSOC tombstone: the activity lives under its contact now
 		pk = store.PK(store.Contact, cur.MovedTo)
 		if cur, err = r.activity(ctx, pk, id); err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 	}
-	var retire *activityWrite
 	if cur == nil && contact != nil {
 		un, err := r.activity(ctx, store.PKUnassociated, id)
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
-		if un != nil && un.MovedTo == "" {
+		switch {
+		case un == nil:
+			absent = append(absent, itemKey{store.PKUnassociated, store.ActivitySK(id)})
+		case un.MovedTo == "":
 			cur = &store.ActivityItem{Doc: un.Doc, Identities: un.Identities, Assoc: un.Assoc}
 			retire = tombstone(un, contact.ID, now)
+		}
+	}
+	if pk == store.PKUnassociated {
+		for _, e := range emails {
+			absent = append(absent, itemKey{store.IdentEmailPK(e), store.SKIdent})
+		}
+		for _, ph := range phones {
+			absent = append(absent, itemKey{store.IdentPhonePK(ph), store.SKIdent})
+		}
+		if len(absent) > maxClaims {
+			absent = absent[:maxClaims]
 		}
 	}
 	var stored *timeline.Activity
@@ -487,7 +532,7 @@ func (w *Worker) planActivity(ctx context.Context, r reader, ev *canonical.Event
 	isNew := true
 	if cur != nil {
 		if stored, err = doc(cur); err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 		if cur.PK != "" {
 			prev, isNew = cur.Version, false
@@ -521,12 +566,12 @@ func (w *Worker) planActivity(ctx context.Context, r reader, ev *canonical.Event
 		after := item
 		after.Version, after.UpdatedAt = 0, ""
 		if sameActivityItem(before, after) {
-			return nil, nil, nil
+			return nil, nil, nil, nil
 		}
 	}
 	item.Version = prev + 1
 	item.UpdatedAt = store.FormatTime(now)
-	return &activityWrite{item: item, prev: prev, isNew: isNew}, retire, nil
+	return &activityWrite{item: item, prev: prev, isNew: isNew}, retire, absent, nil
 }
 
 // fill sets an activity item's summary and index attributes from its merged activity.
@@ -718,6 +763,10 @@ func (p *plan) transaction(w *Worker) ([]types.TransactWriteItem, error) {
 		if err := put(w.cfg.CRMTable, a, "", nil, nil); err != nil {
 			return nil, err
 		}
+	}
+	for _, k := range p.absent {
+		items = append(items, types.TransactWriteItem{ConditionCheck: &types.ConditionCheck{
+			TableName: aws.String(w.cfg.CRMTable), Key: key(k.pk, k.sk), ConditionExpression: aws.String("attribute_not_exists(pk)")}})
 	}
 	if len(items) > MaxTransactItems {
 		return nil, permanent("event needs %d writes, more than one transaction holds (%d)", len(items), MaxTransactItems)

@@ -1,0 +1,500 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"sort"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/cloudwatch"
+	cwtypes "github.com/aws/aws-sdk-go-v2/service/cloudwatch/types"
+	"github.com/aws/aws-sdk-go-v2/service/lambda"
+	"github.com/aws/aws-sdk-go-v2/service/sqs"
+	sqstypes "github.com/aws/aws-sdk-go-v2/service/sqs/types"
+	"github.com/spf13/cobra"
+
+	"github.com/crmsync/crmsync/shared/alarms"
+	"github.com/crmsync/crmsync/shared/app"
+	"github.com/crmsync/crmsync/shared/connectors"
+	"github.com/crmsync/crmsync/shared/dlq"
+	"github.com/crmsync/crmsync/shared/localcloud"
+	"github.com/crmsync/crmsync/shared/reconcile"
+)
+
+// reconcilerFor builds the reconcile runner exactly as the reconcile function is built. In AWS it
+// reads the deployed parity function's environment (so the CLI lists the same vendor APIs with the
+// same secrets); locally it points the listable sources at the local stack's vendor fakes.
+func reconcilerFor(cmd *cobra.Command, ref *stackRef) (*reconcile.Runner, error) {
+	if err := ref.require("LedgerTable", "CrmTable", "IngestQueue", "IngestDLQ", "QuarantineBucket"); err != nil {
+		return nil, err
+	}
+	env := map[string]string{"LEDGER_TABLE": ref.LedgerTable, "CRM_TABLE": ref.CrmTable, "INGEST_QUEUE_URL": ref.IngestQueueURL,
+		"DLQ_URL": ref.DLQURL, "QUARANTINE_BUCKET": ref.QuarantineBucket}
+	if ref.Local {
+		for _, s := range app.ReconcileSources {
+			if sec, ok := ref.Resources[secretLogicalID(s.Name)]; ok {
+				env[s.SecretVar] = sec.Ref
+			}
+			if prefix, ok := localcloud.BaseURLEnv[s.BaseURLVar]; ok {
+				env[s.BaseURLVar] = ref.APIBase + "/_vendor/" + prefix
+			}
+		}
+	} else {
+		name, err := ref.Function("ReconcileParityFunction")
+		if err != nil {
+			return nil, err
+		}
+		out, err := lambda.NewFromConfig(ref.AWS).GetFunctionConfiguration(cmd.Context(), &lambda.GetFunctionConfigurationInput{FunctionName: aws.String(name)})
+		if err != nil {
+			return nil, fmt.Errorf("read %s's configuration: %w", name, err)
+		}
+		if out.Environment != nil {
+			for k, v := range out.Environment.Variables {
+				if _, set := env[k]; !set && k != "JOB" {
+					env[k] = v
+				}
+			}
+		}
+	}
+	return app.NewReconciler(app.Env{Getenv: func(k string) string { return env[k] }, AWS: ref.AWS,
+		Log: slog.New(slog.DiscardHandler), Stdout: io.Discard})
+}
+
+func newReconcileCmd() *cobra.Command {
+	var since, until string
+	var dryRun, asJSON bool
+	cmd := &cobra.Command{
+		Use:   "reconcile <parity|consistency|mapping-review>",
+		Short: "Run a reconciliation job now, as its scheduled function would, and print its report",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			req := reconcile.Request{Job: args[0], DryRun: dryRun}
+			now := time.Now()
+			if since != "" {
+				t, err := parseSince(since, now)
+				if err != nil {
+					return err
+				}
+				req.Since = t.UTC().Format(time.RFC3339)
+			}
+			if until != "" {
+				t, err := parseSince(until, now)
+				if err != nil {
+					return fmt.Errorf("--until: %w", err)
+				}
+				req.Until = t.UTC().Format(time.RFC3339)
+			}
+			ref, err := resolveStack(cmd)
+			if err != nil {
+				return err
+			}
+			r, err := reconcilerFor(cmd, ref)
+			if err != nil {
+				return err
+			}
+			rep, err := r.Run(cmd.Context(), req)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return printJSON(cmd.OutOrStdout(), rep)
+			}
+			printReport(cmd.OutOrStdout(), rep)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&since, "since", "", "window start: a duration ago (24h, 7d) or an RFC 3339 time (default: the job's lookback)")
+	f.StringVar(&until, "until", "", "window end (default now)")
+	f.BoolVar(&dryRun, "dry-run", false, "report without repairing or storing anything")
+	f.BoolVar(&asJSON, "json", false, "print the run's report as JSON (job, run_id, counts, drift_percent, breaches, findings...)")
+	return cmd
+}
+
+func printReport(w io.Writer, rep reconcile.Report) {
+	fmt.Fprintf(w, "%s run %s (%s → %s)\n", rep.Job, rep.RunID, rep.Since.Format(time.RFC3339), rep.Until.Format(time.RFC3339))
+	keys := make([]string, 0, len(rep.Counts))
+	for k := range rep.Counts {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	tw := tabwriter.NewWriter(w, 0, 2, 2, ' ', 0)
+	for _, k := range keys {
+		fmt.Fprintf(tw, "  %s\t%d\n", k, rep.Counts[k])
+	}
+	_ = tw.Flush()
+	if rep.SLABreached {
+		fmt.Fprintf(w, "  SLA breached: %s\n", strings.Join(rep.Breaches, ", "))
+	}
+	for _, f := range rep.Findings {
+		b, _ := json.Marshal(f)
+		fmt.Fprintf(w, "  finding %s\n", b)
+	}
+}
+
+func newBackfillCmd() *cobra.Command {
+	var source, since, until string
+	var max int
+	var dryRun, asJSON bool
+	cmd := &cobra.Command{
+		Use:   "backfill --source <twilio|calendly|typeform> --since <t> [--until <t>]",
+		Short: "List the vendor's items in a window and enqueue those the ledger lacks",
+		Long: `Backfill lists the vendor's items through the connector's list method and enqueues each one the
+ledger lacks, through the same queue, ledger and policy as a webhook delivery. It is safe to
+interrupt and re-run: the ledger and the queue's deduplication ids are its checkpoint, so items
+enqueued or applied by an earlier run are not enqueued or applied again. --max bounds one run.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if source == "" || since == "" {
+				return fmt.Errorf("--source and --since are required")
+			}
+			now := time.Now()
+			from, err := parseSince(since, now)
+			if err != nil {
+				return err
+			}
+			to := now
+			if until != "" {
+				if to, err = parseSince(until, now); err != nil {
+					return fmt.Errorf("--until: %w", err)
+				}
+			}
+			ref, err := resolveStack(cmd)
+			if err != nil {
+				return err
+			}
+			r, err := reconcilerFor(cmd, ref)
+			if err != nil {
+				return err
+			}
+			res, err := r.Backfill(cmd.Context(), source, from, to, max, dryRun)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return printJSON(cmd.OutOrStdout(), res)
+			}
+			verb := "enqueued"
+			if dryRun {
+				verb = "would enqueue"
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s %s → %s: %d listed, %d already delivered, %d missing; %s %d\n", source,
+				res.Since.Format(time.RFC3339), res.Until.Format(time.RFC3339), res.Listed, res.Delivered, len(res.Missing), verb, len(res.Enqueued))
+			for _, k := range res.Enqueued {
+				fmt.Fprintf(cmd.OutOrStdout(), "  %s\n", k)
+			}
+			if left := len(res.Missing) - len(res.Enqueued); left > 0 && !dryRun {
+				fmt.Fprintf(cmd.OutOrStdout(), "%d left beyond this run's bound: run the same command again to continue\n", left)
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&source, "source", "", "the connector to list: twilio, calendly or typeform")
+	f.StringVar(&since, "since", "", "window start: a duration ago (24h, 7d) or an RFC 3339 time")
+	f.StringVar(&until, "until", "", "window end (default now)")
+	f.IntVar(&max, "max", 0, "enqueue at most this many in this run (0 = the configured bound)")
+	f.BoolVar(&dryRun, "dry-run", false, "list what is missing; enqueue nothing")
+	f.BoolVar(&asJSON, "json", false, "print {source, since, until, listed, delivered, missing: [keys], ...}")
+	return cmd
+}
+
+func newDLQCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "dlq", Short: "Inspect the dead-letter queue and move its messages back to the ingest queue"}
+	var listJSON bool
+	var listMax int
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List dead-lettered messages (key, source, group, receives) without consuming them",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ref, err := resolveStack(cmd)
+			if err != nil {
+				return err
+			}
+			if err := ref.require("IngestDLQ"); err != nil {
+				return err
+			}
+			res, err := dlq.List(cmd.Context(), sqs.NewFromConfig(ref.AWS), ref.DLQURL, dlq.Options{Max: listMax})
+			if err != nil {
+				return err
+			}
+			if listJSON {
+				return printJSON(cmd.OutOrStdout(), res.Messages)
+			}
+			printDLQ(cmd.OutOrStdout(), res.Messages)
+			return nil
+		},
+	}
+	list.Flags().BoolVar(&listJSON, "json", false, "print [{message_id, key, source, group_id, dedup_id, sent_at, receives}]")
+	list.Flags().IntVar(&listMax, "max", 0, "at most this many (0 = all)")
+	var dryRun, asJSON bool
+	var max int
+	redrive := &cobra.Command{
+		Use:   "redrive [--dry-run] [--max N]",
+		Short: "Move DLQ messages back to the ingest queue, keeping their group ids (order) and event keys (idempotency)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ref, err := resolveStack(cmd)
+			if err != nil {
+				return err
+			}
+			if err := ref.require("IngestDLQ", "IngestQueue"); err != nil {
+				return err
+			}
+			res, err := dlq.Redrive(cmd.Context(), sqs.NewFromConfig(ref.AWS), ref.DLQURL, ref.IngestQueueURL, dlq.Options{DryRun: dryRun, Max: max})
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return printJSON(cmd.OutOrStdout(), res)
+			}
+			printDLQ(cmd.OutOrStdout(), res.Messages)
+			if dryRun {
+				fmt.Fprintf(cmd.OutOrStdout(), "dry run: would move %d message(s); nothing moved\n", len(res.Messages))
+			} else {
+				fmt.Fprintf(cmd.OutOrStdout(), "moved %d message(s) back to the ingest queue\n", res.Moved)
+			}
+			return nil
+		},
+	}
+	redrive.Flags().BoolVar(&dryRun, "dry-run", false, "list what would move; move nothing")
+	redrive.Flags().IntVar(&max, "max", 0, "move at most this many (0 = all)")
+	redrive.Flags().BoolVar(&asJSON, "json", false, "print {messages: [...], moved, dry_run}")
+	cmd.AddCommand(list, redrive)
+	return cmd
+}
+
+func printDLQ(w io.Writer, ms []dlq.Message) {
+	tw := tabwriter.NewWriter(w, 0, 2, 2, ' ', 0)
+	fmt.Fprintln(tw, "KEY\tSOURCE\tGROUP\tRECEIVES\tSENT")
+	for _, m := range ms {
+		g := m.GroupID
+		if len(g) > 12 {
+			g = g[:12]
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\n", m.Key, m.Source, g, m.Receives, m.SentAt.Format(time.RFC3339))
+	}
+	_ = tw.Flush()
+}
+
+// statusReport is the JSON shape of `crmsync status`.
+type statusReport struct {
+	Stack  string `json:"stack"`
+	Local  bool   `json:"local"`
+	Ingest struct {
+		Messages        int      `json:"messages"`
+		InFlight        int      `json:"in_flight"`
+		OldestAgeSecond *float64 `json:"oldest_age_seconds"` // null when unknown
+	} `json:"ingest_queue"`
+	DLQMessages int                       `json:"dlq_messages"`
+	Outcomes24h map[string]map[string]int `json:"outcomes_24h"` // source → outcome → count
+	Quarantined int                       `json:"quarantined"`
+	Jobs        map[string]*jobStatus     `json:"jobs"`
+	Alarms      []alarms.Status           `json:"alarms"`
+}
+
+type jobStatus struct {
+	LastRun     string         `json:"last_run,omitempty"`
+	FinishedAt  *time.Time     `json:"finished_at,omitempty"`
+	Counts      map[string]int `json:"counts,omitempty"`
+	SLABreached bool           `json:"sla_breached"`
+}
+
+func queueCounts(ctx context.Context, client *sqs.Client, url string) (visible, inflight int, err error) {
+	out, err := client.GetQueueAttributes(ctx, &sqs.GetQueueAttributesInput{QueueUrl: aws.String(url),
+		AttributeNames: []sqstypes.QueueAttributeName{sqstypes.QueueAttributeNameApproximateNumberOfMessages,
+			sqstypes.QueueAttributeNameApproximateNumberOfMessagesNotVisible}})
+	if err != nil {
+		return 0, 0, fmt.Errorf("queue attributes: %w", err)
+	}
+	visible, _ = strconv.Atoi(out.Attributes[string(sqstypes.QueueAttributeNameApproximateNumberOfMessages)])
+	inflight, _ = strconv.Atoi(out.Attributes[string(sqstypes.QueueAttributeNameApproximateNumberOfMessagesNotVisible)])
+	return visible, inflight, nil
+}
+
+func newStatusCmd() *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "status",
+		Short: "What is stuck and why: queue depth and age, DLQ, outcomes per connector, quarantine, jobs, alarms",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			ref, err := resolveStack(cmd)
+			if err != nil {
+				return err
+			}
+			if err := ref.require("IngestQueue", "IngestDLQ", "LedgerTable", "QuarantineBucket"); err != nil {
+				return err
+			}
+			st := statusReport{Stack: ref.Name, Local: ref.Local, Outcomes24h: map[string]map[string]int{}, Jobs: map[string]*jobStatus{}}
+			q := sqs.NewFromConfig(ref.AWS)
+			if st.Ingest.Messages, st.Ingest.InFlight, err = queueCounts(ctx, q, ref.IngestQueueURL); err != nil {
+				return err
+			}
+			v, f, err := queueCounts(ctx, q, ref.DLQURL)
+			if err != nil {
+				return err
+			}
+			st.DLQMessages = v + f
+			if !ref.Local {
+				st.Ingest.OldestAgeSecond = oldestAge(ctx, ref)
+			}
+			since := time.Now().Add(-24 * time.Hour)
+			for _, src := range append(connectors.Names(), "crm", "reconcile") {
+				items, err := ledgerBySource(cmd, ref, src, since, "")
+				if err != nil {
+					return err
+				}
+				for _, it := range items {
+					if st.Outcomes24h[src] == nil {
+						st.Outcomes24h[src] = map[string]int{}
+					}
+					st.Outcomes24h[src][it.Outcome]++
+				}
+			}
+			qs, err := listQuarantine(ctx, ref)
+			if err != nil {
+				return err
+			}
+			st.Quarantined = len(qs)
+			if r, err := reconcilerFor(cmd, ref); err == nil {
+				for _, job := range reconcile.Jobs {
+					js := &jobStatus{}
+					st.Jobs[job] = js
+					rep, err := r.LatestReport(ctx, job)
+					if err != nil {
+						return err
+					}
+					if rep != nil {
+						fin := rep.FinishedAt
+						js.LastRun, js.FinishedAt, js.Counts, js.SLABreached = rep.RunID, &fin, rep.Counts, rep.SLABreached
+					}
+				}
+			}
+			if st.Alarms, err = alarmStates(ctx, ref); err != nil {
+				return err
+			}
+			if asJSON {
+				return printJSON(cmd.OutOrStdout(), st)
+			}
+			printStatus(cmd.OutOrStdout(), &st)
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print {stack, local, ingest_queue: {messages, in_flight, oldest_age_seconds}, dlq_messages, outcomes_24h, quarantined, jobs, alarms}")
+	return cmd
+}
+
+// oldestAge reads the ingest queue's ApproximateAgeOfOldestMessage from CloudWatch (AWS only).
+func oldestAge(ctx context.Context, ref *stackRef) *float64 {
+	name := ref.IngestQueueURL[strings.LastIndex(ref.IngestQueueURL, "/")+1:]
+	now := time.Now()
+	out, err := cloudwatch.NewFromConfig(ref.AWS).GetMetricStatistics(ctx, &cloudwatch.GetMetricStatisticsInput{
+		Namespace: aws.String("AWS/SQS"), MetricName: aws.String("ApproximateAgeOfOldestMessage"),
+		Dimensions: []cwtypes.Dimension{{Name: aws.String("QueueName"), Value: aws.String(name)}},
+		StartTime:  aws.Time(now.Add(-10 * time.Minute)), EndTime: aws.Time(now), Period: aws.Int32(60),
+		Statistics: []cwtypes.Statistic{cwtypes.StatisticMaximum}})
+	if err != nil || len(out.Datapoints) == 0 {
+		return nil
+	}
+	sort.Slice(out.Datapoints, func(i, j int) bool { return aws.ToTime(out.Datapoints[i].Timestamp).After(aws.ToTime(out.Datapoints[j].Timestamp)) })
+	return out.Datapoints[0].Maximum
+}
+
+// alarmStates reads the alarms: the local stack's evaluator, or CloudWatch's alarms of the stack.
+func alarmStates(ctx context.Context, ref *stackRef) ([]alarms.Status, error) {
+	if ref.Local {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, ref.APIBase+"/_local/alarms", nil)
+		if err != nil {
+			return nil, err
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return nil, fmt.Errorf("local alarms: %w", err)
+		}
+		defer resp.Body.Close()
+		var v localcloud.AlarmsView
+		if err := json.NewDecoder(resp.Body).Decode(&v); err != nil {
+			return nil, fmt.Errorf("local alarms: %w", err)
+		}
+		return v.Alarms, nil
+	}
+	var names []string
+	for id, r := range ref.Resources {
+		if r.Type == "AWS::CloudWatch::Alarm" || strings.HasSuffix(id, "Alarm") {
+			names = append(names, r.Ref)
+		}
+	}
+	var out []alarms.Status
+	cw := cloudwatch.NewFromConfig(ref.AWS)
+	for i := 0; i < len(names); i += 100 {
+		page, err := cw.DescribeAlarms(ctx, &cloudwatch.DescribeAlarmsInput{AlarmNames: names[i:min(i+100, len(names))]})
+		if err != nil {
+			return nil, fmt.Errorf("describe alarms: %w", err)
+		}
+		for _, a := range page.MetricAlarms {
+			runbook, _ := alarms.RunbookOf(aws.ToString(a.AlarmDescription))
+			out = append(out, alarms.Status{Name: aws.ToString(a.AlarmName), State: alarms.State(a.StateValue),
+				Reason: aws.ToString(a.StateReason), Runbook: runbook,
+				Since: aws.ToTime(a.StateUpdatedTimestamp)})
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}
+
+func printStatus(w io.Writer, st *statusReport) {
+	where := "AWS"
+	if st.Local {
+		where = "local"
+	}
+	fmt.Fprintf(w, "stack %s (%s)\n", st.Stack, where)
+	age := "unknown"
+	if st.Ingest.OldestAgeSecond != nil {
+		age = fmt.Sprintf("%.0fs", *st.Ingest.OldestAgeSecond)
+	}
+	fmt.Fprintf(w, "ingest queue: %d waiting, %d in flight, oldest %s\n", st.Ingest.Messages, st.Ingest.InFlight, age)
+	fmt.Fprintf(w, "dead-letter queue: %d\n", st.DLQMessages)
+	fmt.Fprintf(w, "quarantined payloads: %d\n", st.Quarantined)
+	fmt.Fprintln(w, "ledger outcomes, last 24 h:")
+	srcs := make([]string, 0, len(st.Outcomes24h))
+	for s := range st.Outcomes24h {
+		srcs = append(srcs, s)
+	}
+	sort.Strings(srcs)
+	tw := tabwriter.NewWriter(w, 0, 2, 2, ' ', 0)
+	for _, s := range srcs {
+		var parts []string
+		for _, o := range []string{"APPLIED", "NOOP", "REJECTED", "QUARANTINED"} {
+			if n := st.Outcomes24h[s][o]; n > 0 {
+				parts = append(parts, fmt.Sprintf("%s %d", o, n))
+			}
+		}
+		fmt.Fprintf(tw, "  %s\t%s\n", s, strings.Join(parts, ", "))
+	}
+	_ = tw.Flush()
+	fmt.Fprintln(w, "reconcile jobs:")
+	for _, job := range reconcile.Jobs {
+		js := st.Jobs[job]
+		switch {
+		case js == nil || js.LastRun == "":
+			fmt.Fprintf(w, "  %s: never run\n", job)
+		default:
+			fmt.Fprintf(w, "  %s: last run %s, SLA breached: %v\n", job, js.LastRun, js.SLABreached)
+		}
+	}
+	fmt.Fprintln(w, "alarms:")
+	for _, a := range st.Alarms {
+		fmt.Fprintf(w, "  %-40s %-17s %s\n", a.Name, a.State, a.Runbook)
+	}
+}
