@@ -15,10 +15,11 @@ GO_BUILD = CGO_ENABLED=0 GOOS=$(GOOS) GOARCH=$(GOARCH) go build -tags lambda.nor
 WEBHOOK_FUNCTIONS := WebhookTwilioFunction WebhookCalendlyFunction WebhookTypeformFunction \
 	WebhookMetaLeadsFunction WebhookMsgraphFunction WebhookMailgunFunction WebhookGenericFunction
 RECONCILE_FUNCTIONS := ReconcileParityFunction ReconcileConsistencyFunction ReconcileMappingReviewFunction
-FUNCTIONS := $(WEBHOOK_FUNCTIONS) WorkerFunction $(RECONCILE_FUNCTIONS)
+FUNCTIONS := $(WEBHOOK_FUNCTIONS) WorkerFunction CrmChangesFunction $(RECONCILE_FUNCTIONS)
 
 $(foreach f,$(WEBHOOK_FUNCTIONS),$(eval PKG_$(f) := ./functions/webhook))
 PKG_WorkerFunction := ./functions/worker
+PKG_CrmChangesFunction := ./functions/crmchanges
 $(foreach f,$(RECONCILE_FUNCTIONS),$(eval PKG_$(f) := ./functions/reconcile))
 
 .PHONY: dist lint-template $(addprefix build-,$(FUNCTIONS)) FORCE
@@ -38,6 +39,29 @@ FORCE:
 
 lint-template:
 	cfn-lint template.yaml
+
+# The CDK app (infra/cdk, a Go module of its own) deploys the same `make dist` binaries: `make synth`
+# writes its cloud assembly to infra/cdk/cdk.out without the CDK CLI (`go run .`; jsii runs node).
+CDK_OUT := infra/cdk/cdk.out
+export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
+export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
+
+.PHONY: synth test-cdk print-functions
+synth: dist
+	rm -rf $(CDK_OUT)
+	cd infra/cdk && go run .
+
+# Synthesized once; cfn-lint, then the parity and least-privilege tests read that template.
+test-cdk: synth
+	cfn-lint $(CDK_OUT)/*.template.json
+	cd infra/cdk && go vet ./... && \
+	  CRMSYNC_CDK_TEMPLATE=$(CURDIR)/$(CDK_OUT)/Crmsync.template.json go test -count=1 ./...
+
+# For infra/cdk's tests: the functions, and the package each bootstrap is built from.
+print-functions:
+	@echo $(FUNCTIONS)
+print-pkg-%:
+	@echo $(PKG_$*)
 
 # ---------------------------------------------------------------------------- tools, dev, test
 # Everything `make dev` and `make test` need beyond Go, Python's moto_server and cfn-lint (which the
@@ -72,9 +96,10 @@ lint: check-moto
 vet:
 	go vet ./...
 
-# cfn-lint, gofmt, vet, every test (each test binary starts its own moto on a free port unless
-# CRMSYNC_TEST_AWS_ENDPOINT names one), fuzz seed corpora, and the aws-lambda-rie smoke run.
-test: deps tools lint vet
+# cfn-lint, gofmt, vet, the CDK app (synth, cfn-lint, parity and least-privilege tests), every test
+# (each test binary starts its own moto on a free port unless CRMSYNC_TEST_AWS_ENDPOINT names one),
+# fuzz seed corpora, and the aws-lambda-rie smoke run.
+test: deps tools lint vet test-cdk
 	go test -count=1 -timeout 20m ./...
 
 # Runs every fuzz target for FUZZTIME each (seed corpora already run in `make test`).
@@ -89,3 +114,17 @@ fuzz:
 # Regenerates events/ (signed with config/dev-secrets.json at the current time).
 events:
 	go run ./cmd/crmsync events generate
+
+# ---------------------------------------------------------------------------- bench
+# Benchmarks and the cost model: the Go benchmarks, the deployed (arm64) bootstraps, then
+# `crmsync bench` on the local stack (moto). Rewrites docs/benchmarks.md; about 5 minutes on 2 cores.
+BENCH_TMP := .tmp/bench
+.PHONY: bench
+bench: deps tools check-moto
+	@mkdir -p $(BENCH_TMP)
+	go test -run '^$$' -bench . -benchmem ./shared/ingest ./shared/decide ./shared/association > $(BENCH_TMP)/go-bench.txt || { cat $(BENCH_TMP)/go-bench.txt; exit 1; }
+	go test -run '^$$' -bench . -benchmem -benchtime 2000x ./shared/worker >> $(BENCH_TMP)/go-bench.txt || { cat $(BENCH_TMP)/go-bench.txt; exit 1; }
+	@cat $(BENCH_TMP)/go-bench.txt
+	$(MAKE) dist
+	go run ./cmd/crmsync bench --go-bench $(BENCH_TMP)/go-bench.txt --dist dist --rie $(BIN)/aws-lambda-rie \
+		--log $(BENCH_TMP)/stack.log --out docs/benchmarks.md

@@ -79,8 +79,9 @@ func build(t *testing.T, id, dir string) string {
 }
 
 // eventsFor lists the events/ files meant for a function: webhook-<connector>*.json for the
-// webhook function of that connector, sqs-*.json for functions with an SQS source, and
-// schedule-<job>.json for the reconcile function of that job.
+// webhook function of that connector, sqs-*.json for functions with an SQS source,
+// schedule-<job>.json for the reconcile function of that job, and crm-*.json for the function
+// serving POST /crm/changes.
 func eventsFor(t *testing.T, fn samtemplate.Function) []string {
 	t.Helper()
 	all, err := filepath.Glob(filepath.Join(root, "events", "*.json"))
@@ -97,10 +98,21 @@ func eventsFor(t *testing.T, fn samtemplate.Function) []string {
 			out = append(out, p)
 		case fn.Env["JOB"] != "" && base == "schedule-"+fn.Env["JOB"]+".json":
 			out = append(out, p)
+		case servesRoute(fn, "/crm/changes") && strings.HasPrefix(base, "crm-"):
+			out = append(out, p)
 		}
 	}
 	sort.Strings(out)
 	return out
+}
+
+func servesRoute(fn samtemplate.Function, path string) bool {
+	for _, r := range fn.Routes {
+		if r.Path == path {
+			return true
+		}
+	}
+	return false
 }
 
 type rie struct {
@@ -248,6 +260,16 @@ func TestBootstrapsUnderRIE(t *testing.T) {
 					}
 					if tok := ev.QueryStringParameters["validationToken"]; tok != "" && resp.Body != tok {
 						t.Errorf("%s: validation body %q, want the token %q", name, resp.Body, tok)
+					}
+				case strings.HasPrefix(name, "crm-"):
+					// IAM-authorized route: API Gateway has checked the signature; the event carries
+					// the caller in requestContext.authorizer.iam.
+					var resp events.APIGatewayV2HTTPResponse
+					if err := json.Unmarshal(r.invoke(t, raw), &resp); err != nil {
+						t.Fatalf("%s: answer is not an HTTP API response: %v", name, err)
+					}
+					if resp.StatusCode != 202 {
+						t.Errorf("%s: status %d (%s), want 202\nlogs:\n%s", name, resp.StatusCode, resp.Body, r.logs)
 					}
 				case strings.HasPrefix(name, "sqs-"):
 					var ev events.SQSEvent

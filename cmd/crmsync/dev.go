@@ -40,6 +40,7 @@ func startDev(ctx context.Context, o devOptions, out io.Writer) (*localcloud.Dev
 	return localcloud.Start(ctx, localcloud.Config{
 		TemplatePath: o.template, Endpoint: o.endpoint, HTTPAddr: o.addr, PublicBaseURL: o.publicBase,
 		DevSecretsPath: o.secrets, FixturesDir: o.fixtures, StackName: o.stack, Factory: appFactory, Out: out,
+		SerializeDynamoDB: true,
 	})
 }
 

@@ -14,7 +14,7 @@ import (
 
 func newEventsCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "events", Short: "Sample events and ledger events"}
-	cmd.AddCommand(newEventsGenerateCmd(), newEventsSignCmd())
+	cmd.AddCommand(newEventsGetCmd(), newEventsListCmd(), newEventsGenerateCmd(), newEventsSignCmd())
 	return cmd
 }
 

@@ -28,7 +28,13 @@ func newRoot() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newDevCmd(), newPolicyCmd(), newEventsCmd())
+	addStackFlags(root.PersistentFlags())
+	root.AddCommand(newDevCmd(), newPolicyCmd(), newEventsCmd(), newContactCmd(), newCrmCmd())
+	// Operations against a running stack (local or AWS).
+	root.AddCommand(newReplayCmd(), newRebuildCmd(), newExplainCmd(), newQuarantineCmd())
+	root.AddCommand(newStatusCmd(), newDLQCmd(), newReconcileCmd(), newBackfillCmd())
+	root.AddCommand(newBenchCmd())
+	root.AddCommand(newReliabilityCmd())
 	return root
 }
 

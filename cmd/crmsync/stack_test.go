@@ -44,8 +44,14 @@ func startStack(t *testing.T, withWorker bool) *testStack {
 	t.Helper()
 	logs := &bytes.Buffer{}
 	name := fmt.Sprintf("e2e%d", time.Now().UnixNano()%1e10)
+	endpoint := moto.ForTest(t)
+	if withWorker {
+		// The worker runs DynamoDB transactions concurrently: moto needs them one at a time to
+		// keep them atomic and isolated (see moto.Serializer).
+		endpoint = moto.SerializedForTest(t)
+	}
 	d, err := localcloud.Start(context.Background(), localcloud.Config{
-		TemplatePath: "../../template.yaml", Endpoint: moto.ForTest(t), HTTPAddr: "127.0.0.1:0",
+		TemplatePath: "../../template.yaml", Endpoint: endpoint, HTTPAddr: "127.0.0.1:0",
 		DevSecretsPath: "../../config/dev-secrets.json", FixturesDir: "../../events/vendor", StackName: name,
 		Factory: appFactory, Out: logs, NoSchedules: true, NoEventSources: !withWorker,
 	})

@@ -115,6 +115,8 @@ const (
 	KindWebhook   Kind = "webhook"
 	KindWorker    Kind = "worker"
 	KindReconcile Kind = "reconcile"
+	// KindCrmChanges serves POST /crm/changes (./functions/crmchanges).
+	KindCrmChanges Kind = "crmchanges"
 )
 
 // KindOf maps a template function's logical id to its kind (the Makefile's build-<LogicalId>
@@ -125,6 +127,8 @@ func KindOf(logicalID string) (Kind, bool) {
 		return KindWebhook, true
 	case logicalID == "WorkerFunction":
 		return KindWorker, true
+	case logicalID == "CrmChangesFunction":
+		return KindCrmChanges, true
 	case strings.HasPrefix(logicalID, "Reconcile") && strings.HasSuffix(logicalID, "Function"):
 		return KindReconcile, true
 	}
@@ -142,6 +146,8 @@ func Build(ctx context.Context, logicalID string, env Env) (lambda.Handler, erro
 		return Webhook(ctx, env)
 	case KindWorker:
 		return Worker(ctx, env)
+	case KindCrmChanges:
+		return CrmChanges(ctx, env)
 	default:
 		return Reconcile(ctx, env)
 	}

@@ -6,7 +6,9 @@ package ingest
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -19,6 +21,7 @@ import (
 	"time"
 
 	"github.com/aws/aws-lambda-go/events"
+	"github.com/aws/aws-lambda-go/lambdacontext"
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/feature/dynamodb/attributevalue"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
@@ -212,6 +215,15 @@ func (h *Handler) handle(ctx context.Context, ev events.APIGatewayV2HTTPRequest,
 		return errorResponse(503, "unavailable"), "enqueue_error"
 	}
 	h.count("Enqueued", float64(len(parsed.Events)))
+	// Vendor fields no mapping uses are counted per connector (the monthly mapping review lists
+	// which ones from the ledger, where each event keeps its own list).
+	unmapped := 0
+	for _, ev := range parsed.Events {
+		unmapped += len(ev.Unmapped)
+	}
+	if unmapped > 0 {
+		h.count("UnmappedFields", float64(unmapped))
+	}
 	if parsed.Ack != nil {
 		ct := parsed.Ack.ContentType
 		if ct == "" {
@@ -265,19 +277,34 @@ func (h *Handler) contentTypeOK(ct string) bool {
 
 var errReplay = errors.New("replayed nonce")
 
+// claimNonce claims a verified delivery's nonce once. The claim records which invocation made it,
+// so the SDK retrying this very PutItem after a lost answer (the claim was written, the response
+// never arrived) succeeds instead of refusing an authentic delivery as its own replay; any other
+// request carrying the nonce is refused.
 func (h *Handler) claimNonce(ctx context.Context, v connector.Verified) error {
 	if h.replay == nil || h.cfg.ReplayTable == "" {
 		return errors.New("connector needs a replay table and none is configured")
 	}
+	claimant := ""
+	if lc, ok := lambdacontext.FromContext(ctx); ok {
+		claimant = lc.AwsRequestID
+	}
+	if claimant == "" {
+		var b [16]byte
+		_, _ = rand.Read(b[:])
+		claimant = hex.EncodeToString(b[:])
+	}
 	item, err := attributevalue.MarshalMap(struct {
 		PK        string `dynamodbav:"pk"`
 		ExpiresAt int64  `dynamodbav:"expires_at"`
-	}{PK: v.Nonce, ExpiresAt: v.NonceExpires.Unix()})
+		Claimant  string `dynamodbav:"claimant"`
+	}{PK: v.Nonce, ExpiresAt: v.NonceExpires.Unix(), Claimant: claimant})
 	if err != nil {
 		return err
 	}
 	_, err = h.replay.PutItem(ctx, &dynamodb.PutItemInput{TableName: aws.String(h.cfg.ReplayTable), Item: item,
-		ConditionExpression: aws.String("attribute_not_exists(pk)")})
+		ConditionExpression:       aws.String("attribute_not_exists(pk) OR claimant = :claimant"),
+		ExpressionAttributeValues: map[string]ddbtypes.AttributeValue{":claimant": &ddbtypes.AttributeValueMemberS{Value: claimant}}})
 	var ccf *ddbtypes.ConditionalCheckFailedException
 	if errors.As(err, &ccf) {
 		return errReplay
@@ -331,9 +358,16 @@ func truncate(s string, n int) string {
 	return s[:n]
 }
 
-// enqueue sends every event, ten per SendMessageBatch; any entry SQS did not accept fails the
-// whole delivery so the vendor retries (accepted ones are deduplicated on the retry).
+// enqueue sends every event to the ingest queue (see Enqueue).
 func (h *Handler) enqueue(ctx context.Context, evs []canonical.Event) error {
+	return Enqueue(ctx, h.sqs, h.cfg.QueueURL, evs)
+}
+
+// Enqueue sends canonical events to the ingest FIFO queue, ten per SendMessageBatch, each with
+// MessageDeduplicationId = sha256(key) and MessageGroupId = sha256(group key). Any entry SQS does
+// not accept fails the whole call so the caller answers 5xx and its client retries (entries
+// already accepted are deduplicated by SQS on the retry).
+func Enqueue(ctx context.Context, client SQSAPI, queueURL string, evs []canonical.Event) error {
 	for start := 0; start < len(evs); start += 10 {
 		end := min(start+10, len(evs))
 		entries := make([]sqstypes.SendMessageBatchRequestEntry, 0, end-start)
@@ -347,7 +381,7 @@ func (h *Handler) enqueue(ctx context.Context, evs []canonical.Event) error {
 				MessageDeduplicationId: aws.String(evs[i].DedupID()), MessageGroupId: aws.String(evs[i].GroupID()),
 			})
 		}
-		out, err := h.sqs.SendMessageBatch(ctx, &sqs.SendMessageBatchInput{QueueUrl: aws.String(h.cfg.QueueURL), Entries: entries})
+		out, err := client.SendMessageBatch(ctx, &sqs.SendMessageBatchInput{QueueUrl: aws.String(queueURL), Entries: entries})
 		if err != nil {
 			return fmt.Errorf("send batch: %w", err)
 		}

@@ -20,6 +20,7 @@ import (
 	"github.com/aws/aws-lambda-go/lambdacontext"
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
+	"github.com/aws/smithy-go/middleware"
 
 	"github.com/crmsync/crmsync/shared/awsclient"
 	"github.com/crmsync/crmsync/shared/moto"
@@ -61,6 +62,20 @@ type Config struct {
 	NoEventSources bool
 	// Getenv reads overrides (CRMSYNC_<VAR> for vendor base URLs); default os.Getenv.
 	Getenv func(string) string
+	// FunctionEndpoint is the AWS endpoint the functions' clients use (default Endpoint), e.g. a
+	// fault-injecting proxy in front of it; provisioning and the event source mappings keep
+	// using Endpoint.
+	FunctionEndpoint string
+	// SerializeDynamoDB puts moto.Serializer between the functions and the endpoint when no
+	// FunctionEndpoint is given: moto's transactions are not isolated under concurrent requests,
+	// and the worker's pollers run concurrently (see moto.Serializer). crmsync dev sets it.
+	SerializeDynamoDB bool
+	// AWSOptions are appended to the stack's aws.Config.APIOptions, so they reach provisioning,
+	// every function's clients and the event source mappings' pollers (e.g. `crmsync bench`'s
+	// request counter).
+	AWSOptions []func(*middleware.Stack) error
+	// Alarms tunes the local evaluation of template.yaml's alarms (see AlarmMonitor).
+	Alarms AlarmOptions
 }
 
 // Dev is a running local stack.
@@ -69,17 +84,19 @@ type Dev struct {
 	Runtime   *Runtime
 	Scheduler *Scheduler
 	Fakes     *VendorFakes
+	Alarms    *AlarmMonitor // nil when local alarm evaluation is disabled
 	AWS       aws.Config
 	Addr      string // the HTTP API's listening address
 	Endpoint  string
 	Log       *slog.Logger
 
-	moto     *moto.Server
-	srv      *http.Server
-	cancel   context.CancelFunc
-	wg       sync.WaitGroup
-	closeMu  sync.Once
-	mappings []*EventSourceMapping
+	moto       *moto.Server
+	serializer *moto.Serializer
+	srv        *http.Server
+	cancel     context.CancelFunc
+	wg         sync.WaitGroup
+	closeMu    sync.Once
+	mappings   []*EventSourceMapping
 }
 
 // Start brings up the local stack and returns once it serves; Close stops it.
@@ -128,6 +145,22 @@ func Start(ctx context.Context, cfg Config) (d *Dev, err error) {
 	if d.AWS, err = awsclient.Load(ctx, cfg.Endpoint); err != nil {
 		return nil, err
 	}
+	d.AWS.APIOptions = append(d.AWS.APIOptions, cfg.AWSOptions...)
+	fnAWS := d.AWS
+	if cfg.FunctionEndpoint == "" && cfg.SerializeDynamoDB {
+		if d.serializer, err = moto.Serialize(cfg.Endpoint); err != nil {
+			return nil, err
+		}
+		cfg.FunctionEndpoint = d.serializer.URL
+	}
+	if cfg.FunctionEndpoint == "" {
+		cfg.FunctionEndpoint = cfg.Endpoint
+	} else {
+		if fnAWS, err = awsclient.Load(ctx, cfg.FunctionEndpoint); err != nil {
+			return nil, err
+		}
+		fnAWS.APIOptions = append(fnAWS.APIOptions, cfg.AWSOptions...)
+	}
 	var secrets map[string]json.RawMessage
 	if cfg.DevSecretsPath != "" {
 		if secrets, err = LoadDevSecrets(cfg.DevSecretsPath); err != nil {
@@ -139,6 +172,15 @@ func Start(ctx context.Context, cfg Config) (d *Dev, err error) {
 	}
 	for _, line := range d.Stack.Summary() {
 		log.Info("provisioned", "resource", line)
+	}
+	if !cfg.Alarms.Disabled {
+		alarmAWS, err := awsclient.Load(ctx, cfg.Endpoint) // its own clients: its sampling is not the functions' traffic
+		if err != nil {
+			return nil, err
+		}
+		if d.Alarms, err = NewAlarmMonitor(ctx, d.Stack, alarmAWS, log, cfg.Alarms); err != nil {
+			return nil, fmt.Errorf("alarms: %w", err)
+		}
 	}
 
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
@@ -153,6 +195,7 @@ func Start(ctx context.Context, cfg Config) (d *Dev, err error) {
 	fakeBase := "http://" + d.Addr + "/_vendor/"
 	d.Fakes = &VendorFakes{Dir: cfg.FixturesDir}
 	d.Runtime = NewRuntime(log)
+	inv := d.Alarms.Invoker(d.Runtime) // AWS/Lambda metrics for the local alarms
 	var routes []APIRoute
 	var rules []ScheduledRule
 	ids := make([]string, 0, len(d.Stack.Functions))
@@ -182,11 +225,11 @@ func Start(ctx context.Context, cfg Config) (d *Dev, err error) {
 		env["AWS_LAMBDA_FUNCTION_NAME"] = d.Stack.Physical[id].Ref
 		env["AWS_LAMBDA_FUNCTION_MEMORY_SIZE"] = strconv.Itoa(fn.MemorySize)
 		env["AWS_LAMBDA_LOG_FORMAT"] = "JSON"
-		env[awsclient.EndpointEnv] = cfg.Endpoint
+		env[awsclient.EndpointEnv] = cfg.FunctionEndpoint
 		fn.Env = env
 		d.Stack.Functions[id] = fn
-		h, err := cfg.Factory(ctx, fn, FunctionEnv{Getenv: func(k string) string { return env[k] }, AWS: d.AWS,
-			Log: slog.New(NewLogHandler(cfg.Out, id, slog.LevelInfo)), Stdout: cfg.Out})
+		h, err := cfg.Factory(ctx, fn, FunctionEnv{Getenv: func(k string) string { return env[k] }, AWS: fnAWS,
+			Log: slog.New(NewLogHandler(cfg.Out, id, slog.LevelInfo)), Stdout: d.Alarms.Writer(cfg.Out)})
 		if err != nil {
 			ln.Close()
 			return nil, fmt.Errorf("function %s: %w", id, err)
@@ -213,18 +256,19 @@ func Start(ctx context.Context, cfg Config) (d *Dev, err error) {
 				return nil, fmt.Errorf("function %s event %s: %w", id, src.Name, err)
 			}
 			for i := 0; i < cfg.Pollers; i++ {
-				d.mappings = append(d.mappings, &EventSourceMapping{SQS: sqs.NewFromConfig(d.AWS), Invoker: d.Runtime,
+				d.mappings = append(d.mappings, &EventSourceMapping{SQS: d.Alarms.ObserveQueue(sqs.NewFromConfig(d.AWS), url), Invoker: inv,
 					Function: id, QueueURL: url, QueueARN: src.Queue, Region: d.AWS.Region, BatchSize: src.BatchSize,
 					ReportFail: src.ReportBatchItemFailed, WaitSeconds: cfg.PollWait, Log: log})
 			}
 		}
 	}
-	d.Scheduler = &Scheduler{Rules: rules, Invoker: d.Runtime, Region: d.AWS.Region, Log: log}
+	d.Scheduler = &Scheduler{Rules: rules, Invoker: inv, Region: d.AWS.Region, Log: log}
 	mux := http.NewServeMux()
 	mux.Handle("/_vendor/", http.StripPrefix("/_vendor", d.Fakes))
 	mux.HandleFunc("POST /_local/schedules/{name}", d.runSchedule)
 	mux.HandleFunc("GET /_local/stack", d.describe)
-	api := &HTTPAPI{Routes: routes, Invoker: d.Runtime, Log: log, Extra: mux}
+	mux.Handle("GET /_local/alarms", d.Alarms)
+	api := &HTTPAPI{Routes: routes, Invoker: inv, Log: log, Extra: mux}
 	d.srv = &http.Server{Handler: api, ReadHeaderTimeout: 10 * time.Second}
 	runCtx, cancel := context.WithCancel(context.Background())
 	d.cancel = cancel
@@ -237,6 +281,8 @@ func Start(ctx context.Context, cfg Config) (d *Dev, err error) {
 		d.wg.Add(1)
 		go func(m *EventSourceMapping) { defer d.wg.Done(); m.Run(runCtx) }(m)
 	}
+	d.wg.Add(1)
+	go func() { defer d.wg.Done(); d.Alarms.Run(runCtx) }()
 	if !cfg.NoSchedules {
 		d.wg.Add(1)
 		go func() { defer d.wg.Done(); d.Scheduler.Run(runCtx) }()
@@ -284,7 +330,7 @@ func (d *Dev) describe(w http.ResponseWriter, _ *http.Request) {
 		res[id] = map[string]any{"type": d.Stack.Template.Resources[id].Type, "ref": p.Ref, "attrs": p.Attrs}
 	}
 	w.Header().Set("Content-Type", "application/json")
-	_ = json.NewEncoder(w).Encode(map[string]any{"stack": d.Stack.Name, "endpoint": d.Endpoint, "resources": res, "outputs": d.Stack.Outputs})
+	_ = json.NewEncoder(w).Encode(map[string]any{"stack": d.Stack.Name, "region": d.Stack.Region, "endpoint": d.Endpoint, "resources": res, "outputs": d.Stack.Outputs})
 }
 
 // Close stops serving, polling and scheduling, then stops moto if this stack started it.
@@ -299,6 +345,9 @@ func (d *Dev) Close() {
 			d.cancel()
 		}
 		d.wg.Wait()
+		if d.serializer != nil {
+			d.serializer.Close()
+		}
 		if d.moto != nil {
 			d.moto.Stop()
 			d.Log.Info("stopped moto_server")

@@ -1,0 +1,267 @@
+"""moto_server for crmsync's reliability suite.
+
+Plain moto_server has two properties that make it unfit to judge exactly-once behaviour under
+load, both fixed here without changing any API answer:
+
+1. Isolation. moto serves each request on its own thread and evaluates a TransactWriteItems item by
+   item with no lock, so two concurrent transactions whose conditions exclude each other can both
+   commit, and a GetItem can see half a transaction. DynamoDB serializes conflicting transactions
+   and never shows a partial one. Here every DynamoDB request runs under one lock.
+
+2. Cost. Before each TransactWriteItems moto deep-copies every table it touches, to roll back on a
+   canceled transaction, and every Query (of the table or of an index) sorts and scans the whole
+   table: costs that grow with the table, so a long run slows down quadratically. Here the copy is
+   replaced by an undo log of the items the transaction names (at most 100), and a Query looks only
+   at the items of its partition, found through a hash map kept up to date on every write.
+
+3. Long polls. A FIFO ReceiveMessage that finds only messages of groups already in flight waits
+   for "visible messages", which are there, so it spins on the CPU until its wait time ends and
+   starves every other request. Here it sleeps until a message arrives or 100 ms pass.
+
+4. Per-request overhead. Every request lists moto's package directory (to tell service names from
+   hosts) under the dispatcher's global lock and logs a line; every visibility check of a message
+   builds datetimes. Here the directory listing is read once, request logging is off, and
+   visibility is compared with the clock directly.
+
+Usage: python3 motoserver.py -H 127.0.0.1 -p 4566 (the same arguments as moto_server).
+"""
+
+import copy
+import logging
+import sys
+import threading
+import time
+
+import moto.dynamodb.models as ddb_models
+from moto.dynamodb.models import DynamoDBBackend
+from moto.dynamodb.models.dynamo_type import DynamoType
+from moto.dynamodb.models.table import Table
+from moto.dynamodb.responses import DynamoHandler
+from moto.server import main
+from moto.sqs.models import Message, Queue
+import moto.backends as moto_backends
+
+_lock = threading.RLock()
+_call_action = DynamoHandler.call_action
+
+
+def _serialized_call_action(self):
+    with _lock:
+        return _call_action(self)
+
+
+DynamoHandler.call_action = _serialized_call_action
+
+
+class _NoTableCopy:
+    """Stands in for the copy module inside transact_write_items: the table 'backup' is the table
+    itself (so moto's own rollback is a no-op) and _transact_write_items restores the touched
+    items instead."""
+
+    @staticmethod
+    def deepcopy(x, memo=None):
+        return x
+
+
+_transact_write_items = DynamoDBBackend.transact_write_items
+_missing = object()
+
+
+def _key_of(table, op_type, op):
+    if op_type == "Put":
+        attrs = op["Item"]
+        hv = DynamoType(attrs[table.hash_key_attr])
+        rv = DynamoType(attrs[table.range_key_attr]) if table.range_key_attr else None
+    else:
+        key = op["Key"]
+        hv = DynamoType(key[table.hash_key_attr])
+        rv = DynamoType(key[table.range_key_attr]) if table.range_key_attr else None
+    return hv, rv
+
+
+def _restore(table, hv, rv, old):
+    if rv is not None:
+        bucket = table.items[hv]
+        if old is _missing:
+            bucket.pop(rv, None)
+            if not bucket:
+                table.items.pop(hv, None)
+        else:
+            bucket[rv] = old
+    elif old is _missing:
+        table.items.pop(hv, None)
+    else:
+        table.items[hv] = old
+
+
+def _undoable_transact_write_items(self, transact_items):
+    with _lock:
+        saved = []
+        for entry in transact_items:
+            try:
+                op_type, op = next(iter(entry.items()))
+                table = self.tables.get(op.get("TableName"))
+                if table is None:
+                    continue
+                hv, rv = _key_of(table, op_type, op)
+                current = table.get_item(hv, rv)
+            except Exception:  # malformed: moto itself will refuse the request
+                continue
+            saved.append((table, hv, rv, _missing if current is None else copy.deepcopy(current)))
+        real_copy = ddb_models.copy
+        ddb_models.copy = _NoTableCopy
+        try:
+            return _transact_write_items(self, transact_items)
+        except BaseException:
+            for table, hv, rv, old in reversed(saved):
+                _restore(table, hv, rv, old)
+            raise
+        finally:
+            ddb_models.copy = real_copy
+
+
+DynamoDBBackend.transact_write_items = _undoable_transact_write_items
+
+
+# Partition maps: per table, attribute name -> value -> keys of the items holding it, built on the
+# first Query of an index keyed by that attribute and kept current by reindexing every written key.
+def _partitions(table):
+    p = table.__dict__.get("_crmsync_partitions")
+    if p is None:
+        p = table.__dict__["_crmsync_partitions"] = {"attrs": {}, "rev": {}}
+    return p
+
+
+def _reindex(table, hv, rv):
+    p = _partitions(table)
+    if not p["attrs"]:
+        return
+    key = (hv, rv)
+    for attr, value in p["rev"].pop(key, {}).items():
+        keys = p["attrs"][attr].get(value)
+        if keys is not None:
+            keys.discard(key)
+    try:
+        item = table.get_item(hv, rv)
+    except Exception:
+        item = None
+    if item is None:
+        return
+    held = {}
+    for attr, values in p["attrs"].items():
+        v = item.attrs.get(attr)
+        if v is not None:
+            values.setdefault(v, set()).add(key)
+            held[attr] = v
+    if held:
+        p["rev"][key] = held
+
+
+def _index_attr(table, attr):
+    p = _partitions(table)
+    if attr in p["attrs"]:
+        return p["attrs"][attr]
+    values = p["attrs"][attr] = {}
+    for item in list(table.all_items()):
+        v = item.attrs.get(attr)
+        if v is not None:
+            key = (item.hash_key, item.range_key)
+            values.setdefault(v, set()).add(key)
+            p["rev"].setdefault(key, {})[attr] = v
+    return values
+
+
+_put_item = Table.put_item
+_delete_item = Table.delete_item
+_update_item = DynamoDBBackend.update_item
+
+
+def _indexed_put_item(self, item_attrs, *args, **kwargs):
+    item = _put_item(self, item_attrs, *args, **kwargs)
+    _reindex(self, item.hash_key, item.range_key)
+    return item
+
+
+def _indexed_delete_item(self, hash_key, range_key, *args, **kwargs):
+    item = _delete_item(self, hash_key, range_key, *args, **kwargs)
+    _reindex(self, hash_key, range_key)
+    return item
+
+
+def _indexed_update_item(self, table_name, key, *args, **kwargs):
+    try:
+        return _update_item(self, table_name, key, *args, **kwargs)
+    finally:
+        table = self.tables.get(table_name)
+        if table is not None:
+            try:
+                hv = DynamoType(key[table.hash_key_attr])
+                rv = DynamoType(key[table.range_key_attr]) if table.range_key_attr else None
+                _reindex(table, hv, rv)
+            except Exception:
+                pass
+
+
+Table.put_item = _indexed_put_item
+Table.delete_item = _indexed_delete_item
+DynamoDBBackend.update_item = _indexed_update_item
+
+_restore_item = _restore
+
+
+def _restore_and_reindex(table, hv, rv, old):
+    _restore_item(table, hv, rv, old)
+    _reindex(table, hv, rv)
+
+
+_restore = _restore_and_reindex
+
+_query = Table.query
+
+
+def _partition_query(self, hash_key, *args, **kwargs):
+    index_name = kwargs.get("index_name", args[6] if len(args) > 6 else None)
+    conditions = kwargs.get("hash_key_conditions") or []
+    candidates = None
+    if index_name and conditions:
+        attr, value = conditions[0]
+        keys = _index_attr(self, attr).get(value, ())
+        candidates = [it for it in (self.get_item(hv, rv) for hv, rv in keys) if it is not None]
+    elif not index_name and hash_key is not None:
+        bucket = self.items.get(hash_key)
+        if bucket is None:
+            candidates = []
+        elif self.range_key_attr:
+            candidates = list(bucket.values())
+        else:
+            candidates = [bucket]
+    if candidates is None:
+        return _query(self, hash_key, *args, **kwargs)
+    candidates.sort(key=lambda x: (x.hash_key, x.range_key) if x.range_key else x.hash_key)
+    self.all_items = lambda: candidates
+    try:
+        return _query(self, hash_key, *args, **kwargs)
+    finally:
+        del self.all_items
+
+
+Table.query = _partition_query
+
+
+
+def _wait_for_messages(self, timeout):
+    with self._messages_lock:
+        self._messages_lock.wait(timeout=min(timeout, 0.1))
+
+
+Queue.wait_for_messages = _wait_for_messages
+
+Message.visible = property(lambda self: time.time() * 1000 > self.visible_at)
+Message.delayed = property(lambda self: time.time() * 1000 < self.delayed_until)
+
+_modules = tuple(moto_backends.list_of_moto_modules())
+moto_backends.list_of_moto_modules = lambda: _modules
+logging.getLogger("werkzeug").setLevel(logging.ERROR)
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
