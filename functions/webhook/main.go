@@ -1,31 +1,8 @@
-// Command webhook is crmsync's webhook Lambda function: it loads its configuration once, builds its
-// clients once, wires the handler and starts the Lambda runtime loop.
+// Command webhook is crmsync's webhook Lambda function (one binary for every connector). Like every function's main it only names its
+// builder: shared/app loads the configuration once, builds the clients once, wires the handler
+// and starts the Lambda runtime loop.
 package main
 
-import (
-	"context"
-	"fmt"
-	"os"
+import "github.com/crmsync/crmsync/shared/app"
 
-	"github.com/aws/aws-lambda-go/lambda"
-	"github.com/aws/aws-lambda-go/lambdacontext"
-
-	"github.com/crmsync/crmsync/shared/app"
-	"github.com/crmsync/crmsync/shared/awsclient"
-)
-
-func main() {
-	ctx := context.Background()
-	log := lambdacontext.NewLogger()
-	cfg, err := awsclient.FromEnv(ctx, os.Getenv)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "webhook: "+err.Error())
-		os.Exit(1)
-	}
-	h, err := app.Webhook(ctx, app.Env{Getenv: os.Getenv, AWS: cfg, Log: log, Stdout: os.Stdout})
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "webhook: "+err.Error())
-		os.Exit(1)
-	}
-	lambda.Start(h)
-}
+func main() { app.Main("webhook", app.Webhook) }

@@ -237,12 +237,19 @@ func (h *Handler) handle(ctx context.Context, ev events.APIGatewayV2HTTPRequest,
 // request builds the connector's view of the delivery, including the public URL the vendor
 // called: the configured public base URL, else scheme and host from the request context.
 func (h *Handler) request(ev events.APIGatewayV2HTTPRequest, body []byte, now time.Time) *connector.Request {
+	return NewRequest(ev, body, h.cfg.PublicBaseURL, now)
+}
+
+// NewRequest builds a connector's view of an API Gateway HTTP API delivery whose (decoded) body
+// is body. The public URL the vendor called is publicBaseURL plus the raw path and query; with no
+// public base URL it is rebuilt from x-forwarded-proto and the request context's domain name.
+func NewRequest(ev events.APIGatewayV2HTTPRequest, body []byte, publicBaseURL string, now time.Time) *connector.Request {
 	method := ev.RequestContext.HTTP.Method
 	path := ev.RawPath
 	if path == "" {
 		path = ev.RequestContext.HTTP.Path
 	}
-	base := strings.TrimRight(h.cfg.PublicBaseURL, "/")
+	base := strings.TrimRight(publicBaseURL, "/")
 	if base == "" {
 		scheme := ev.Headers["x-forwarded-proto"]
 		if scheme == "" {

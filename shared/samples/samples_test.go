@@ -8,7 +8,6 @@ import (
 	"mime"
 	"net/http"
 	"net/http/httptest"
-	"net/url"
 	"os"
 	"path"
 	"path/filepath"
@@ -23,6 +22,7 @@ import (
 	"github.com/crmsync/crmsync/shared/connector"
 	"github.com/crmsync/crmsync/shared/connector/mailgun"
 	"github.com/crmsync/crmsync/shared/connectors"
+	"github.com/crmsync/crmsync/shared/ingest"
 )
 
 const (
@@ -34,9 +34,7 @@ const (
 
 var testNow = time.Date(2025, 3, 11, 16, 10, 0, 0, time.UTC)
 
-// ingestRequest builds the connector request from an event exactly as shared/ingest does
-// (Handler.request): the configured public base URL, else x-forwarded-proto and the request
-// context's domain name, plus rawPath and ?rawQueryString.
+// ingestRequest builds the connector request from an event exactly as shared/ingest does.
 func ingestRequest(t *testing.T, ev events.APIGatewayV2HTTPRequest, publicBaseURL string, now time.Time) *connector.Request {
 	t.Helper()
 	body := []byte(ev.Body)
@@ -47,34 +45,7 @@ func ingestRequest(t *testing.T, ev events.APIGatewayV2HTTPRequest, publicBaseUR
 		}
 		body = b
 	}
-	method := ev.RequestContext.HTTP.Method
-	p := ev.RawPath
-	if p == "" {
-		p = ev.RequestContext.HTTP.Path
-	}
-	base := strings.TrimRight(publicBaseURL, "/")
-	if base == "" {
-		scheme := ev.Headers["x-forwarded-proto"]
-		if scheme == "" {
-			scheme = "https"
-		}
-		host := ev.RequestContext.DomainName
-		if host == "" {
-			host = ev.Headers["host"]
-		}
-		base = scheme + "://" + host
-	}
-	public := base + p
-	if ev.RawQueryString != "" {
-		public += "?" + ev.RawQueryString
-	}
-	q, _ := url.ParseQuery(ev.RawQueryString)
-	headers := make(map[string]string, len(ev.Headers))
-	for k, v := range ev.Headers {
-		headers[strings.ToLower(k)] = v
-	}
-	return &connector.Request{Method: method, Path: p, Headers: headers, RawQuery: ev.RawQueryString, Query: q,
-		Body: body, PublicURL: public, ReceivedAt: now}
+	return ingest.NewRequest(ev, body, publicBaseURL, now)
 }
 
 // deliver runs an event through the webhook function's decision path (handshake, method,
