@@ -407,7 +407,9 @@ func oldestAge(ctx context.Context, ref *stackRef) *float64 {
 	if err != nil || len(out.Datapoints) == 0 {
 		return nil
 	}
-	sort.Slice(out.Datapoints, func(i, j int) bool { return aws.ToTime(out.Datapoints[i].Timestamp).After(aws.ToTime(out.Datapoints[j].Timestamp)) })
+	sort.Slice(out.Datapoints, func(i, j int) bool {
+		return aws.ToTime(out.Datapoints[i].Timestamp).After(aws.ToTime(out.Datapoints[j].Timestamp))
+	})
 	return out.Datapoints[0].Maximum
 }
 

@@ -267,4 +267,3 @@ func TestQuarantineListShowRelease(t *testing.T) {
 		t.Errorf("released payload not kept under released/: %v", err)
 	}
 }
-

@@ -199,4 +199,6 @@ func secretLogicalID(connectorName string) string {
 	return b.String() + "Secret"
 }
 
-func secretsManagerFor(ref *stackRef) *secretsmanager.Client { return secretsmanager.NewFromConfig(ref.AWS) }
+func secretsManagerFor(ref *stackRef) *secretsmanager.Client {
+	return secretsmanager.NewFromConfig(ref.AWS)
+}
