@@ -34,37 +34,25 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// fixture is a proxy in front of moto with a table, a FIFO queue, a secret and a bucket.
+// fixture is a proxy in front of moto with a table, a FIFO queue, a secret and a bucket, clients
+// through the proxy (ddb, sqs, sm, s3) and straight to moto (ddbDirect, sqsDirect).
 type fixture struct {
-	proxy                  *Proxy
-	endpoint, direct       string
-	table, queue, secret   string
-	bucket                 string
-	mu                     sync.Mutex
-	observed               []Exchange
-	ddb                    *dynamodb.Client
-	sqs                    *sqs.Client
-	sm                     *secretsmanager.Client
-	s3                     *s3.Client
-	ddbDirect              *dynamodb.Client
-	sqsDirect              *sqs.Client
-	maxAttempts            int
-	httpTimeout            time.Duration
-	holdFor                time.Duration
-	created                bool
-	createdOnce            sync.Once
-	setupErr               error
-	name                   string
-	t                      *testing.T
-	seed                   uint64
-	clientsWithProxyConfig aws.Config
+	t                            *testing.T
+	proxy                        *Proxy
+	endpoint, direct, name       string
+	table, queue, secret, bucket string
+	mu                           sync.Mutex
+	observed                     []Exchange
+	ddb, ddbDirect               *dynamodb.Client
+	sqs, sqsDirect               *sqs.Client
+	sm                           *secretsmanager.Client
+	s3                           *s3.Client
 }
 
 func newFixture(t *testing.T, maxAttempts int, hold time.Duration) *fixture {
 	t.Helper()
-	f := &fixture{t: t, direct: moto.ForTest(t), maxAttempts: maxAttempts, holdFor: hold, seed: 7,
-		name: fmt.Sprintf("px%d", time.Now().UnixNano()%1e9)}
-	p, err := New(Config{Target: f.direct, Seed: f.seed, Hold: hold, Observe: func(e Exchange) {
+	f := &fixture{t: t, direct: moto.ForTest(t), name: fmt.Sprintf("px%d", time.Now().UnixNano()%1e9)}
+	p, err := New(Config{Target: f.direct, Seed: 7, Hold: hold, Observe: func(e Exchange) {
 		f.mu.Lock()
 		f.observed = append(f.observed, e)
 		f.mu.Unlock()

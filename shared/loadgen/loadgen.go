@@ -40,14 +40,15 @@ type Options struct {
 	Events int
 	// People is the number of people they are about (default 1,000).
 	People int
-	// DupRate is the number of duplicate deliveries as a share of unique events (default 0.3).
+	// DupRate is the number of duplicate deliveries as a share of unique events (0: none; the
+	// reliability suite uses 0.3).
 	DupRate float64
 	// LateShare is the share of duplicates re-sent "after the SQS deduplication window": straight
 	// to the queue with a deduplication id SQS no longer remembers, so only the ledger can catch
 	// them (default 1/3).
 	LateShare float64
 	// ReorderRate is the share of unique events delivered before an earlier event of the same
-	// person (default 0.2).
+	// person (0: none; the reliability suite uses 0.2).
 	ReorderRate float64
 	// Seed seeds everything.
 	Seed uint64
@@ -240,6 +241,11 @@ func (g *gen) pick(xs []string) string { return xs[g.r.IntN(len(xs))] }
 
 func (g *gen) rep() string { return g.pick(reps) + "@" + repDomain }
 
+// utm draws a campaign's UTM parameters, in a fixed order (so a seed always draws the same).
+func (g *gen) utm() [][2]string {
+	return [][2]string{{"utm_campaign", g.pick(utmCamp)}, {"utm_medium", g.pick(utmMedium)}, {"utm_source", g.pick(utmSource)}}
+}
+
 // interaction generates one real-world interaction of a person: one or more events.
 func (g *gen) interaction(p *person) {
 	g.tick(p, 30*time.Minute, 36*time.Hour)
@@ -339,10 +345,8 @@ func (g *gen) calendly(p *person) {
 		"c_id": nil, "g_clid": nil, "msclkid": nil, "salesforce_uuid": nil}
 	contact := map[string]string{"email": p.email, "first_name": p.first, "last_name": p.last, "timezone": p.tz}
 	if g.r.Float64() < 0.7 {
-		for k, vals := range map[string][]string{"utm_source": utmSource, "utm_medium": utmMedium, "utm_campaign": utmCamp} {
-			v := g.pick(vals)
-			tracking[k] = v
-			contact[k] = v
+		for _, u := range g.utm() {
+			tracking[u[0]], contact[u[0]] = u[1], u[1]
 		}
 	}
 	emails, phones := p.ids(p.calendlyReminderSMS)
@@ -421,12 +425,10 @@ func (g *gen) typeform(p *person) {
 	hidden := map[string]any{}
 	var hiddenNames []string
 	if g.r.Float64() < 0.7 {
-		for k, vals := range map[string][]string{"utm_source": utmSource, "utm_medium": utmMedium, "utm_campaign": utmCamp} {
-			v := g.pick(vals)
-			hidden[k], contact[k] = v, v
-			hiddenNames = append(hiddenNames, k)
+		for _, u := range g.utm() {
+			hidden[u[0]], contact[u[0]] = u[1], u[1]
+			hiddenNames = append(hiddenNames, u[0])
 		}
-		sort.Strings(hiddenNames)
 	}
 	var defs []map[string]any
 	for _, f := range fields {
@@ -521,10 +523,10 @@ func (g *gen) graphEvent(p *person) {
 	start := t.Add(time.Duration(24+g.r.IntN(72)) * time.Hour).Truncate(time.Hour)
 	g.fixtures = append(g.fixtures, Fixture{Path: "msgraph/" + resource, Body: mustJSON(map[string]any{
 		"id": gid, "iCalUId": uid, "subject": "Demo", "isCancelled": canceled,
-		"organizer": map[string]any{"emailAddress": map[string]any{"name": rep, "address": rep}},
-		"attendees": []any{map[string]any{"type": "required", "emailAddress": map[string]any{"name": p.first + " " + p.last, "address": p.email}}},
-		"start":     map[string]any{"dateTime": start.UTC().Format("2006-01-02T15:04:05.0000000"), "timeZone": "UTC"},
-		"end":       map[string]any{"dateTime": start.Add(time.Hour).UTC().Format("2006-01-02T15:04:05.0000000"), "timeZone": "UTC"},
+		"organizer":       map[string]any{"emailAddress": map[string]any{"name": rep, "address": rep}},
+		"attendees":       []any{map[string]any{"type": "required", "emailAddress": map[string]any{"name": p.first + " " + p.last, "address": p.email}}},
+		"start":           map[string]any{"dateTime": start.UTC().Format("2006-01-02T15:04:05.0000000"), "timeZone": "UTC"},
+		"end":             map[string]any{"dateTime": start.Add(time.Hour).UTC().Format("2006-01-02T15:04:05.0000000"), "timeZone": "UTC"},
 		"createdDateTime": rfc3339(t.Add(-time.Hour)), "lastModifiedDateTime": rfc3339(t)})})
 	status := "scheduled"
 	if canceled {

@@ -228,13 +228,15 @@ func Start(ctx context.Context, cfg Config) (d *Dev, err error) {
 		env[awsclient.EndpointEnv] = cfg.FunctionEndpoint
 		fn.Env = env
 		d.Stack.Functions[id] = fn
-		h, err := cfg.Factory(ctx, fn, FunctionEnv{Getenv: func(k string) string { return env[k] }, AWS: fnAWS,
-			Log: slog.New(NewLogHandler(cfg.Out, id, slog.LevelInfo)), Stdout: d.Alarms.Writer(cfg.Out)})
+		fenv := FunctionEnv{Getenv: func(k string) string { return env[k] }, AWS: fnAWS,
+			Log: slog.New(NewLogHandler(cfg.Out, id, slog.LevelInfo)), Stdout: d.Alarms.Writer(cfg.Out)}
+		h, err := cfg.Factory(ctx, fn, fenv)
 		if err != nil {
 			ln.Close()
 			return nil, fmt.Errorf("function %s: %w", id, err)
 		}
-		d.Runtime.Register(fn, d.Stack.Physical[id].Attrs["Arn"], h)
+		build := func() (lambda.Handler, error) { return cfg.Factory(ctx, fn, fenv) }
+		d.Runtime.RegisterFactory(fn, d.Stack.Physical[id].Attrs["Arn"], h, build)
 		for _, r := range fn.Routes {
 			routes = append(routes, APIRoute{Method: r.Method, Path: r.Path, Function: id, Authorizer: r.Authorizer})
 		}

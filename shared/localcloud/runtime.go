@@ -7,6 +7,7 @@
 package localcloud
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -28,26 +29,71 @@ type Invoker interface {
 	Invoke(ctx context.Context, fn string, payload []byte) ([]byte, error)
 }
 
-// Runtime holds each function's handler and invokes it with a Lambda context: a fresh request
+// Runtime holds each function's handlers and invokes them with a Lambda context: a fresh request
 // id, the function's ARN and a deadline from its timeout.
+//
+// Like Lambda, it gives each concurrent invocation its own execution environment: a handler
+// instance serves one invocation at a time, and a function registered with a constructor gets a
+// new instance when all of its instances are busy. This is not only fidelity: aws-lambda-go's
+// handlers return their answer in a pooled buffer that is handed to the next invocation as soon as
+// the handler returns (Lambda's runtime sends it before taking another event), so invoking one
+// instance concurrently swaps answers between invocations.
 type Runtime struct {
-	mu       sync.RWMutex
-	handlers map[string]lambda.Handler
-	fns      map[string]samtemplate.Function
-	arns     map[string]string
-	log      *slog.Logger
+	mu        sync.RWMutex
+	instances map[string]*instances
+	fns       map[string]samtemplate.Function
+	arns      map[string]string
+	log       *slog.Logger
+}
+
+// instances are one function's execution environments.
+type instances struct {
+	build func() (lambda.Handler, error) // nil: no more than the registered one
+	mu    sync.Mutex
+	idle  []lambda.Handler
+	free  *sync.Cond
+}
+
+func (in *instances) take() (lambda.Handler, error) {
+	in.mu.Lock()
+	for len(in.idle) == 0 && in.build == nil {
+		in.free.Wait()
+	}
+	if n := len(in.idle); n > 0 {
+		h := in.idle[n-1]
+		in.idle = in.idle[:n-1]
+		in.mu.Unlock()
+		return h, nil
+	}
+	in.mu.Unlock()
+	return in.build() // a cold start
+}
+
+func (in *instances) release(h lambda.Handler) {
+	in.mu.Lock()
+	in.idle = append(in.idle, h)
+	in.mu.Unlock()
+	in.free.Signal()
 }
 
 // NewRuntime returns an empty runtime that logs invocations to log.
 func NewRuntime(log *slog.Logger) *Runtime {
-	return &Runtime{handlers: map[string]lambda.Handler{}, fns: map[string]samtemplate.Function{}, arns: map[string]string{}, log: log}
+	return &Runtime{instances: map[string]*instances{}, fns: map[string]samtemplate.Function{}, arns: map[string]string{}, log: log}
 }
 
-// Register adds a function's handler.
+// Register adds a function with a single handler instance: its invocations run one at a time.
 func (r *Runtime) Register(fn samtemplate.Function, arn string, h lambda.Handler) {
+	r.RegisterFactory(fn, arn, h, nil)
+}
+
+// RegisterFactory adds a function whose first instance is h and whose further instances, built
+// when every instance is busy, come from build.
+func (r *Runtime) RegisterFactory(fn samtemplate.Function, arn string, h lambda.Handler, build func() (lambda.Handler, error)) {
+	in := &instances{build: build, idle: []lambda.Handler{h}}
+	in.free = sync.NewCond(&in.mu)
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.handlers[fn.LogicalID] = h
+	r.instances[fn.LogicalID] = in
 	r.fns[fn.LogicalID] = fn
 	r.arns[fn.LogicalID] = arn
 }
@@ -56,12 +102,16 @@ func (r *Runtime) Register(fn samtemplate.Function, arn string, h lambda.Handler
 // reports it.
 func (r *Runtime) Invoke(ctx context.Context, fn string, payload []byte) (out []byte, err error) {
 	r.mu.RLock()
-	h, ok := r.handlers[fn]
+	in, ok := r.instances[fn]
 	f := r.fns[fn]
 	arn := r.arns[fn]
 	r.mu.RUnlock()
 	if !ok {
 		return nil, fmt.Errorf("invoke %s: no such function", fn)
+	}
+	h, err := in.take()
+	if err != nil {
+		return nil, fmt.Errorf("invoke %s: start an execution environment: %w", fn, err)
 	}
 	reqID := RequestID()
 	timeout := time.Duration(f.Timeout) * time.Second
@@ -76,6 +126,14 @@ func (r *Runtime) Invoke(ctx context.Context, fn string, payload []byte) (out []
 		if p := recover(); p != nil {
 			err = fmt.Errorf("invoke %s: panic: %v", fn, p)
 			r.log.Error("handler panic", "function", fn, "requestId", reqID, "stack", string(debug.Stack()))
+			if in.build != nil {
+				h = nil // Lambda discards an environment whose runtime crashed
+			}
+		}
+		if h != nil {
+			in.release(h)
+		} else {
+			in.free.Signal()
 		}
 		lvl := slog.LevelInfo
 		attrs := []any{"function", fn, "requestId", reqID, "durationMs", time.Since(start).Milliseconds()}
@@ -85,7 +143,10 @@ func (r *Runtime) Invoke(ctx context.Context, fn string, payload []byte) (out []
 		}
 		r.log.Log(context.Background(), lvl, "invocation", attrs...)
 	}()
-	return h.Invoke(ctx, payload)
+	out, err = h.Invoke(ctx, payload)
+	// The answer may live in the instance's reusable buffer: copy it before the instance serves
+	// another invocation.
+	return bytes.Clone(out), err
 }
 
 // RequestID returns a random UUID-shaped request id.

@@ -43,7 +43,8 @@ type Report struct {
 	// DivergedRecords counts people whose contact (existence, identities, fields, account)
 	// differs from the oracle, plus contacts that belong to no person.
 	DivergedRecords int
-	// DivergedTimelines counts people whose timeline differs, plus stray unassociated activities.
+	// DivergedTimelines counts people whose timeline differs (an activity of theirs left
+	// unassociated included), plus unassociated activities of no person.
 	DivergedTimelines int
 	// DuplicateActivities counts activities held live in more than one place.
 	DuplicateActivities int
@@ -72,6 +73,11 @@ func Compare(expected map[string]*Person, a *Actual) Report {
 	sort.Strings(ids)
 	claimed := map[string]bool{} // contacts some person accounts for
 	seenUnassoc := map[string]bool{}
+	for _, x := range expected {
+		for aid := range x.Activities {
+			seenUnassoc[aid] = true // a person's activity left unassociated counts against that person
+		}
+	}
 	for _, id := range ids {
 		x := expected[id]
 		r.People++
@@ -106,6 +112,11 @@ func Compare(expected map[string]*Person, a *Actual) Report {
 			if c != nil {
 				recDiffs = append(recDiffs, compareContact(x, c, a)...)
 				actual = c.Activities
+				for aid := range x.Activities {
+					if actual[aid] == nil && a.Unassociated[aid] != nil {
+						tlDiffs = append(tlDiffs, "activity "+aid+" left unassociated")
+					}
+				}
 			}
 		} else {
 			for _, ident := range x.Identities {
@@ -122,7 +133,7 @@ func Compare(expected map[string]*Person, a *Actual) Report {
 			}
 		}
 		if actual != nil || len(x.Activities) > 0 {
-			tlDiffs = compareTimeline(x.Activities, actual)
+			tlDiffs = append(tlDiffs, compareTimeline(x.Activities, actual)...)
 		}
 		if len(recDiffs) > 0 {
 			r.DivergedRecords++
@@ -153,7 +164,7 @@ func Compare(expected map[string]*Person, a *Actual) Report {
 	sort.Strings(stray)
 	for _, aid := range stray {
 		r.DivergedTimelines++
-		r.diff("activity %s is unassociated but its person has a contact (or no person)", aid)
+		r.diff("activity %s is unassociated and belongs to no generated person", aid)
 	}
 	for aid, homes := range a.Homes {
 		if len(homes) > 1 {

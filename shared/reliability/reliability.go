@@ -19,6 +19,7 @@ package reliability
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -56,7 +57,7 @@ const DefaultFaults = "throttle=0.02,server-error=0.01,timeout=0.002,conflict=0.
 
 // SQSRefusal is the extra rule that makes SQS refuse the webhooks' sends often enough that the
 // SDK's three attempts all fail now and then: the webhook answers 5xx and the vendor retries.
-var SQSRefusal = awsproxy.Rule{Kind: awsproxy.ServerError, Phase: awsproxy.Before, Rate: 0.35, APIs: []string{"sqs.SendMessageBatch"}}
+var SQSRefusal = awsproxy.Rule{Kind: awsproxy.ServerError, Phase: awsproxy.Before, Rate: 0.15, APIs: []string{"sqs.SendMessageBatch"}}
 
 // Options configure a run.
 type Options struct {
@@ -171,6 +172,10 @@ type Verdict struct {
 	DivergedRecords             int
 	DivergedTimelines           int
 	ComparedPeople, WithContact int
+	// DivergedBeforeReconcile counts records and timelines differing from the oracle once the
+	// queue drained, before the consistency job ran; Reassociated the activities that job moved
+	// under their contact.
+	DivergedBeforeReconcile, Reassociated int
 	// Findings describes the first problems (lost keys, double writes, divergences, refusals).
 	Findings []string
 	// Wall is the run's wall time (stack start to verdict); Send the sending phase; Drain the
@@ -224,13 +229,14 @@ func Run(ctx context.Context, o Options) (*Verdict, error) {
 	}
 	defer proxy.Close()
 
-	crash := &crasher{rate: o.CrashRate, rnd: rand.New(rand.NewPCG(o.Seed, 0xc7a54))}
+	crash := NewCrasher(o.CrashRate, o.Seed)
 	stack := fmt.Sprintf("rel%d", time.Now().UnixNano()%1e9)
 	d, err := localcloud.Start(ctx, localcloud.Config{
 		TemplatePath: filepath.Join(o.Root, "template.yaml"), Endpoint: endpoint, FunctionEndpoint: proxyURL,
 		HTTPAddr: "127.0.0.1:0", DevSecretsPath: filepath.Join(o.Root, "config", "dev-secrets.json"),
 		FixturesDir: filepath.Join(o.Root, "events", "vendor"), StackName: stack, Factory: Factory(crash, o.SecretTTL),
 		Out: o.FunctionLog, NoSchedules: true, Pollers: o.Pollers,
+		Alarms: localcloud.AlarmOptions{Disabled: true}, // not under test; spares the CPU
 	})
 	if err != nil {
 		return nil, fmt.Errorf("start local stack: %w", err)
@@ -263,7 +269,7 @@ func Run(ctx context.Context, o Options) (*Verdict, error) {
 	if err := proxy.SetRules(rules); err != nil {
 		return nil, err
 	}
-	crash.enabled.Store(true)
+	crash.Enable(true)
 	fmt.Fprintf(o.Log, "faults: %s; worker crash rate %.3g\n", awsproxy.String(rules), o.CrashRate)
 
 	sendStart := time.Now()
@@ -286,7 +292,7 @@ func Run(ctx context.Context, o Options) (*Verdict, error) {
 	drainStart := time.Now()
 	drained := waitDrained(ctx, sqsc, queueURL, o.DrainTimeout, o.Log, o.ProgressEvery)
 	drainTime := time.Since(drainStart)
-	crash.enabled.Store(false)
+	crash.Enable(false)
 	_ = proxy.SetRules(nil)
 	fmt.Fprintf(o.Log, "queue drained=%v in %s; reading the CRM\n", drained, drainTime.Round(time.Second))
 
@@ -294,19 +300,43 @@ func Run(ctx context.Context, o Options) (*Verdict, error) {
 	for _, l := range obs.latencies() {
 		fmt.Fprintln(o.Log, "  "+l)
 	}
+	// What the pipeline itself converged to, before any reconciliation.
+	pre, err := readState(ctx, d)
+	if err != nil {
+		return nil, err
+	}
+	preRep := compare(plan, stats, pre)
+
+	// Then the consistency job, as scheduled in production: it re-associates activities left
+	// unassociated by a race between an activity and the event creating its contact.
+	reassociated, recErr := runConsistency(ctx, d)
+	if recErr == nil {
+		waitDrained(ctx, sqsc, queueURL, 2*time.Minute, o.Log, o.ProgressEvery)
+	}
 	st, err := readState(ctx, d)
 	if err != nil {
 		return nil, err
 	}
 	v := judge(o, plan, stats, st, obs, proxy, crash)
+	v.DivergedBeforeReconcile = preRep.DivergedRecords + preRep.DivergedTimelines
+	v.Reassociated = reassociated
+	if recErr != nil {
+		v.Findings = append(v.Findings, "consistency job failed: "+recErr.Error())
+	}
+	for _, d := range preRep.Diffs {
+		if len(v.Findings) < 80 {
+			v.Findings = append(v.Findings, "before the consistency job: "+d)
+		}
+	}
 	v.Drained = drained
 	v.Send, v.Drain, v.Wall = sendTime, drainTime, time.Since(start)
 	return v, nil
 }
 
 // Factory builds every function as its Lambda main does (shared/app), wrapping the worker with the
-// crash injector and, when secretTTL is set, giving the webhooks that secret cache TTL.
-func Factory(c *crasher, secretTTL time.Duration) localcloud.Factory {
+// crash injector c (none when nil) and, when secretTTL is set, giving the webhooks that secret
+// cache TTL.
+func Factory(c *Crasher, secretTTL time.Duration) localcloud.Factory {
 	return func(ctx context.Context, fn samtemplate.Function, env localcloud.FunctionEnv) (lambda.Handler, error) {
 		getenv := env.Getenv
 		if secretTTL > 0 {
@@ -329,17 +359,34 @@ func Factory(c *crasher, secretTTL time.Duration) localcloud.Factory {
 	}
 }
 
-// crasher decides worker crashes.
-type crasher struct {
+// Crasher decides which worker invocations crash after their handler ran.
+type Crasher struct {
 	rate    float64
 	enabled atomic.Bool
 	mu      sync.Mutex
 	rnd     *rand.Rand
 	crashes int
-	panics  int
 }
 
-func (c *crasher) crash() (bool, bool) {
+// NewCrasher returns a crash injector that, once enabled, crashes rate of the worker's
+// invocations, seeded with seed.
+func NewCrasher(rate float64, seed uint64) *Crasher {
+	return &Crasher{rate: rate, rnd: rand.New(rand.NewPCG(seed, 0xc7a54))}
+}
+
+// Enable turns crashing on or off.
+func (c *Crasher) Enable(on bool) { c.enabled.Store(on) }
+
+// Crashes returns how many invocations crashed.
+func (c *Crasher) Crashes() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.crashes
+}
+
+// crash draws one invocation's fate: whether it crashes, and whether as a panic (every other
+// crash) rather than an error.
+func (c *Crasher) crash() (crash, asPanic bool) {
 	if !c.enabled.Load() || c.rate == 0 {
 		return false, false
 	}
@@ -349,11 +396,7 @@ func (c *crasher) crash() (bool, bool) {
 		return false, false
 	}
 	c.crashes++
-	asPanic := c.crashes%2 == 0
-	if asPanic {
-		c.panics++
-	}
-	return true, asPanic
+	return true, c.crashes%2 == 0
 }
 
 // crashHandler is the worker killed after its transactions but before its batch response: the
@@ -362,7 +405,7 @@ func (c *crasher) crash() (bool, bool) {
 // timeout.
 type crashHandler struct {
 	h lambda.Handler
-	c *crasher
+	c *Crasher
 }
 
 // Invoke implements lambda.Handler.
@@ -483,8 +526,39 @@ func waitDrained(ctx context.Context, client *sqs.Client, queueURL string, timeo
 	return false
 }
 
+// runConsistency fires the consistency job's schedule now and returns how many activities it
+// re-associated.
+func runConsistency(ctx context.Context, d *localcloud.Dev) (int, error) {
+	out, err := d.RunSchedule(ctx, "consistency")
+	if err != nil {
+		return 0, err
+	}
+	var rep struct {
+		Counts map[string]int `json:"counts"`
+	}
+	if err := json.Unmarshal(out, &rep); err != nil {
+		return 0, fmt.Errorf("consistency report: %w", err)
+	}
+	return rep.Counts["reassociated"], nil
+}
+
+// compare runs the oracle against a state, for the unique events a webhook accepted.
+func compare(plan *loadgen.Plan, stats *loadgen.Stats, st *state) oracle.Report {
+	var accepted []oracle.Event
+	for _, d := range plan.Unique {
+		if stats.Accepted[d.Event.Key] {
+			accepted = append(accepted, d.Event)
+		}
+	}
+	pol, err := oracle.ParsePolicy(config.PolicyYAML)
+	if err != nil {
+		return oracle.Report{DivergedRecords: 1, Diffs: []string{"oracle: " + err.Error()}}
+	}
+	return oracle.Compare(oracle.Expect(pol, accepted), st.actual)
+}
+
 // judge computes the verdict.
-func judge(o Options, plan *loadgen.Plan, stats *loadgen.Stats, st *state, obs *observer, proxy *awsproxy.Proxy, c *crasher) *Verdict {
+func judge(o Options, plan *loadgen.Plan, stats *loadgen.Stats, st *state, obs *observer, proxy *awsproxy.Proxy, c *Crasher) *Verdict {
 	v := &Verdict{Events: o.Events, People: o.People, Concurrency: o.Concurrency, Pollers: o.Pollers, Seed: o.Seed,
 		FaultFlag: o.Faults, SQSRefusal: o.SQSRefusal, CrashRate: o.CrashRate, Visibility: o.Visibility,
 		Sent: len(plan.Schedule), Unique: len(plan.Unique), Duplicates: plan.Duplicates, Late: plan.Late,
@@ -497,11 +571,9 @@ func judge(o Options, plan *loadgen.Plan, stats *loadgen.Stats, st *state, obs *
 		}
 		v.FaultSpec = awsproxy.String(rules)
 	}
-	c.mu.Lock()
-	if c.crashes > 0 {
-		v.Faults["crash/after-commit"] = c.crashes
+	if n := c.Crashes(); n > 0 {
+		v.Faults["crash/after-commit"] = n
 	}
-	c.mu.Unlock()
 	if n := stats.Statuses["503"] + stats.Statuses["500"] + stats.Statuses["502"] + stats.Statuses["504"]; n > 0 {
 		v.Faults["webhook-5xx (vendor retried)"] = n
 	}
@@ -576,13 +648,7 @@ func judge(o Options, plan *loadgen.Plan, stats *loadgen.Stats, st *state, obs *
 		finding("applied twice: %s", t)
 	}
 
-	pol, err := oracle.ParsePolicy(config.PolicyYAML)
-	if err != nil {
-		finding("oracle: %v", err)
-		v.DivergedRecords++
-		return v
-	}
-	rep := oracle.Compare(oracle.Expect(pol, accepted), st.actual)
+	rep := compare(plan, stats, st)
 	v.ComparedPeople, v.WithContact = rep.People, rep.Contacts
 	v.DivergedRecords, v.DivergedTimelines = rep.DivergedRecords, rep.DivergedTimelines
 	v.DuplicateActivities, v.DuplicateAudits = rep.DuplicateActivities, rep.DuplicateAudits

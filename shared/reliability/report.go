@@ -67,6 +67,8 @@ func (v *Verdict) Table() string {
 		fmt.Sprintf("%s (%d, %d, %d)", bold(v.AppliedTwice), v.DuplicateLedgerWrites, v.DuplicateActivities, v.DuplicateAudits))
 	row("**Records differing from the oracle**", fmt.Sprintf("%s of %s people (%s with a contact)", bold(v.DivergedRecords), num(v.ComparedPeople), num(v.WithContact)))
 	row("**Timelines differing from the oracle**", bold(v.DivergedTimelines))
+	row("Differing once the queue drained, before the consistency job", fmt.Sprintf("%s (the job re-associated %s activities)",
+		num(v.DivergedBeforeReconcile), num(v.Reassociated)))
 	row("Wall time", fmt.Sprintf("%s (sending %s, draining %s)", round(v.Wall), round(v.Send), round(v.Drain)))
 	return b.String()
 }
