@@ -23,9 +23,6 @@ func TestMain(m *testing.M) {
 // request reaches the endpoint, worker crashes after commit, SQS refusing the webhooks' sends —
 // must lose nothing, apply nothing twice and end exactly where the oracle says.
 func TestReliabilityShort(t *testing.T) {
-	if testing.Short() {
-		t.Skip("the reliability run takes about a minute")
-	}
 	var log strings.Builder
 	out := io.Writer(&log)
 	if testing.Verbose() {
