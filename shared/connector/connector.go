@@ -148,3 +148,9 @@ func Equal(a, b []byte) bool { return hmac.Equal(a, b) }
 type Signer interface {
 	Sign(req *Request, sec Secret, now time.Time) error
 }
+
+// NoHandshake is embedded by connectors whose vendor has no subscription handshake.
+type NoHandshake struct{}
+
+// Handshake always reports false: the request is never a handshake.
+func (NoHandshake) Handshake(*Request, Secret) (*Response, bool) { return nil, false }

@@ -73,7 +73,9 @@ var trackingFields = map[string]string{
 }
 
 // Connector is the Calendly webhooks v2 connector.
-type Connector struct{}
+type Connector struct {
+	connector.NoHandshake // the vendor has no subscription handshake
+}
 
 // New returns the Calendly connector.
 func New() *Connector { return &Connector{} }
@@ -88,11 +90,6 @@ func (*Connector) Name() string { return Name }
 
 // ContentTypes lists the media type Calendly sends.
 func (*Connector) ContentTypes() []string { return []string{"application/json"} }
-
-// Handshake always reports false: Calendly has no subscription handshake.
-func (*Connector) Handshake(*connector.Request, connector.Secret) (*connector.Response, bool) {
-	return nil, false
-}
 
 // Verify checks Calendly-Webhook-Signature (t=<unix>,v1=<hex>): v1 must equal
 // hex(HMAC-SHA256(signing_key, t + "." + raw body)) for the current or previous key, and t must

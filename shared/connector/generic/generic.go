@@ -46,7 +46,9 @@ const (
 const KindNote canonical.Kind = "note"
 
 // Connector is the generic (Standard Webhooks) connector. The zero value is ready to use.
-type Connector struct{}
+type Connector struct {
+	connector.NoHandshake // the vendor has no subscription handshake
+}
 
 // New returns the generic connector.
 func New() *Connector { return &Connector{} }
@@ -61,11 +63,6 @@ func (*Connector) Name() string { return Name }
 
 // ContentTypes returns application/json.
 func (*Connector) ContentTypes() []string { return []string{"application/json"} }
-
-// Handshake always reports false: Standard Webhooks has no subscription handshake.
-func (*Connector) Handshake(*connector.Request, connector.Secret) (*connector.Response, bool) {
-	return nil, false
-}
 
 // Verify checks the Standard Webhooks signature over webhook-id "." webhook-timestamp "." raw
 // body with every signing_key (current, then previous), and that the timestamp is within

@@ -60,7 +60,9 @@ var ignored = func() map[string]bool {
 }()
 
 // Connector is the Mailgun event-webhook connector.
-type Connector struct{}
+type Connector struct {
+	connector.NoHandshake // the vendor has no subscription handshake
+}
 
 // New returns the Mailgun connector.
 func New() *Connector { return &Connector{} }
@@ -75,11 +77,6 @@ func (*Connector) Name() string { return Name }
 
 // ContentTypes lists the media type Mailgun's event webhooks send.
 func (*Connector) ContentTypes() []string { return []string{"application/json"} }
-
-// Handshake always reports false: Mailgun has no subscription handshake.
-func (*Connector) Handshake(*connector.Request, connector.Secret) (*connector.Response, bool) {
-	return nil, false
-}
 
 type signature struct {
 	Timestamp json.RawMessage `json:"timestamp"`

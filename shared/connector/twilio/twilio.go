@@ -69,7 +69,9 @@ var ignored = func() map[string]bool {
 }()
 
 // Connector is the Twilio Voice status-callback connector.
-type Connector struct{}
+type Connector struct {
+	connector.NoHandshake // the vendor has no subscription handshake
+}
 
 // New returns the Twilio connector.
 func New() *Connector { return &Connector{} }
@@ -86,11 +88,6 @@ func (*Connector) Name() string { return Name }
 // the requests Twilio signs with bodySHA256.
 func (*Connector) ContentTypes() []string {
 	return []string{"application/x-www-form-urlencoded", "application/json"}
-}
-
-// Handshake always reports false: Twilio has no subscription handshake.
-func (*Connector) Handshake(*connector.Request, connector.Secret) (*connector.Response, bool) {
-	return nil, false
 }
 
 // Verify checks X-Twilio-Signature against every auth_token in sec (current, then previous),

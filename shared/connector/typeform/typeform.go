@@ -57,7 +57,9 @@ var RefFields = map[string]string{
 }
 
 // Connector is the Typeform webhook connector.
-type Connector struct{}
+type Connector struct {
+	connector.NoHandshake // the vendor has no subscription handshake
+}
 
 // New returns the Typeform connector.
 func New() *Connector { return &Connector{} }
@@ -72,11 +74,6 @@ func (*Connector) Name() string { return Name }
 
 // ContentTypes lists the media type Typeform sends.
 func (*Connector) ContentTypes() []string { return []string{"application/json"} }
-
-// Handshake always reports false: Typeform has no subscription handshake.
-func (*Connector) Handshake(*connector.Request, connector.Secret) (*connector.Response, bool) {
-	return nil, false
-}
 
 // Verify checks Typeform-Signature: "sha256=" + base64(HMAC-SHA256(signing_key, raw body)) for
 // the current or previous key. Typeform signs no timestamp.
