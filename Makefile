@@ -84,10 +84,10 @@ check-moto:
 	@command -v moto_server >/dev/null || { echo "moto_server is not installed: run pip install 'moto[server]' (Python 3.9+)"; exit 1; }
 	@command -v cfn-lint >/dev/null || { echo "cfn-lint is not installed: run pip install cfn-lint"; exit 1; }
 
-# The whole pipeline on this machine, in the foreground until Ctrl-C (same as `crmsync dev`).
+# The whole pipeline on this machine, in the foreground until Ctrl-C (same as `crmsync-dev dev`).
 dev: deps check-moto
-	go build -o $(BIN)/crmsync ./cmd/crmsync
-	$(BIN)/crmsync dev
+	go build -o $(BIN)/crmsync-dev ./tools/cmd/crmsync-dev
+	$(BIN)/crmsync-dev dev
 
 lint: check-moto
 	cfn-lint template.yaml
@@ -116,15 +116,15 @@ fuzz:
 # docs/reliability.md. About 15 minutes on 2 cores. RELIABILITY_FLAGS adds flags (e.g. --seed 2).
 .PHONY: reliability
 reliability: deps check-moto
-	go run ./cmd/crmsync reliability --doc docs/reliability.md $(RELIABILITY_FLAGS)
+	go run ./tools/cmd/crmsync-dev reliability --doc docs/reliability.md $(RELIABILITY_FLAGS)
 
 # Regenerates events/ (signed with config/dev-secrets.json at the current time).
 events:
-	go run ./cmd/crmsync events generate
+	go run ./tools/cmd/crmsync-dev events generate
 
 # ---------------------------------------------------------------------------- bench
 # Benchmarks and the cost model: the Go benchmarks, the deployed (arm64) bootstraps, then
-# `crmsync bench` on the local stack (moto). Rewrites docs/benchmarks.md; about 5 minutes on 2 cores.
+# `crmsync-dev bench` on the local stack (moto). Rewrites docs/benchmarks.md; about 5 minutes on 2 cores.
 BENCH_TMP := .tmp/bench
 .PHONY: bench
 bench: deps tools check-moto
@@ -133,5 +133,5 @@ bench: deps tools check-moto
 	go test -run '^$$' -bench . -benchmem -benchtime 2000x ./shared/worker >> $(BENCH_TMP)/go-bench.txt || { cat $(BENCH_TMP)/go-bench.txt; exit 1; }
 	@cat $(BENCH_TMP)/go-bench.txt
 	$(MAKE) dist
-	go run ./cmd/crmsync bench --go-bench $(BENCH_TMP)/go-bench.txt --dist dist --rie $(BIN)/aws-lambda-rie \
+	go run ./tools/cmd/crmsync-dev bench --go-bench $(BENCH_TMP)/go-bench.txt --dist dist --rie $(BIN)/aws-lambda-rie \
 		--log $(BENCH_TMP)/stack.log --out docs/benchmarks.md

@@ -24,10 +24,10 @@ import (
 	"github.com/aws/aws-lambda-go/events"
 
 	"github.com/crmsync/crmsync/shared/awsclient"
-	"github.com/crmsync/crmsync/shared/localcloud"
-	"github.com/crmsync/crmsync/shared/moto"
-	"github.com/crmsync/crmsync/shared/samples"
-	"github.com/crmsync/crmsync/shared/samtemplate"
+	"github.com/crmsync/crmsync/tools/localcloud"
+	"github.com/crmsync/crmsync/tools/moto"
+	"github.com/crmsync/crmsync/tools/samples"
+	"github.com/crmsync/crmsync/tools/samtemplate"
 )
 
 func TestMain(m *testing.M) {

@@ -13,15 +13,15 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/crmsync/crmsync/shared/connectors"
-	"github.com/crmsync/crmsync/shared/samples"
+	"github.com/crmsync/crmsync/shared/connector/registry"
+	"github.com/crmsync/crmsync/tools/samples"
 )
 
 // Every connector's sample, posted over HTTP, lands on the FIFO queue as exactly the canonical
 // events its connector derives from it, with the FIFO ids derived from key and group key.
 func TestIngestEveryConnectorSample(t *testing.T) {
 	s := startStack(t, false)
-	for _, name := range connectors.Names() {
+	for _, name := range registry.Names() {
 		t.Run(name, func(t *testing.T) {
 			ev := s.sample(name)
 			want, err := samples.ParseEvent(ev, name, s.secrets[name], time.Now())

@@ -19,9 +19,10 @@ import (
 	ddbtypes "github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 	"github.com/spf13/cobra"
 
-	"github.com/crmsync/crmsync/shared/app"
-	"github.com/crmsync/crmsync/shared/connectors"
+	"github.com/crmsync/crmsync/shared/connector/registry"
 	"github.com/crmsync/crmsync/shared/store"
+	"github.com/crmsync/crmsync/shared/wiring"
+	wiredworker "github.com/crmsync/crmsync/shared/wiring/worker"
 	"github.com/crmsync/crmsync/shared/worker"
 )
 
@@ -32,7 +33,7 @@ func workerFor(ref *stackRef) (*worker.Worker, error) {
 		return nil, err
 	}
 	env := map[string]string{"LEDGER_TABLE": ref.LedgerTable, "CRM_TABLE": ref.CrmTable, "POLICY_PATH": os.Getenv("CRMSYNC_POLICY_PATH")}
-	return app.NewWorker(app.Env{Getenv: func(k string) string { return env[k] }, AWS: ref.AWS,
+	return wiredworker.New(wiring.Env{Getenv: func(k string) string { return env[k] }, AWS: ref.AWS,
 		Log: slog.New(slog.DiscardHandler), Stdout: io.Discard})
 }
 
@@ -87,6 +88,12 @@ func printEntries(w io.Writer, es []ledgerEntry) {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\n", e.Key, e.Source, e.Outcome, e.Attempts, e.RecordedAt, e.Reason)
 	}
 	_ = tw.Flush()
+}
+
+func newEventsCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "events", Short: "Ledger events: one by key, or listed by source, outcome and time"}
+	cmd.AddCommand(newEventsGetCmd(), newEventsListCmd())
+	return cmd
 }
 
 func newEventsGetCmd() *cobra.Command {
@@ -159,7 +166,7 @@ func newEventsListCmd() *cobra.Command {
 					return err
 				}
 			}
-			sources := connectors.Names()
+			sources := registry.Names()
 			if source != "" {
 				sources = []string{source}
 			} else {

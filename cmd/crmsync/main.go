@@ -1,5 +1,6 @@
-// Command crmsync is crmsync's operations and local-development tool: `crmsync dev` runs the whole
-// pipeline on one machine; the other commands inspect and repair a deployed or local stack.
+// Command crmsync is crmsync's operations tool: its commands inspect and repair a deployed or local
+// stack. It links no development tooling (the local stack, benchmarks, the reliability suite):
+// those are the developer tool's, tools/cmd/crmsync-dev.
 package main
 
 import (
@@ -24,17 +25,15 @@ func main() {
 func newRoot() *cobra.Command {
 	root := &cobra.Command{
 		Use:           "crmsync",
-		Short:         "Operate crmsync: run it locally, inspect and repair the sync pipeline",
+		Short:         "Operate crmsync: inspect and repair the sync pipeline, deployed or local",
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
 	addStackFlags(root.PersistentFlags())
-	root.AddCommand(newDevCmd(), newPolicyCmd(), newEventsCmd(), newContactCmd(), newCrmCmd())
+	root.AddCommand(newPolicyCmd(), newEventsCmd(), newContactCmd(), newCrmCmd())
 	// Operations against a running stack (local or AWS).
 	root.AddCommand(newReplayCmd(), newRebuildCmd(), newExplainCmd(), newQuarantineCmd())
 	root.AddCommand(newStatusCmd(), newDLQCmd(), newReconcileCmd(), newBackfillCmd())
-	root.AddCommand(newBenchCmd())
-	root.AddCommand(newReliabilityCmd())
 	return root
 }
 

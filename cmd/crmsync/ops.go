@@ -21,12 +21,12 @@ import (
 	sqstypes "github.com/aws/aws-sdk-go-v2/service/sqs/types"
 	"github.com/spf13/cobra"
 
-	"github.com/crmsync/crmsync/shared/alarms"
-	"github.com/crmsync/crmsync/shared/app"
-	"github.com/crmsync/crmsync/shared/connectors"
+	"github.com/crmsync/crmsync/shared/alarmstate"
+	"github.com/crmsync/crmsync/shared/connector/registry"
 	"github.com/crmsync/crmsync/shared/dlq"
-	"github.com/crmsync/crmsync/shared/localcloud"
 	"github.com/crmsync/crmsync/shared/reconcile"
+	"github.com/crmsync/crmsync/shared/wiring"
+	wiredreconcile "github.com/crmsync/crmsync/shared/wiring/reconcile"
 )
 
 // reconcilerFor builds the reconcile runner exactly as the reconcile function is built. In AWS it
@@ -39,11 +39,11 @@ func reconcilerFor(cmd *cobra.Command, ref *stackRef) (*reconcile.Runner, error)
 	env := map[string]string{"LEDGER_TABLE": ref.LedgerTable, "CRM_TABLE": ref.CrmTable, "INGEST_QUEUE_URL": ref.IngestQueueURL,
 		"DLQ_URL": ref.DLQURL, "QUARANTINE_BUCKET": ref.QuarantineBucket}
 	if ref.Local {
-		for _, s := range app.ReconcileSources {
+		for _, s := range wiredreconcile.Sources {
 			if sec, ok := ref.Resources[secretLogicalID(s.Name)]; ok {
 				env[s.SecretVar] = sec.Ref
 			}
-			if prefix, ok := localcloud.BaseURLEnv[s.BaseURLVar]; ok {
+			if prefix, ok := localVendorFakes[s.BaseURLVar]; ok {
 				env[s.BaseURLVar] = ref.APIBase + "/_vendor/" + prefix
 			}
 		}
@@ -64,8 +64,17 @@ func reconcilerFor(cmd *cobra.Command, ref *stackRef) (*reconcile.Runner, error)
 			}
 		}
 	}
-	return app.NewReconciler(app.Env{Getenv: func(k string) string { return env[k] }, AWS: ref.AWS,
+	return wiredreconcile.New(wiring.Env{Getenv: func(k string) string { return env[k] }, AWS: ref.AWS,
 		Log: slog.New(slog.DiscardHandler), Stdout: io.Discard})
+}
+
+// localVendorFakes maps the reconcile function's vendor API base URL variables to the local
+// stack's vendor fakes, served at <api>/_vendor/<prefix> (held equal to the local stack's own map
+// by a test).
+var localVendorFakes = map[string]string{
+	"TWILIO_API_BASE_URL":   "twilio",
+	"CALENDLY_API_BASE_URL": "calendly",
+	"TYPEFORM_API_BASE_URL": "typeform",
 }
 
 func newReconcileCmd() *cobra.Command {
@@ -299,7 +308,7 @@ type statusReport struct {
 	Outcomes24h map[string]map[string]int `json:"outcomes_24h"` // source → outcome → count
 	Quarantined int                       `json:"quarantined"`
 	Jobs        map[string]*jobStatus     `json:"jobs"`
-	Alarms      []alarms.Status           `json:"alarms"`
+	Alarms      []alarmstate.Status       `json:"alarms"`
 }
 
 type jobStatus struct {
@@ -350,7 +359,7 @@ func newStatusCmd() *cobra.Command {
 				st.Ingest.OldestAgeSecond = oldestAge(ctx, ref)
 			}
 			since := time.Now().Add(-24 * time.Hour)
-			for _, src := range append(connectors.Names(), "crm", "reconcile") {
+			for _, src := range append(registry.Names(), "crm", "reconcile") {
 				items, err := ledgerBySource(cmd, ref, src, since, "")
 				if err != nil {
 					return err
@@ -414,7 +423,7 @@ func oldestAge(ctx context.Context, ref *stackRef) *float64 {
 }
 
 // alarmStates reads the alarms: the local stack's evaluator, or CloudWatch's alarms of the stack.
-func alarmStates(ctx context.Context, ref *stackRef) ([]alarms.Status, error) {
+func alarmStates(ctx context.Context, ref *stackRef) ([]alarmstate.Status, error) {
 	if ref.Local {
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, ref.APIBase+"/_local/alarms", nil)
 		if err != nil {
@@ -425,7 +434,9 @@ func alarmStates(ctx context.Context, ref *stackRef) ([]alarms.Status, error) {
 			return nil, fmt.Errorf("local alarms: %w", err)
 		}
 		defer resp.Body.Close()
-		var v localcloud.AlarmsView
+		var v struct {
+			Alarms []alarmstate.Status `json:"alarms"`
+		}
 		if err := json.NewDecoder(resp.Body).Decode(&v); err != nil {
 			return nil, fmt.Errorf("local alarms: %w", err)
 		}
@@ -437,7 +448,7 @@ func alarmStates(ctx context.Context, ref *stackRef) ([]alarms.Status, error) {
 			names = append(names, r.Ref)
 		}
 	}
-	var out []alarms.Status
+	var out []alarmstate.Status
 	cw := cloudwatch.NewFromConfig(ref.AWS)
 	for i := 0; i < len(names); i += 100 {
 		page, err := cw.DescribeAlarms(ctx, &cloudwatch.DescribeAlarmsInput{AlarmNames: names[i:min(i+100, len(names))]})
@@ -445,8 +456,8 @@ func alarmStates(ctx context.Context, ref *stackRef) ([]alarms.Status, error) {
 			return nil, fmt.Errorf("describe alarms: %w", err)
 		}
 		for _, a := range page.MetricAlarms {
-			runbook, _ := alarms.RunbookOf(aws.ToString(a.AlarmDescription))
-			out = append(out, alarms.Status{Name: aws.ToString(a.AlarmName), State: alarms.State(a.StateValue),
+			runbook, _ := alarmstate.RunbookOf(aws.ToString(a.AlarmDescription))
+			out = append(out, alarmstate.Status{Name: aws.ToString(a.AlarmName), State: alarmstate.State(a.StateValue),
 				Reason: aws.ToString(a.StateReason), Runbook: runbook,
 				Since: aws.ToTime(a.StateUpdatedTimestamp)})
 		}

@@ -15,9 +15,9 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
 	"github.com/crmsync/crmsync/shared/ingest"
-	"github.com/crmsync/crmsync/shared/samples"
 	"github.com/crmsync/crmsync/shared/store"
 	"github.com/crmsync/crmsync/shared/worker"
+	"github.com/crmsync/crmsync/tools/samples"
 )
 
 // cli runs one crmsync command in process against the test's local stack and returns stdout.

@@ -17,7 +17,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/crmsync/crmsync/shared/connector"
-	"github.com/crmsync/crmsync/shared/connectors"
+	"github.com/crmsync/crmsync/shared/connector/registry"
 	"github.com/crmsync/crmsync/shared/ingest"
 	"github.com/crmsync/crmsync/shared/secrets"
 )
@@ -144,7 +144,7 @@ signatures would have expired). On success the object moves to released/ in the 
 			if err != nil {
 				return err
 			}
-			conn, err := connectors.New(q.Connector)
+			conn, err := registry.New(q.Connector)
 			if err != nil {
 				return err
 			}

@@ -6,7 +6,7 @@ package main
 //
 //	--stack   CloudFormation stack name (default $CRMSYNC_STACK or "crmsync")
 //	--region  AWS region (default from the AWS config chain; locally, the stack's own region)
-//	--local   use the local stack (`crmsync dev`); default when $CRMSYNC_AWS_ENDPOINT is set or
+//	--local   use the local stack (`crmsync-dev dev`); default when $CRMSYNC_AWS_ENDPOINT is set or
 //	          --api points at a loopback address
 //	--api     base URL of the HTTP API (default locally http://$CRMSYNC_HTTP_ADDR or
 //	          http://127.0.0.1:3000; in AWS the stack's HttpApiUrl output)
@@ -53,7 +53,7 @@ const defaultStackName = "crmsync"
 func addStackFlags(f *pflag.FlagSet) {
 	f.String(flagStack, envOr(stackEnv, defaultStackName), "CloudFormation stack name ($"+stackEnv+")")
 	f.String(flagRegion, "", "AWS region (default from the AWS configuration; locally the stack's region)")
-	f.Bool(flagLocal, false, "use the local stack served by 'crmsync dev' (default when $"+awsclient.EndpointEnv+" is set or --api is a loopback URL)")
+	f.Bool(flagLocal, false, "use the local stack served by 'crmsync-dev dev' (default when $"+awsclient.EndpointEnv+" is set or --api is a loopback URL)")
 	f.String(flagAPI, "", "base URL of the stack's HTTP API (default locally http://$CRMSYNC_HTTP_ADDR or http://127.0.0.1:3000, in AWS the HttpApiUrl output)")
 }
 
@@ -174,7 +174,7 @@ func resolveLocal(ctx context.Context, o stackOptions, client *http.Client) (*st
 	}
 	resp, err := client.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("local stack at %s (is `crmsync dev` running?): %w", base, err)
+		return nil, fmt.Errorf("local stack at %s (is `crmsync-dev dev` running?): %w", base, err)
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<20))

@@ -21,9 +21,10 @@ import (
 
 	"github.com/crmsync/crmsync/shared/canonical"
 	"github.com/crmsync/crmsync/shared/connector"
-	"github.com/crmsync/crmsync/shared/localcloud"
-	"github.com/crmsync/crmsync/shared/moto"
-	"github.com/crmsync/crmsync/shared/samples"
+	"github.com/crmsync/crmsync/tools/fnbuild"
+	"github.com/crmsync/crmsync/tools/localcloud"
+	"github.com/crmsync/crmsync/tools/moto"
+	"github.com/crmsync/crmsync/tools/samples"
 )
 
 func TestMain(m *testing.M) {
@@ -53,7 +54,7 @@ func startStack(t *testing.T, withWorker bool) *testStack {
 	d, err := localcloud.Start(context.Background(), localcloud.Config{
 		TemplatePath: "../../template.yaml", Endpoint: endpoint, HTTPAddr: "127.0.0.1:0",
 		DevSecretsPath: "../../config/dev-secrets.json", FixturesDir: "../../events/vendor", StackName: name,
-		Factory: appFactory, Out: logs, NoSchedules: true, NoEventSources: !withWorker,
+		Factory: fnbuild.Factory, Out: logs, NoSchedules: true, NoEventSources: !withWorker,
 	})
 	if err != nil {
 		t.Fatalf("start local stack: %v", err)

@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/crmsync/crmsync/shared/connectors"
+	"github.com/crmsync/crmsync/shared/connector/registry"
 )
 
 // runCLI runs the crmsync command tree in-process with args and returns what it printed.
@@ -160,7 +160,7 @@ func allOf(checks ...func() error) error {
 // and/or timeline as `crmsync contact get --json` shows it, associated the right way.
 func TestWorkerEveryConnectorSampleEndsInAContact(t *testing.T) {
 	s := startStack(t, true)
-	for _, name := range connectors.Names() {
+	for _, name := range registry.Names() {
 		if status, body := s.post(s.sample(name)); status != 200 && status != 202 {
 			t.Fatalf("POST /webhooks/%s = %d %s", name, status, body)
 		}

@@ -1,8 +1,11 @@
-// Command crmchanges is crmsync's CRM changes Lambda function (POST /crm/changes). Like every function's main it only names its
-// builder: shared/app loads the configuration once, builds the clients once, wires the handler
-// and starts the Lambda runtime loop.
+// Command crmchanges is crmsync's CRM changes Lambda function (POST /crm/changes).
+// It loads its configuration once, builds its clients once (shared/wiring/crmchanges: only what this
+// kind runs), wires the handler and starts the Lambda runtime loop; it calls no AWS API at init.
 package main
 
-import "github.com/crmsync/crmsync/shared/app"
+import (
+	"github.com/crmsync/crmsync/shared/wiring"
+	"github.com/crmsync/crmsync/shared/wiring/crmchanges"
+)
 
-func main() { app.Main("crmchanges", app.CrmChanges) }
+func main() { wiring.Main("crmchanges", crmchanges.Build) }

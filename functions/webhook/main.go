@@ -1,8 +1,11 @@
-// Command webhook is crmsync's webhook Lambda function (one binary for every connector). Like every function's main it only names its
-// builder: shared/app loads the configuration once, builds the clients once, wires the handler
-// and starts the Lambda runtime loop.
+// Command webhook is crmsync's webhook Lambda function (one binary for every connector).
+// It loads its configuration once, builds its clients once (shared/wiring/webhook: only what this
+// kind runs), wires the handler and starts the Lambda runtime loop; it calls no AWS API at init.
 package main
 
-import "github.com/crmsync/crmsync/shared/app"
+import (
+	"github.com/crmsync/crmsync/shared/wiring"
+	"github.com/crmsync/crmsync/shared/wiring/webhook"
+)
 
-func main() { app.Main("webhook", app.Webhook) }
+func main() { wiring.Main("webhook", webhook.Build) }

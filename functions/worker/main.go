@@ -1,8 +1,11 @@
-// Command worker is crmsync's worker Lambda function (the SQS event source's consumer). Like every function's main it only names its
-// builder: shared/app loads the configuration once, builds the clients once, wires the handler
-// and starts the Lambda runtime loop.
+// Command worker is crmsync's worker Lambda function (the SQS event source's consumer).
+// It loads its configuration once, builds its clients once (shared/wiring/worker: only what this
+// kind runs), wires the handler and starts the Lambda runtime loop; it calls no AWS API at init.
 package main
 
-import "github.com/crmsync/crmsync/shared/app"
+import (
+	"github.com/crmsync/crmsync/shared/wiring"
+	"github.com/crmsync/crmsync/shared/wiring/worker"
+)
 
-func main() { app.Main("worker", app.Worker) }
+func main() { wiring.Main("worker", worker.Build) }

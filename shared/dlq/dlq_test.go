@@ -12,7 +12,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/sqs/types"
 
 	"github.com/crmsync/crmsync/shared/awsclient"
-	"github.com/crmsync/crmsync/shared/moto"
+	"github.com/crmsync/crmsync/tools/moto"
 )
 
 func TestMain(m *testing.M) {

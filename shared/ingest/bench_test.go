@@ -17,10 +17,10 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 
 	"github.com/crmsync/crmsync/shared/connector"
-	"github.com/crmsync/crmsync/shared/connectors"
+	"github.com/crmsync/crmsync/shared/connector/registry"
 	"github.com/crmsync/crmsync/shared/emf"
 	"github.com/crmsync/crmsync/shared/ingest"
-	"github.com/crmsync/crmsync/shared/samples"
+	"github.com/crmsync/crmsync/tools/samples"
 )
 
 // The benchmarks measure crmsync's own work per webhook request on realistic payloads
@@ -72,11 +72,11 @@ func signedSample(b *testing.B, name string) (events.APIGatewayV2HTTPRequest, co
 	return ev, secs[name]
 }
 
-// handler is the webhook function's handler for a connector as app.Webhook builds it, with its
+// handler is the webhook function's handler for a connector as wiring/webhook.Build builds it, with its
 // JSON logs and EMF metrics written (to io.Discard) as in Lambda.
 func handler(b *testing.B, name string, sec connector.Secret) *ingest.Handler {
 	b.Helper()
-	conn, err := connectors.New(name)
+	conn, err := registry.New(name)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -91,7 +91,7 @@ func handler(b *testing.B, name string, sec connector.Secret) *ingest.Handler {
 // verification, parsing, canonical keys, message build (SendMessageBatch input) and the
 // handler's logs and metrics.
 func BenchmarkWebhook(b *testing.B) {
-	for _, name := range connectors.Names() {
+	for _, name := range registry.Names() {
 		b.Run(name, func(b *testing.B) {
 			ev, sec := signedSample(b, name)
 			h := handler(b, name, sec)
@@ -134,10 +134,10 @@ func BenchmarkWebhookLambda(b *testing.B) {
 // BenchmarkConnector is a connector's own share: verify, parse, validate, and each event's
 // message body and SQS ids.
 func BenchmarkConnector(b *testing.B) {
-	for _, name := range connectors.Names() {
+	for _, name := range registry.Names() {
 		b.Run(name, func(b *testing.B) {
 			ev, sec := signedSample(b, name)
-			conn, err := connectors.New(name)
+			conn, err := registry.New(name)
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -13,10 +13,10 @@ import (
 	"github.com/aws/aws-lambda-go/events"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 
-	"github.com/crmsync/crmsync/shared/connectors"
+	"github.com/crmsync/crmsync/shared/connector/registry"
 	"github.com/crmsync/crmsync/shared/emf"
 	"github.com/crmsync/crmsync/shared/ingest"
-	"github.com/crmsync/crmsync/shared/samples"
+	"github.com/crmsync/crmsync/tools/samples"
 )
 
 // fuzzSQS counts the messages the handler sends.
@@ -34,7 +34,7 @@ func FuzzHandle(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	names := connectors.Names()
+	names := registry.Names()
 	now := time.Date(2026, 11, 2, 9, 0, 0, 0, time.UTC)
 	for i, name := range names {
 		p := samples.Payloads[name]
@@ -59,7 +59,7 @@ func FuzzHandle(f *testing.F) {
 	allowed := map[int]bool{200: true, 202: true, 400: true, 401: true, 403: true, 405: true, 413: true, 415: true}
 	f.Fuzz(func(t *testing.T, which uint8, method, contentType, rawQuery, sig, id, ts string, body []byte, b64 bool) {
 		name := names[int(which)%len(names)]
-		conn, _ := connectors.New(name)
+		conn, _ := registry.New(name)
 		q := &fuzzSQS{}
 		h := ingest.New(ingest.Config{SecretID: "s", QueueURL: "q", Bucket: "b", ReplayTable: "r", MaxBodyBytes: 64 << 10}, conn, ingest.Deps{
 			Secrets: staticSecret(secs[name]), SQS: q, S3: stubS3{}, Replay: stubReplay{}, Now: func() time.Time { return now },

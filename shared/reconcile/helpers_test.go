@@ -16,18 +16,20 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 
-	"github.com/crmsync/crmsync/shared/app"
 	"github.com/crmsync/crmsync/shared/awsclient"
 	"github.com/crmsync/crmsync/shared/canonical"
 	"github.com/crmsync/crmsync/shared/connector"
-	"github.com/crmsync/crmsync/shared/connectors"
+	"github.com/crmsync/crmsync/shared/connector/registry"
 	"github.com/crmsync/crmsync/shared/emf"
-	"github.com/crmsync/crmsync/shared/localcloud"
-	"github.com/crmsync/crmsync/shared/moto"
 	"github.com/crmsync/crmsync/shared/reconcile"
-	"github.com/crmsync/crmsync/shared/samples"
-	"github.com/crmsync/crmsync/shared/samtemplate"
+	"github.com/crmsync/crmsync/shared/wiring"
+	wiredreconcile "github.com/crmsync/crmsync/shared/wiring/reconcile"
+	wiredworker "github.com/crmsync/crmsync/shared/wiring/worker"
 	"github.com/crmsync/crmsync/shared/worker"
+	"github.com/crmsync/crmsync/tools/localcloud"
+	"github.com/crmsync/crmsync/tools/moto"
+	"github.com/crmsync/crmsync/tools/samples"
+	"github.com/crmsync/crmsync/tools/samtemplate"
 )
 
 func TestMain(m *testing.M) {
@@ -127,10 +129,10 @@ func newStack(t *testing.T, ahead time.Duration) *stack {
 	}
 	s := &stack{t: t, st: st, ddb: dynamodb.NewFromConfig(cfg), sqs: sqs.NewFromConfig(cfg), metrics: &syncBuffer{}, secrets: secrets, env: env, aws: cfg}
 	getenv := func(k string) string { return env[k] }
-	if s.worker, err = app.NewWorker(app.Env{Getenv: getenv, AWS: cfg}); err != nil {
+	if s.worker, err = wiredworker.New(wiring.Env{Getenv: getenv, AWS: cfg}); err != nil {
 		t.Fatal(err)
 	}
-	if s.runner, err = app.NewReconciler(app.Env{Getenv: getenv, AWS: cfg, Stdout: s.metrics,
+	if s.runner, err = wiredreconcile.New(wiring.Env{Getenv: getenv, AWS: cfg, Stdout: s.metrics,
 		Now: func() time.Time { return time.Now().Add(ahead) }}); err != nil {
 		t.Fatal(err)
 	}
@@ -140,7 +142,7 @@ func newStack(t *testing.T, ahead time.Duration) *stack {
 // parse maps a sample payload (events/payloads/<file>, possibly edited) as its webhook would.
 func (s *stack) parse(name string, body []byte, contentType string) []canonical.Event {
 	s.t.Helper()
-	c, err := connectors.New(name)
+	c, err := registry.New(name)
 	if err != nil {
 		s.t.Fatal(err)
 	}

@@ -18,9 +18,9 @@ import (
 
 	"github.com/crmsync/crmsync/config"
 	"github.com/crmsync/crmsync/shared/canonical"
-	"github.com/crmsync/crmsync/shared/internal/ddbexpr"
 	"github.com/crmsync/crmsync/shared/policy"
-	"github.com/crmsync/crmsync/shared/samples"
+	"github.com/crmsync/crmsync/tools/ddbexpr"
+	"github.com/crmsync/crmsync/tools/samples"
 )
 
 // memDB is the worker benchmarks' DynamoDB: an in-memory implementation of DynamoAPI with the

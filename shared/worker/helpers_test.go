@@ -17,10 +17,10 @@ import (
 	"github.com/crmsync/crmsync/config"
 	"github.com/crmsync/crmsync/shared/awsclient"
 	"github.com/crmsync/crmsync/shared/canonical"
-	"github.com/crmsync/crmsync/shared/localcloud"
-	"github.com/crmsync/crmsync/shared/moto"
 	"github.com/crmsync/crmsync/shared/policy"
-	"github.com/crmsync/crmsync/shared/samtemplate"
+	"github.com/crmsync/crmsync/tools/localcloud"
+	"github.com/crmsync/crmsync/tools/moto"
+	"github.com/crmsync/crmsync/tools/samtemplate"
 )
 
 func TestMain(m *testing.M) {

@@ -1,0 +1,56 @@
+// Package webhook owns how the webhook function is wired from its environment: the connector
+// named by CONNECTOR, the ingest handler, its secret cache and its SQS, S3 and (Mailgun's replay
+// table) DynamoDB clients. Nothing here calls AWS.
+package webhook
+
+import (
+	"context"
+	"time"
+
+	"github.com/aws/aws-lambda-go/lambda"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
+	"github.com/aws/aws-sdk-go-v2/service/sqs"
+
+	"github.com/crmsync/crmsync/shared/connector/registry"
+	"github.com/crmsync/crmsync/shared/emf"
+	"github.com/crmsync/crmsync/shared/ingest"
+	"github.com/crmsync/crmsync/shared/secrets"
+	"github.com/crmsync/crmsync/shared/wiring"
+)
+
+// Build builds a webhook function: CONNECTOR, SECRET_ID, INGEST_QUEUE_URL, QUARANTINE_BUCKET,
+// PUBLIC_BASE_URL, MAX_BODY_BYTES, SECRET_TTL_SECONDS, REPLAY_TABLE (when the connector needs it).
+func Build(_ context.Context, env wiring.Env) (lambda.Handler, error) {
+	vars, err := wiring.Required(env.Getenv, "CONNECTOR", "SECRET_ID", "INGEST_QUEUE_URL", "QUARANTINE_BUCKET")
+	if err != nil {
+		return nil, err
+	}
+	conn, err := registry.New(vars["CONNECTOR"])
+	if err != nil {
+		return nil, &wiring.ConfigError{Var: "CONNECTOR", Problem: err.Error()}
+	}
+	maxBody, err := wiring.PositiveInt(env.Getenv, "MAX_BODY_BYTES", ingest.DefaultMaxBody)
+	if err != nil {
+		return nil, err
+	}
+	ttl, err := wiring.PositiveInt(env.Getenv, "SECRET_TTL_SECONDS", 300)
+	if err != nil {
+		return nil, err
+	}
+	now := env.Clock()
+	cfg := ingest.Config{SecretID: vars["SECRET_ID"], QueueURL: vars["INGEST_QUEUE_URL"], Bucket: vars["QUARANTINE_BUCKET"],
+		ReplayTable: env.Getenv("REPLAY_TABLE"), PublicBaseURL: env.Getenv("PUBLIC_BASE_URL"), MaxBodyBytes: maxBody}
+	d := ingest.Deps{
+		Secrets: secrets.New(secretsmanager.NewFromConfig(env.AWS), time.Duration(ttl)*time.Second, now),
+		SQS:     sqs.NewFromConfig(env.AWS),
+		S3:      s3.NewFromConfig(env.AWS, func(o *s3.Options) { o.UsePathStyle = true }),
+		Now:     now, Log: env.Log, Metrics: emf.New(env.Stdout, now),
+	}
+	if cfg.ReplayTable != "" {
+		d.Replay = dynamodb.NewFromConfig(env.AWS)
+	}
+	h := ingest.New(cfg, conn, d)
+	return lambda.NewHandler(h.Handle), nil
+}

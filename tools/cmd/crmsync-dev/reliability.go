@@ -1,0 +1,84 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/crmsync/crmsync/tools/reliability"
+)
+
+// newReliabilityCmd is `crmsync-dev reliability`: the reliability suite (tools/reliability) in full.
+func newReliabilityCmd() *cobra.Command {
+	o := reliability.Options{}
+	var doc, fnLog string
+	cmd := &cobra.Command{
+		Use:   "reliability",
+		Short: "Run the reliability suite: load, duplicates, reordering, AWS faults and crashes, judged by an oracle",
+		Long: `Run the whole pipeline on a fresh local stack with the functions' AWS traffic going through a
+fault-injecting proxy (throttles, 500s, timeouts, transaction conflicts, before and after the
+request reaches moto), the worker crashing after its transaction but before its batch response,
+and SQS refusing some of the webhooks' sends (the vendor retries). A load generator posts N events
+about P people from every connector, signed as each vendor signs them, with duplicates (some
+re-sent after the SQS deduplication window, straight to the queue) and deliveries out of order.
+Once the queue drains, the ledger and CRM are compared with an independent oracle.
+
+The verdict counts what was lost, what was applied twice and what differs from the oracle; the
+command fails unless all three are 0. --doc writes the table into docs/reliability.md.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			out := cmd.OutOrStdout()
+			o.Log = out
+			if fnLog != "" {
+				f, err := os.Create(fnLog)
+				if err != nil {
+					return err
+				}
+				defer f.Close()
+				o.FunctionLog = f
+			} else {
+				o.FunctionLog = io.Discard
+			}
+			v, err := reliability.Run(cmd.Context(), o)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(out)
+			fmt.Fprint(out, v.Report())
+			if doc != "" {
+				if err := reliability.UpdateDoc(doc, v, time.Now()); err != nil {
+					return err
+				}
+				fmt.Fprintf(out, "\nwrote the verdict to %s\n", doc)
+			}
+			if !v.Pass() {
+				return errors.New("reliability: " + v.Summary())
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.Root, "root", ".", "repository root (template.yaml, config/, events/vendor)")
+	f.IntVar(&o.Events, "events", 10000, "unique vendor events to send")
+	f.IntVar(&o.People, "people", 1000, "people the events are about")
+	f.IntVar(&o.Concurrency, "concurrency", 16, "deliveries in flight at once")
+	f.Float64Var(&o.DupRate, "dup-rate", 0.3, "duplicate deliveries, as a share of unique events")
+	f.Float64Var(&o.LateShare, "late-share", 1.0/3, "share of duplicates re-sent after the SQS deduplication window")
+	f.Float64Var(&o.ReorderRate, "reorder-rate", 0.2, "share of events delivered before an earlier event of the same person")
+	f.StringVar(&o.Faults, "faults", reliability.DefaultFaults, "AWS faults: kind[/phase]=rate[@api|api],... (kinds throttle, server-error, timeout, conflict, all; phases before, after; 'none')")
+	f.BoolVar(&o.SQSRefusal, "sqs-refusal", true, "also make SQS refuse the webhooks' sends often enough that some answer 5xx and the vendor retries")
+	f.Float64Var(&o.CrashRate, "crash-rate", 0.02, "share of worker invocations killed after their transactions, before their batch response")
+	f.Uint64Var(&o.Seed, "seed", 1, "seed of the load, the faults and the crashes")
+	f.IntVar(&o.Pollers, "pollers", 6, "event source mapping pollers")
+	f.DurationVar(&o.Visibility, "visibility", 30*time.Second, "ingest queue visibility timeout for the run (a crashed batch reappears after it)")
+	f.DurationVar(&o.Hold, "hold", 2*time.Second, "how long a timeout fault holds a request before dropping the connection")
+	f.DurationVar(&o.DrainTimeout, "drain-timeout", 10*time.Minute, "how long to wait for the queue to drain after sending")
+	f.StringVar(&o.Endpoint, "aws-endpoint", "", "AWS endpoint to use (default: start the suite's patched moto on a free port)")
+	f.StringVar(&doc, "doc", "", "Markdown file whose generated section receives the verdict (e.g. docs/reliability.md)")
+	f.StringVar(&fnLog, "function-log", "", "write the functions' JSON logs to this file")
+	return cmd
+}

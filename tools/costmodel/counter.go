@@ -1,0 +1,723 @@
+// Package costmodel owns crmsync's measurement of what an event costs on AWS: a counting
+// middleware for aws-sdk-go-v2 (every request by service and operation, DynamoDB read and write
+// units computed from item sizes by DynamoDB's published rules, SQS requests as billed), the
+// published us-east-1 prices (prices.go, the one place they live) and the arithmetic that turns
+// counted usage into dollars per million events. `crmsync-dev bench` and the per-event budget test
+// build on it.
+package costmodel
+
+import (
+	"context"
+	"errors"
+	"math"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	ddbtypes "github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+	"github.com/aws/aws-sdk-go-v2/service/sqs"
+	"github.com/aws/smithy-go/middleware"
+	smithyhttp "github.com/aws/smithy-go/transport/http"
+
+	"github.com/crmsync/crmsync/tools/ddbexpr"
+)
+
+// Op names one API of one service, e.g. {DynamoDB, GetItem}.
+type Op struct {
+	Service   string
+	Operation string
+}
+
+func (o Op) String() string { return o.Service + " " + o.Operation }
+
+// DynamoUnits are DynamoDB capacity units, computed by the published rules: a read is 1 unit per
+// 4 KB strongly consistent (0.5 eventually consistent; an index query is always eventually
+// consistent; a query reads the items its key condition selects, before any filter); a write is
+// 1 unit per KB of the larger of the item before and after; transactional reads and writes cost
+// twice; a global secondary index costs 1 unit per KB of each index entry put or deleted
+// (https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/GSI.html#GSI.Writes). A
+// failed conditional write or a canceled transaction is charged as if it had been written.
+type DynamoUnits struct {
+	// Read is the tables' read units (RRU on demand).
+	Read float64
+	// Write is the tables' write units (WRU on demand).
+	Write float64
+	// IndexWrite is the write units of global secondary index propagation.
+	IndexWrite float64
+	// Reported sums the ConsumedCapacity the endpoint returned, when it returned any (only when
+	// a caller asks for it; moto reports fixed placeholders, not sizes).
+	Reported float64
+	// Transactions counts TransactWriteItems calls, TransactItems their items.
+	Transactions, TransactItems int
+	// CanceledTransactions counts transactions the endpoint canceled (conditions, conflicts).
+	CanceledTransactions int
+	// ConditionFailures counts single-item writes whose condition failed.
+	ConditionFailures int
+	// Estimated counts operations whose units could not be computed exactly (the item's prior
+	// state was unknown, or an unsupported operation).
+	Estimated int
+}
+
+// WriteTotal is the write units billed: tables plus indexes.
+func (d DynamoUnits) WriteTotal() float64 { return d.Write + d.IndexWrite }
+
+// Usage is what a Counter counted.
+type Usage struct {
+	// Calls counts SDK operations by service and API.
+	Calls map[Op]int
+	// Attempts counts HTTP attempts (retries included).
+	Attempts map[Op]int
+	// Errors counts operations that returned an error.
+	Errors map[Op]int
+	// RequestBytes and ResponseBytes are the HTTP body sizes per operation.
+	RequestBytes  map[Op]int64
+	ResponseBytes map[Op]int64
+	// Latency sums the time the endpoint took to answer each operation's attempts.
+	Latency map[Op]time.Duration
+	// DynamoDB is every table's capacity units.
+	DynamoDB DynamoUnits
+	// SQSRequests is SQS requests as billed: every API action is one request per 64 KB chunk of
+	// its payload (messages sent, or received).
+	SQSRequests float64
+	// SQSReceives and SQSEmptyReceives count ReceiveMessage calls and those that got nothing.
+	SQSReceives, SQSEmptyReceives int
+	// SQSMessagesSent and SQSMessagesReceived count messages.
+	SQSMessagesSent, SQSMessagesReceived int
+}
+
+func newUsage() Usage {
+	return Usage{Calls: map[Op]int{}, Attempts: map[Op]int{}, Errors: map[Op]int{}, RequestBytes: map[Op]int64{}, ResponseBytes: map[Op]int64{},
+		Latency: map[Op]time.Duration{}}
+}
+
+// Count returns the calls of one operation.
+func (u Usage) Count(service, operation string) int { return u.Calls[Op{service, operation}] }
+
+// ServiceCalls returns the calls made to one service.
+func (u Usage) ServiceCalls(service string) int {
+	n := 0
+	for op, c := range u.Calls {
+		if op.Service == service {
+			n += c
+		}
+	}
+	return n
+}
+
+// Ops lists the operations with calls, sorted.
+func (u Usage) Ops() []Op {
+	var out []Op
+	for op, n := range u.Calls {
+		if n != 0 {
+			out = append(out, op)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].String() < out[j].String() })
+	return out
+}
+
+func cloneMap[V int | int64 | time.Duration](m map[Op]V) map[Op]V {
+	out := make(map[Op]V, len(m))
+	for k, v := range m {
+		out[k] = v
+	}
+	return out
+}
+
+func subMap[V int | int64 | time.Duration](a, b map[Op]V) map[Op]V {
+	out := cloneMap(a)
+	for k, v := range b {
+		out[k] -= v
+		if out[k] == 0 {
+			delete(out, k)
+		}
+	}
+	return out
+}
+
+// Clone returns a deep copy.
+func (u Usage) Clone() Usage {
+	c := u
+	c.Calls, c.Attempts, c.Errors = cloneMap(u.Calls), cloneMap(u.Attempts), cloneMap(u.Errors)
+	c.RequestBytes, c.ResponseBytes = cloneMap(u.RequestBytes), cloneMap(u.ResponseBytes)
+	c.Latency = cloneMap(u.Latency)
+	return c
+}
+
+// Sub returns u minus an earlier snapshot of the same counter.
+func (u Usage) Sub(prev Usage) Usage {
+	d := u.Clone()
+	d.Calls, d.Attempts, d.Errors = subMap(u.Calls, prev.Calls), subMap(u.Attempts, prev.Attempts), subMap(u.Errors, prev.Errors)
+	d.RequestBytes, d.ResponseBytes = subMap(u.RequestBytes, prev.RequestBytes), subMap(u.ResponseBytes, prev.ResponseBytes)
+	d.Latency = subMap(u.Latency, prev.Latency)
+	a, b := u.DynamoDB, prev.DynamoDB
+	d.DynamoDB = DynamoUnits{Read: a.Read - b.Read, Write: a.Write - b.Write, IndexWrite: a.IndexWrite - b.IndexWrite,
+		Reported: a.Reported - b.Reported, Transactions: a.Transactions - b.Transactions, TransactItems: a.TransactItems - b.TransactItems,
+		CanceledTransactions: a.CanceledTransactions - b.CanceledTransactions, ConditionFailures: a.ConditionFailures - b.ConditionFailures,
+		Estimated: a.Estimated - b.Estimated}
+	d.SQSRequests -= prev.SQSRequests
+	d.SQSReceives -= prev.SQSReceives
+	d.SQSEmptyReceives -= prev.SQSEmptyReceives
+	d.SQSMessagesSent -= prev.SQSMessagesSent
+	d.SQSMessagesReceived -= prev.SQSMessagesReceived
+	return d
+}
+
+// Index is one global secondary index: its key attributes and projection.
+type Index struct {
+	Name        string
+	Hash, Range string
+	// Projection is ALL, KEYS_ONLY or INCLUDE (with Include naming the projected attributes).
+	Projection string
+	Include    []string
+}
+
+type table struct {
+	hash, rng string
+	indexes   []Index
+	items     map[string]ddbexpr.Item // the shadow: every item written or read through the counter
+	complete  bool                    // created through the counter: the shadow knows every item
+}
+
+// Counter counts the AWS requests made through the clients of every aws.Config it is added to
+// (Option), and computes DynamoDB capacity units from item sizes. To know an item's size before a
+// write and which indexes it belongs to, it keeps a shadow of the items it sees written and read;
+// tables created through it (CreateTable) are known completely. Safe for concurrent use.
+type Counter struct {
+	mu     sync.Mutex
+	u      Usage
+	tables map[string]*table
+	trace  *[]WriteTrace
+}
+
+// WriteTrace is one item write as the counter priced it.
+type WriteTrace struct {
+	Table string
+	// PK and SK are the item's key values (SK empty for a hash-only table).
+	PK, SK string
+	// Bytes is the larger of the item's size before and after the write.
+	Bytes int
+	// Units is the table write units (doubled in a transaction); IndexUnits the indexes'.
+	Units, IndexUnits float64
+	Transactional     bool
+	// Check is set for a transaction's ConditionCheck (nothing written; priced as a
+	// transactional write of the item checked).
+	Check bool
+}
+
+// StartTrace records every item write from now on, until StopTrace returns them.
+func (c *Counter) StartTrace() {
+	c.mu.Lock()
+	c.trace = &[]WriteTrace{}
+	c.mu.Unlock()
+}
+
+// StopTrace ends recording and returns the writes recorded since StartTrace.
+func (c *Counter) StopTrace() []WriteTrace {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.trace == nil {
+		return nil
+	}
+	out := *c.trace
+	c.trace = nil
+	return out
+}
+
+func (c *Counter) traceWrite(name string, w write, units, index float64, tx bool) {
+	if c.trace == nil {
+		return
+	}
+	t := WriteTrace{Table: name, Bytes: w.size(), Units: units, IndexUnits: index, Transactional: tx, Check: w.check}
+	if w.t != nil {
+		t.PK, t.SK = scalarString(w.key[w.t.hash]), scalarString(w.key[w.t.rng])
+	}
+	*c.trace = append(*c.trace, t)
+}
+
+func scalarString(v ddbtypes.AttributeValue) string {
+	switch x := v.(type) {
+	case *ddbtypes.AttributeValueMemberS:
+		return x.Value
+	case *ddbtypes.AttributeValueMemberN:
+		return x.Value
+	}
+	return ""
+}
+
+// NewCounter returns an empty counter.
+func NewCounter() *Counter { return &Counter{u: newUsage(), tables: map[string]*table{}} }
+
+// Snapshot returns a copy of what was counted so far.
+func (c *Counter) Snapshot() Usage {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.u.Clone()
+}
+
+// Reset zeroes the counts (the item shadow is kept).
+func (c *Counter) Reset() {
+	c.mu.Lock()
+	c.u = newUsage()
+	c.mu.Unlock()
+}
+
+// RegisterTable declares a table that was not created through the counter. Its shadow starts
+// empty, so units of writes to items it has not seen are estimates.
+func (c *Counter) RegisterTable(name, hash, rng string, indexes ...Index) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.tables[name] = &table{hash: hash, rng: rng, indexes: indexes, items: map[string]ddbexpr.Item{}}
+}
+
+// Option adds the counter to a middleware stack: append it to aws.Config.APIOptions (or
+// localcloud.Config.AWSOptions) and every client built from that configuration is counted.
+func (c *Counter) Option(stack *middleware.Stack) error {
+	if err := stack.Initialize.Add(middleware.InitializeMiddlewareFunc("crmsync.costmodel.count",
+		func(ctx context.Context, in middleware.InitializeInput, next middleware.InitializeHandler) (middleware.InitializeOutput, middleware.Metadata, error) {
+			out, md, err := next.HandleInitialize(ctx, in)
+			c.record(Op{middleware.GetServiceID(ctx), middleware.GetOperationName(ctx)}, in.Parameters, out.Result, err)
+			return out, md, err
+		}), middleware.After); err != nil {
+		return err
+	}
+	return stack.Deserialize.Add(middleware.DeserializeMiddlewareFunc("crmsync.costmodel.attempt",
+		func(ctx context.Context, in middleware.DeserializeInput, next middleware.DeserializeHandler) (middleware.DeserializeOutput, middleware.Metadata, error) {
+			start := time.Now()
+			out, md, err := next.HandleDeserialize(ctx, in)
+			took := time.Since(start)
+			op := Op{middleware.GetServiceID(ctx), middleware.GetOperationName(ctx)}
+			var reqN, respN int64
+			if r, ok := in.Request.(*smithyhttp.Request); ok && r.ContentLength > 0 {
+				reqN = r.ContentLength
+			}
+			if r, ok := out.RawResponse.(*smithyhttp.Response); ok && r.ContentLength > 0 {
+				respN = r.ContentLength
+			}
+			c.mu.Lock()
+			c.u.Attempts[op]++
+			c.u.Latency[op] += took
+			c.u.RequestBytes[op] += reqN
+			c.u.ResponseBytes[op] += respN
+			c.mu.Unlock()
+			return out, md, err
+		}), middleware.After)
+}
+
+func (c *Counter) record(op Op, params, result any, err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.u.Calls[op]++
+	if err != nil {
+		c.u.Errors[op]++
+	}
+	switch op.Service {
+	case dynamodb.ServiceID:
+		c.dynamo(params, result, err)
+	case sqs.ServiceID:
+		c.sqs(params, result, err)
+	}
+}
+
+// ---------------------------------------------------------------------------- DynamoDB
+
+const (
+	kb  = 1024
+	kb4 = 4 * 1024
+)
+
+// ReadUnits is the read units of reading n bytes: 1 per 4 KB (at least 1) strongly consistent,
+// half that eventually consistent.
+func ReadUnits(n int, consistent bool) float64 {
+	u := math.Max(1, math.Ceil(float64(n)/kb4))
+	if !consistent {
+		u /= 2
+	}
+	return u
+}
+
+// WriteUnits is the write units of writing an n-byte item: 1 per KB, at least 1.
+func WriteUnits(n int) float64 { return math.Max(1, math.Ceil(float64(n)/kb)) }
+
+func (t *table) key(item ddbexpr.Item) string { return ddbexpr.KeyString(item, t.hash, t.rng) }
+
+// prior returns the shadow's item for key (nil when absent) and whether that is known.
+func (t *table) prior(key ddbexpr.Item) (ddbexpr.Item, bool) {
+	if t == nil {
+		return nil, false
+	}
+	it, ok := t.items[t.key(key)]
+	return it, ok || t.complete
+}
+
+func (t *table) set(item ddbexpr.Item) {
+	if t != nil {
+		t.items[t.key(item)] = item
+	}
+}
+
+func (t *table) del(key ddbexpr.Item) {
+	if t != nil {
+		delete(t.items, t.key(key))
+	}
+}
+
+func (idx Index) has(it ddbexpr.Item) bool {
+	if it == nil || it[idx.Hash] == nil {
+		return false
+	}
+	return idx.Range == "" || it[idx.Range] != nil
+}
+
+func (t *table) entrySize(idx Index, it ddbexpr.Item) int {
+	switch idx.Projection {
+	case "KEYS_ONLY", "INCLUDE":
+		n := 0
+		seen := map[string]bool{}
+		names := append([]string{t.hash, t.rng, idx.Hash, idx.Range}, idx.Include...)
+		for _, a := range names {
+			if v, ok := it[a]; a != "" && ok && !seen[a] {
+				seen[a] = true
+				n += len(a) + ddbexpr.ValueSize(v)
+			}
+		}
+		return n
+	}
+	return ddbexpr.ItemSize(it)
+}
+
+// indexWrites is the write units a table write from old to new (either nil) costs its indexes.
+func (t *table) indexWrites(old, new ddbexpr.Item) float64 {
+	if t == nil {
+		return 0
+	}
+	u := 0.0
+	for _, idx := range t.indexes {
+		inOld, inNew := idx.has(old), idx.has(new)
+		switch {
+		case inOld && inNew:
+			same := ddbexpr.Equal(old[idx.Hash], new[idx.Hash]) && (idx.Range == "" || ddbexpr.Equal(old[idx.Range], new[idx.Range]))
+			if same {
+				u += WriteUnits(max(t.entrySize(idx, old), t.entrySize(idx, new)))
+			} else {
+				u += WriteUnits(t.entrySize(idx, old)) + WriteUnits(t.entrySize(idx, new))
+			}
+		case inOld:
+			u += WriteUnits(t.entrySize(idx, old))
+		case inNew:
+			u += WriteUnits(t.entrySize(idx, new))
+		}
+	}
+	return u
+}
+
+func reported(cc ...*ddbtypes.ConsumedCapacity) float64 {
+	s := 0.0
+	for _, c := range cc {
+		if c != nil {
+			s += aws.ToFloat64(c.CapacityUnits)
+		}
+	}
+	return s
+}
+
+// write is one item write (Put, Update or Delete) resolved against the shadow.
+type write struct {
+	t        *table
+	key      ddbexpr.Item
+	old, new ddbexpr.Item // new is nil for a delete
+	known    bool
+	check    bool // a ConditionCheck: nothing is written
+}
+
+func (w write) size() int { return max(ddbexpr.ItemSize(w.old), ddbexpr.ItemSize(w.new)) }
+
+func (c *Counter) put(name string, item ddbexpr.Item) write {
+	t := c.tables[name]
+	old, known := t.prior(item)
+	return write{t: t, key: item, old: old, new: item, known: known}
+}
+
+func (c *Counter) update(name string, key ddbexpr.Item, expr *string, names map[string]string, values map[string]ddbtypes.AttributeValue) write {
+	t := c.tables[name]
+	old, known := t.prior(key)
+	nw, err := ddbexpr.Update(aws.ToString(expr), old, key, ddbexpr.Env{Names: names, Values: values})
+	if err != nil {
+		nw, known = old, false
+	}
+	return write{t: t, key: key, old: old, new: nw, known: known}
+}
+
+func (c *Counter) del(name string, key ddbexpr.Item) write {
+	t := c.tables[name]
+	old, known := t.prior(key)
+	return write{t: t, key: key, old: old, known: known}
+}
+
+func (w write) apply() {
+	switch {
+	case w.check:
+	case w.new == nil:
+		w.t.del(w.old)
+	default:
+		w.t.set(w.new)
+	}
+}
+
+func (c *Counter) dynamo(params, result any, err error) {
+	d := &c.u.DynamoDB
+	var ccf *ddbtypes.ConditionalCheckFailedException
+	single := func(name string, w write) {
+		units := WriteUnits(w.size())
+		d.Write += units
+		if !w.known {
+			d.Estimated++
+		}
+		if errors.As(err, &ccf) {
+			d.ConditionFailures++
+			c.traceWrite(name, w, units, 0, false)
+			return
+		}
+		if err != nil {
+			return
+		}
+		idx := w.t.indexWrites(w.old, w.new)
+		d.IndexWrite += idx
+		c.traceWrite(name, w, units, idx, false)
+		w.apply()
+	}
+	switch p := params.(type) {
+	case *dynamodb.CreateTableInput:
+		if err != nil {
+			return
+		}
+		t := &table{items: map[string]ddbexpr.Item{}, complete: true}
+		for _, k := range p.KeySchema {
+			if k.KeyType == ddbtypes.KeyTypeHash {
+				t.hash = aws.ToString(k.AttributeName)
+			} else {
+				t.rng = aws.ToString(k.AttributeName)
+			}
+		}
+		for _, g := range p.GlobalSecondaryIndexes {
+			idx := Index{Name: aws.ToString(g.IndexName), Projection: "ALL"}
+			for _, k := range g.KeySchema {
+				if k.KeyType == ddbtypes.KeyTypeHash {
+					idx.Hash = aws.ToString(k.AttributeName)
+				} else {
+					idx.Range = aws.ToString(k.AttributeName)
+				}
+			}
+			if g.Projection != nil {
+				idx.Projection = string(g.Projection.ProjectionType)
+				idx.Include = g.Projection.NonKeyAttributes
+			}
+			t.indexes = append(t.indexes, idx)
+		}
+		c.tables[aws.ToString(p.TableName)] = t
+	case *dynamodb.GetItemInput:
+		if err != nil {
+			return
+		}
+		o, _ := result.(*dynamodb.GetItemOutput)
+		if o == nil {
+			return
+		}
+		d.Read += ReadUnits(ddbexpr.ItemSize(o.Item), aws.ToBool(p.ConsistentRead))
+		d.Reported += reported(o.ConsumedCapacity)
+		if t := c.tables[aws.ToString(p.TableName)]; t != nil {
+			if len(o.Item) > 0 && p.ProjectionExpression == nil {
+				t.set(o.Item)
+			} else if len(o.Item) == 0 {
+				t.del(p.Key)
+			}
+		}
+	case *dynamodb.QueryInput:
+		if err != nil {
+			return
+		}
+		o, _ := result.(*dynamodb.QueryOutput)
+		if o == nil {
+			return
+		}
+		consistent := p.IndexName == nil && aws.ToBool(p.ConsistentRead)
+		n := 0
+		for _, it := range o.Items {
+			n += ddbexpr.ItemSize(it)
+		}
+		if o.ScannedCount > o.Count {
+			// The filter dropped items that were read all the same: size them from the shadow.
+			if s, ok := c.scanned(p, int(o.ScannedCount)); ok {
+				n = s
+			} else {
+				d.Estimated++
+				if o.Count > 0 {
+					n += n / int(o.Count) * int(o.ScannedCount-o.Count)
+				}
+			}
+		}
+		d.Read += ReadUnits(n, consistent)
+		d.Reported += reported(o.ConsumedCapacity)
+	case *dynamodb.PutItemInput:
+		single(aws.ToString(p.TableName), c.put(aws.ToString(p.TableName), p.Item))
+		if o, ok := result.(*dynamodb.PutItemOutput); ok && o != nil {
+			d.Reported += reported(o.ConsumedCapacity)
+		}
+	case *dynamodb.UpdateItemInput:
+		single(aws.ToString(p.TableName), c.update(aws.ToString(p.TableName), p.Key, p.UpdateExpression, p.ExpressionAttributeNames, p.ExpressionAttributeValues))
+		if o, ok := result.(*dynamodb.UpdateItemOutput); ok && o != nil {
+			d.Reported += reported(o.ConsumedCapacity)
+		}
+	case *dynamodb.DeleteItemInput:
+		single(aws.ToString(p.TableName), c.del(aws.ToString(p.TableName), p.Key))
+	case *dynamodb.TransactWriteItemsInput:
+		d.Transactions++
+		d.TransactItems += len(p.TransactItems)
+		var ws []write
+		var names []string
+		for _, ti := range p.TransactItems {
+			switch {
+			case ti.Put != nil:
+				names = append(names, aws.ToString(ti.Put.TableName))
+				ws = append(ws, c.put(aws.ToString(ti.Put.TableName), ti.Put.Item))
+			case ti.Update != nil:
+				u := ti.Update
+				names = append(names, aws.ToString(u.TableName))
+				ws = append(ws, c.update(aws.ToString(u.TableName), u.Key, u.UpdateExpression, u.ExpressionAttributeNames, u.ExpressionAttributeValues))
+			case ti.Delete != nil:
+				names = append(names, aws.ToString(ti.Delete.TableName))
+				ws = append(ws, c.del(aws.ToString(ti.Delete.TableName), ti.Delete.Key))
+			case ti.ConditionCheck != nil:
+				w := c.del(aws.ToString(ti.ConditionCheck.TableName), ti.ConditionCheck.Key)
+				w.check = true
+				names = append(names, aws.ToString(ti.ConditionCheck.TableName))
+				ws = append(ws, w)
+			}
+		}
+		for _, w := range ws {
+			d.Write += 2 * WriteUnits(w.size())
+			if !w.known {
+				d.Estimated++
+			}
+		}
+		if err != nil {
+			var tce *ddbtypes.TransactionCanceledException
+			if errors.As(err, &tce) {
+				d.CanceledTransactions++
+			}
+			return
+		}
+		for i, w := range ws {
+			idx := 0.0
+			if !w.check {
+				idx = w.t.indexWrites(w.old, w.new)
+				d.IndexWrite += idx
+			}
+			c.traceWrite(names[i], w, 2*WriteUnits(w.size()), idx, true)
+			w.apply()
+		}
+		if o, ok := result.(*dynamodb.TransactWriteItemsOutput); ok && o != nil {
+			d.Reported += reported(ptrs(o.ConsumedCapacity)...)
+		}
+	case *dynamodb.DescribeTableInput, *dynamodb.ListTablesInput, *dynamodb.UpdateTimeToLiveInput,
+		*dynamodb.DeleteTableInput, *dynamodb.DescribeTimeToLiveInput, *dynamodb.UpdateContinuousBackupsInput:
+		// Control plane: no capacity units.
+	default:
+		d.Estimated++ // Scan, batch and transactional reads are not on crmsync's per-event path
+	}
+}
+
+func ptrs(cc []ddbtypes.ConsumedCapacity) []*ddbtypes.ConsumedCapacity {
+	out := make([]*ddbtypes.ConsumedCapacity, len(cc))
+	for i := range cc {
+		out[i] = &cc[i]
+	}
+	return out
+}
+
+// scanned sizes the items a query's key condition selects, from the shadow; ok is false when the
+// shadow cannot say (unknown table, or a count that does not match the endpoint's).
+func (c *Counter) scanned(p *dynamodb.QueryInput, want int) (int, bool) {
+	t := c.tables[aws.ToString(p.TableName)]
+	if t == nil || !t.complete {
+		return 0, false
+	}
+	var idx *Index
+	if p.IndexName != nil {
+		for i := range t.indexes {
+			if t.indexes[i].Name == aws.ToString(p.IndexName) {
+				idx = &t.indexes[i]
+			}
+		}
+		if idx == nil {
+			return 0, false
+		}
+	}
+	env := ddbexpr.Env{Names: p.ExpressionAttributeNames, Values: p.ExpressionAttributeValues}
+	n, count := 0, 0
+	for _, it := range t.items {
+		if idx != nil && !idx.has(it) {
+			continue
+		}
+		ok, err := ddbexpr.Eval(aws.ToString(p.KeyConditionExpression), it, env)
+		if err != nil {
+			return 0, false
+		}
+		if ok {
+			count++
+			if idx != nil {
+				n += t.entrySize(*idx, it)
+			} else {
+				n += ddbexpr.ItemSize(it)
+			}
+		}
+	}
+	return n, count == want
+}
+
+// ---------------------------------------------------------------------------- SQS
+
+// SQSChunk is the payload size SQS bills as one request.
+const SQSChunk = 64 * 1024
+
+func sqsRequests(payload int) float64 { return math.Max(1, math.Ceil(float64(payload)/SQSChunk)) }
+
+func (c *Counter) sqs(params, result any, err error) {
+	switch p := params.(type) {
+	case *sqs.SendMessageBatchInput:
+		n := 0
+		for _, e := range p.Entries {
+			n += len(aws.ToString(e.MessageBody))
+			for k, v := range e.MessageAttributes {
+				n += len(k) + len(aws.ToString(v.DataType)) + len(aws.ToString(v.StringValue)) + len(v.BinaryValue)
+			}
+		}
+		c.u.SQSRequests += sqsRequests(n)
+		if err == nil {
+			c.u.SQSMessagesSent += len(p.Entries)
+		}
+	case *sqs.SendMessageInput:
+		c.u.SQSRequests += sqsRequests(len(aws.ToString(p.MessageBody)))
+		if err == nil {
+			c.u.SQSMessagesSent++
+		}
+	case *sqs.ReceiveMessageInput:
+		c.u.SQSReceives++
+		n, msgs := 0, 0
+		if o, ok := result.(*sqs.ReceiveMessageOutput); ok && o != nil {
+			msgs = len(o.Messages)
+			for _, m := range o.Messages {
+				n += len(aws.ToString(m.Body))
+			}
+		}
+		if msgs == 0 {
+			c.u.SQSEmptyReceives++
+		}
+		c.u.SQSMessagesReceived += msgs
+		c.u.SQSRequests += sqsRequests(n)
+	default:
+		c.u.SQSRequests++
+	}
+}

@@ -1,0 +1,56 @@
+package costmodel
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+
+	"github.com/crmsync/crmsync/tools/ddbexpr"
+)
+
+func s(v string) types.AttributeValue { return &types.AttributeValueMemberS{Value: v} }
+
+// newTestCounter has one table (pk, sk) with a sparse index on unassoc.
+func newTestCounter() *Counter {
+	c := NewCounter()
+	c.record(Op{"DynamoDB", "CreateTable"}, &dynamodb.CreateTableInput{
+		TableName: aws.String("t"),
+		KeySchema: []types.KeySchemaElement{{AttributeName: aws.String("pk"), KeyType: types.KeyTypeHash}, {AttributeName: aws.String("sk"), KeyType: types.KeyTypeRange}},
+		GlobalSecondaryIndexes: []types.GlobalSecondaryIndex{{IndexName: aws.String("U"),
+			KeySchema:  []types.KeySchemaElement{{AttributeName: aws.String("unassoc"), KeyType: types.KeyTypeHash}},
+			Projection: &types.Projection{ProjectionType: types.ProjectionTypeAll}}},
+	}, &dynamodb.CreateTableOutput{}, nil)
+	return c
+}
+
+func TestWriteUnitsFollowThePublishedRules(t *testing.T) {
+	c := newTestCounter()
+	big := strings.Repeat("x", 1500) // an item of about 1.5 KB: 2 units
+	item := ddbexpr.Item{"pk": s("a"), "sk": s("b"), "doc": s(big)}
+	c.record(Op{"DynamoDB", "PutItem"}, &dynamodb.PutItemInput{TableName: aws.String("t"), Item: item}, &dynamodb.PutItemOutput{}, nil)
+	if d := c.Snapshot().DynamoDB; d.Write != 2 || d.IndexWrite != 0 || d.Estimated != 0 {
+		t.Fatalf("put: %+v", d)
+	}
+	// Replacing it with a small item in a transaction costs the larger image, twice; the new
+	// item enters the sparse index (1 unit).
+	c.Reset()
+	small := ddbexpr.Item{"pk": s("a"), "sk": s("b"), "unassoc": s("1")}
+	c.record(Op{"DynamoDB", "TransactWriteItems"}, &dynamodb.TransactWriteItemsInput{TransactItems: []types.TransactWriteItem{
+		{Put: &types.Put{TableName: aws.String("t"), Item: small}},
+		{ConditionCheck: &types.ConditionCheck{TableName: aws.String("t"), Key: ddbexpr.Item{"pk": s("x"), "sk": s("y")}}},
+	}}, &dynamodb.TransactWriteItemsOutput{}, nil)
+	if d := c.Snapshot().DynamoDB; d.Write != 2*2+2*1 || d.IndexWrite != 1 || d.TransactItems != 2 {
+		t.Fatalf("transaction: %+v", d)
+	}
+	// A strongly consistent read of the 1.5 KB item's successor: 1 unit; an absent item: 1 unit.
+	c.Reset()
+	c.record(Op{"DynamoDB", "GetItem"}, &dynamodb.GetItemInput{TableName: aws.String("t"), ConsistentRead: aws.Bool(true)},
+		&dynamodb.GetItemOutput{Item: small}, nil)
+	c.record(Op{"DynamoDB", "GetItem"}, &dynamodb.GetItemInput{TableName: aws.String("t")}, &dynamodb.GetItemOutput{}, nil)
+	if d := c.Snapshot().DynamoDB; d.Read != 1.5 {
+		t.Fatalf("reads: %+v", d)
+	}
+}

@@ -1,0 +1,661 @@
+// Package reliability owns crmsync's reliability suite (issue 8): it runs the whole pipeline on
+// the local stack with the functions' AWS traffic going through the fault proxy
+// (tools/awsproxy), the worker crashing after its transaction but before its batch response,
+// and the load generator (tools/loadgen) acting as every vendor — duplicates, deliveries out of
+// order, re-sends after the SQS deduplication window, retries of deliveries answered 5xx — then
+// waits for the pipeline to drain, reads the ledger, the CRM table, the dead-letter queue and the
+// quarantine bucket, and judges the run against the independent oracle (tools/oracle):
+//
+//   - lost: a unique event a webhook accepted (or the harness enqueued) with no ledger outcome,
+//     no quarantined payload and no dead-letter message;
+//   - applied twice: an event key whose ledger write (the transaction that applies it, or the
+//     rejection) committed more than once — counted from the endpoint's real answers as the
+//     proxy saw them, so a transaction applied behind an injected error counts — plus activities
+//     held in two places and audit entries written twice;
+//   - diverged: people whose contact or timeline differs from the oracle's.
+//
+// `crmsync-dev reliability` and `make reliability` run it in full; a shortened run is a test.
+package reliability
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/aws/aws-lambda-go/lambda"
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/sqs"
+	sqstypes "github.com/aws/aws-sdk-go-v2/service/sqs/types"
+
+	"github.com/crmsync/crmsync/config"
+	"github.com/crmsync/crmsync/shared/connector"
+	"github.com/crmsync/crmsync/shared/connector/registry"
+	"github.com/crmsync/crmsync/shared/wiring"
+	"github.com/crmsync/crmsync/tools/awsproxy"
+	"github.com/crmsync/crmsync/tools/fnbuild"
+	"github.com/crmsync/crmsync/tools/loadgen"
+	"github.com/crmsync/crmsync/tools/localcloud"
+	"github.com/crmsync/crmsync/tools/moto"
+	"github.com/crmsync/crmsync/tools/oracle"
+	"github.com/crmsync/crmsync/tools/samples"
+	"github.com/crmsync/crmsync/tools/samtemplate"
+)
+
+// DefaultFaults is the fault mix of a full run: every kind, before and after forwarding, on every
+// AWS API the functions call.
+const DefaultFaults = "throttle=0.02,server-error=0.01,timeout=0.002,conflict=0.03"
+
+// SQSRefusal is the extra rule that makes SQS refuse the webhooks' sends often enough that the
+// SDK's three attempts all fail now and then: the webhook answers 5xx and the vendor retries.
+var SQSRefusal = awsproxy.Rule{Kind: awsproxy.ServerError, Phase: awsproxy.Before, Rate: 0.15, APIs: []string{"sqs.SendMessageBatch"}}
+
+// Options configure a run.
+type Options struct {
+	// Root is the repository root (template.yaml, config/, events/vendor).
+	Root string
+	// Events, People, DupRate, ReorderRate and LateShare shape the load (see loadgen.Options).
+	Events, People       int
+	DupRate, ReorderRate float64
+	LateShare            float64
+	Concurrency          int     // deliveries in flight (default 16)
+	Faults               string  // awsproxy.ParseRules syntax (default DefaultFaults; "none")
+	SQSRefusal           bool    // add the SQSRefusal rule
+	CrashRate            float64 // share of worker invocations crashed after the handler ran
+	Seed                 uint64
+	Pollers              int           // event source mapping pollers (default 6)
+	Visibility           time.Duration // ingest queue visibility timeout for the run (default 30s)
+	Hold                 time.Duration // how long a timeout fault holds a request (default 2s)
+	DrainTimeout         time.Duration // how long to wait for the queue to drain (default 10m)
+	Endpoint             string        // moto endpoint; "" starts one on a free port
+	Log                  io.Writer     // progress lines (default discard)
+	FunctionLog          io.Writer     // the functions' JSON logs (default discard)
+	SecretTTL            time.Duration // webhook secret cache TTL override (0: the template's)
+	ProgressEvery        time.Duration // how often progress is logged (default 10s)
+}
+
+func (o *Options) defaults() error {
+	if o.Root == "" {
+		o.Root = "."
+	}
+	if o.Events <= 0 {
+		o.Events = 10000
+	}
+	if o.People <= 0 {
+		o.People = 1000
+	}
+	if o.Concurrency <= 0 {
+		o.Concurrency = 16
+	}
+	if o.Faults == "" {
+		o.Faults = DefaultFaults
+	}
+	if o.Pollers <= 0 {
+		o.Pollers = 6
+	}
+	if o.Visibility <= 0 {
+		o.Visibility = 30 * time.Second
+	}
+	if o.Hold <= 0 {
+		o.Hold = 2 * time.Second
+	}
+	if o.DrainTimeout <= 0 {
+		o.DrainTimeout = 10 * time.Minute
+	}
+	if o.Log == nil {
+		o.Log = io.Discard
+	}
+	if o.FunctionLog == nil {
+		o.FunctionLog = io.Discard
+	}
+	if o.ProgressEvery <= 0 {
+		o.ProgressEvery = 10 * time.Second
+	}
+	if o.CrashRate < 0 || o.CrashRate > 1 || o.DupRate < 0 || o.ReorderRate < 0 || o.ReorderRate > 1 {
+		return errors.New("reliability: rates must be in [0, 1]")
+	}
+	return nil
+}
+
+// Verdict is a run's result.
+type Verdict struct {
+	// Settings echo what was run.
+	Events, People, Concurrency, Pollers int
+	Seed                                 uint64
+	// FaultFlag is the --faults value; FaultSpec the rules it expanded to (SQS refusal included).
+	FaultFlag, FaultSpec string
+	SQSRefusal           bool
+	CrashRate            float64
+	Visibility           time.Duration
+
+	// Sent is the scheduled deliveries (unique + duplicates); Unique the unique events;
+	// Duplicates the duplicate deliveries, Late those re-sent after the SQS deduplication window;
+	// OutOfOrder the unique deliveries sent before an earlier event of the same person.
+	Sent, Unique, Duplicates, Late, OutOfOrder int
+	// BySource counts unique events per connector.
+	BySource map[string]int
+	// Requests is the webhook HTTP requests (vendor retries included); Statuses their answers;
+	// VendorRetries the deliveries retried after a 5xx.
+	Requests, VendorRetries int
+	Statuses                map[string]int
+	// Faults counts injected faults: "<kind>/<phase>" from the proxy, "crash/after-commit" for
+	// worker crashes, "webhook-5xx" for deliveries SQS refused (the vendor's retry path).
+	Faults map[string]int
+	// AWSRequests counts the functions' AWS requests by API (as the proxy saw them).
+	AWSRequests map[string]int
+
+	// Accepted is the unique events a webhook accepted; Refused authentic deliveries answered
+	// 4xx; GaveUp deliveries never accepted.
+	Accepted, Refused, GaveUp int
+	// Outcomes counts ledger items by outcome; DLQ the dead-letter messages; Quarantined the
+	// quarantined payloads.
+	Outcomes         map[string]int
+	DLQ, Quarantined int
+	// Drained says whether the queue drained before the timeout.
+	Drained bool
+
+	// Lost, AppliedTwice and Diverged are the three counts that must be 0.
+	Lost                        int
+	AppliedTwice                int
+	DuplicateLedgerWrites       int
+	DuplicateActivities         int
+	DuplicateAudits             int
+	DivergedRecords             int
+	DivergedTimelines           int
+	ComparedPeople, WithContact int
+	// DivergedBeforeReconcile counts records and timelines differing from the oracle once the
+	// queue drained, before the consistency job ran; Reassociated the activities that job moved
+	// under their contact.
+	DivergedBeforeReconcile, Reassociated int
+	// Findings describes the first problems (lost keys, double writes, divergences, refusals).
+	Findings []string
+	// Wall is the run's wall time (stack start to verdict); Send the sending phase; Drain the
+	// wait for the queue to empty.
+	Wall, Send, Drain time.Duration
+}
+
+// Diverged is records plus timelines differing from the oracle.
+func (v *Verdict) Diverged() int { return v.DivergedRecords + v.DivergedTimelines }
+
+// Pass reports whether nothing was lost, nothing applied twice, nothing diverged, and no
+// authentic delivery was refused or given up on.
+func (v *Verdict) Pass() bool {
+	return v.Lost == 0 && v.AppliedTwice == 0 && v.Diverged() == 0 && v.Refused == 0 && v.GaveUp == 0 && v.Drained
+}
+
+// Run runs the suite.
+func Run(ctx context.Context, o Options) (*Verdict, error) {
+	if err := o.defaults(); err != nil {
+		return nil, err
+	}
+	start := time.Now()
+	rules, err := awsproxy.ParseRules(o.Faults)
+	if err != nil {
+		return nil, err
+	}
+	if o.SQSRefusal {
+		rules = append(rules, SQSRefusal)
+	}
+	endpoint := o.Endpoint
+	if endpoint == "" {
+		if endpoint, err = moto.FreeEndpoint(); err != nil {
+			return nil, err
+		}
+		m, err := StartMoto(ctx, endpoint)
+		if err != nil {
+			return nil, err
+		}
+		defer m.Stop()
+	}
+
+	// The fault proxy, in front of moto, with an observer counting committed ledger writes.
+	obs := newObserver()
+	proxy, err := awsproxy.New(awsproxy.Config{Target: endpoint, Seed: o.Seed, Hold: o.Hold, Observe: obs.observe})
+	if err != nil {
+		return nil, err
+	}
+	proxyURL, err := proxy.Start("127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	defer proxy.Close()
+
+	crash := NewCrasher(o.CrashRate, o.Seed)
+	stack := fmt.Sprintf("rel%d", time.Now().UnixNano()%1e9)
+	d, err := localcloud.Start(ctx, localcloud.Config{
+		TemplatePath: filepath.Join(o.Root, "template.yaml"), Endpoint: endpoint, FunctionEndpoint: proxyURL,
+		HTTPAddr: "127.0.0.1:0", DevSecretsPath: filepath.Join(o.Root, "config", "dev-secrets.json"),
+		FixturesDir: filepath.Join(o.Root, "events", "vendor"), StackName: stack, Factory: Factory(crash, o.SecretTTL),
+		Out: o.FunctionLog, NoSchedules: true, Pollers: o.Pollers,
+		Alarms: localcloud.AlarmOptions{Disabled: true}, // not under test; spares the CPU
+	})
+	if err != nil {
+		return nil, fmt.Errorf("start local stack: %w", err)
+	}
+	defer d.Close()
+	obs.table = d.Stack.Physical["LedgerTable"].Ref
+	base := "http://" + d.Addr
+	queueURL := d.Stack.Physical["IngestQueue"].Ref
+	sqsc := sqs.NewFromConfig(d.AWS)
+	if _, err := sqsc.SetQueueAttributes(ctx, &sqs.SetQueueAttributesInput{QueueUrl: aws.String(queueURL),
+		Attributes: map[string]string{"VisibilityTimeout": strconv.Itoa(int(o.Visibility / time.Second))}}); err != nil {
+		return nil, fmt.Errorf("set visibility timeout: %w", err)
+	}
+	secrets, err := samples.DevSecrets(filepath.Join(o.Root, "config", "dev-secrets.json"))
+	if err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(o.Log, "local stack %s up: HTTP API %s, moto %s, fault proxy %s\n", stack, base, endpoint, proxyURL)
+
+	plan := loadgen.NewPlan(loadgen.Options{Events: o.Events, People: o.People, DupRate: o.DupRate, LateShare: o.LateShare,
+		ReorderRate: o.ReorderRate, Seed: o.Seed, Now: time.Now()})
+	if err := putFixtures(ctx, base, plan.Fixtures); err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(o.Log, "plan: %d unique events across %d people (%v), %d duplicates (%d after the dedup window), %d out of order, %d vendor fixtures\n",
+		len(plan.Unique), o.People, plan.BySource, plan.Duplicates, plan.Late, plan.OutOfOrder, len(plan.Fixtures))
+
+	// Faults on: AWS faults through the proxy, crashes in the worker.
+	proxy.Reset()
+	if err := proxy.SetRules(rules); err != nil {
+		return nil, err
+	}
+	crash.Enable(true)
+	fmt.Fprintf(o.Log, "faults: %s; worker crash rate %.3g\n", awsproxy.String(rules), o.CrashRate)
+
+	sendStart := time.Now()
+	var lastLog atomic.Int64
+	sender := &loadgen.Sender{BaseURL: base, Secrets: secrets, Concurrency: o.Concurrency, Seed: o.Seed,
+		Late: lateSender(sqsc, queueURL, base, secrets, o.Seed),
+		Progress: func(done, total int) {
+			if now := time.Now().UnixNano(); now-lastLog.Load() >= int64(o.ProgressEvery) {
+				lastLog.Store(now)
+				fmt.Fprintf(o.Log, "  sent %d/%d (%s)\n", done, total, time.Since(sendStart).Round(time.Second))
+			}
+		}}
+	stats, err := sender.Run(ctx, plan)
+	if err != nil {
+		return nil, err
+	}
+	sendTime := time.Since(sendStart)
+	fmt.Fprintf(o.Log, "sent %d deliveries in %s: %d HTTP requests %v\n", stats.Sends, sendTime.Round(time.Second), stats.Requests, stats.Statuses)
+
+	drainStart := time.Now()
+	drained := waitDrained(ctx, sqsc, queueURL, o.DrainTimeout, o.Log, o.ProgressEvery)
+	drainTime := time.Since(drainStart)
+	crash.Enable(false)
+	_ = proxy.SetRules(nil)
+	fmt.Fprintf(o.Log, "queue drained=%v in %s; reading the CRM\n", drained, drainTime.Round(time.Second))
+
+	fmt.Fprintln(o.Log, "endpoint latency by API (as the proxy saw it):")
+	for _, l := range obs.latencies() {
+		fmt.Fprintln(o.Log, "  "+l)
+	}
+	// What the pipeline itself converged to, before any reconciliation.
+	pre, err := readState(ctx, d)
+	if err != nil {
+		return nil, err
+	}
+	preRep := compare(plan, stats, pre)
+
+	// Then the consistency job, as scheduled in production: it re-associates activities left
+	// unassociated by a race between an activity and the event creating its contact.
+	reassociated, recErr := runConsistency(ctx, d)
+	if recErr == nil {
+		waitDrained(ctx, sqsc, queueURL, 2*time.Minute, o.Log, o.ProgressEvery)
+	}
+	st, err := readState(ctx, d)
+	if err != nil {
+		return nil, err
+	}
+	v := judge(o, plan, stats, st, obs, proxy, crash)
+	v.DivergedBeforeReconcile = preRep.DivergedRecords + preRep.DivergedTimelines
+	v.Reassociated = reassociated
+	if recErr != nil {
+		v.Findings = append(v.Findings, "consistency job failed: "+recErr.Error())
+	}
+	for _, d := range preRep.Diffs {
+		if len(v.Findings) < 80 {
+			v.Findings = append(v.Findings, "before the consistency job: "+d)
+		}
+	}
+	v.Drained = drained
+	v.Send, v.Drain, v.Wall = sendTime, drainTime, time.Since(start)
+	return v, nil
+}
+
+// Factory builds every function as its Lambda main does (shared/wiring), wrapping the worker with the
+// crash injector c (none when nil) and, when secretTTL is set, giving the webhooks that secret
+// cache TTL.
+func Factory(c *Crasher, secretTTL time.Duration) localcloud.Factory {
+	return func(ctx context.Context, fn samtemplate.Function, env localcloud.FunctionEnv) (lambda.Handler, error) {
+		getenv := env.Getenv
+		if secretTTL > 0 {
+			ttl := strconv.Itoa(max(1, int(secretTTL/time.Second)))
+			getenv = func(k string) string {
+				if k == "SECRET_TTL_SECONDS" {
+					return ttl
+				}
+				return env.Getenv(k)
+			}
+		}
+		h, err := fnbuild.Build(ctx, fn.LogicalID, wiring.Env{Getenv: getenv, AWS: env.AWS, Log: env.Log, Stdout: env.Stdout})
+		if err != nil || c == nil {
+			return h, err
+		}
+		if k, _ := fnbuild.KindOf(fn.LogicalID); k == fnbuild.KindWorker {
+			return &crashHandler{h: h, c: c}, nil
+		}
+		return h, nil
+	}
+}
+
+// Crasher decides which worker invocations crash after their handler ran.
+type Crasher struct {
+	rate    float64
+	enabled atomic.Bool
+	mu      sync.Mutex
+	rnd     *rand.Rand
+	crashes int
+}
+
+// NewCrasher returns a crash injector that, once enabled, crashes rate of the worker's
+// invocations, seeded with seed.
+func NewCrasher(rate float64, seed uint64) *Crasher {
+	return &Crasher{rate: rate, rnd: rand.New(rand.NewPCG(seed, 0xc7a54))}
+}
+
+// Enable turns crashing on or off.
+func (c *Crasher) Enable(on bool) { c.enabled.Store(on) }
+
+// Crashes returns how many invocations crashed.
+func (c *Crasher) Crashes() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.crashes
+}
+
+// crash draws one invocation's fate: whether it crashes, and whether as a panic (every other
+// crash) rather than an error.
+func (c *Crasher) crash() (crash, asPanic bool) {
+	if !c.enabled.Load() || c.rate == 0 {
+		return false, false
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.rnd.Float64() >= c.rate {
+		return false, false
+	}
+	c.crashes++
+	return true, c.crashes%2 == 0
+}
+
+// crashHandler is the worker killed after its transactions but before its batch response: the
+// handler runs to completion, then the invocation fails (an error, or a panic the runtime turns
+// into one), so the event source mapping re-delivers the whole batch after the visibility
+// timeout.
+type crashHandler struct {
+	h lambda.Handler
+	c *Crasher
+}
+
+// Invoke implements lambda.Handler.
+func (h *crashHandler) Invoke(ctx context.Context, payload []byte) ([]byte, error) {
+	out, err := h.h.Invoke(ctx, payload)
+	if crash, asPanic := h.c.crash(); crash {
+		if asPanic {
+			panic("reliability: worker killed after its transactions, before its batch response")
+		}
+		return nil, errors.New("reliability: worker killed after its transactions, before its batch response")
+	}
+	return out, err
+}
+
+func putFixtures(ctx context.Context, base string, fx []loadgen.Fixture) error {
+	client := &http.Client{Timeout: 10 * time.Second}
+	for _, f := range fx {
+		req, err := http.NewRequestWithContext(ctx, http.MethodPut, base+"/_vendor/"+f.Path, strings.NewReader(string(f.Body)))
+		if err != nil {
+			return err
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			return fmt.Errorf("put vendor fixture %s: %w", f.Path, err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusNoContent {
+			return fmt.Errorf("put vendor fixture %s: %s", f.Path, resp.Status)
+		}
+	}
+	return nil
+}
+
+// lateSender re-sends a delivery's canonical events straight to the ingest queue with a
+// deduplication id SQS has not seen: what a vendor's re-send after SQS's 5-minute deduplication
+// window looks like to SQS. Moto keeps deduplication ids for 5 minutes of real time and the run
+// cannot wait that long, so the re-send takes the one path SQS cannot deduplicate and only the
+// ledger can catch it. The events are the connector's own parse of the signed delivery, exactly
+// what the webhook would have enqueued.
+func lateSender(client *sqs.Client, queueURL, base string, secrets map[string]connector.Secret, seed uint64) loadgen.LateFunc {
+	var mu sync.Mutex
+	rnd := rand.New(rand.NewPCG(seed, 0x1a7e))
+	return func(ctx context.Context, d *loadgen.Delivery, n int) ([]string, error) {
+		now := time.Now()
+		mu.Lock()
+		req, err := loadgen.Sign(d, base, secrets[d.Connector], now, rnd)
+		mu.Unlock()
+		if err != nil {
+			return nil, err
+		}
+		c, err := registry.New(d.Connector)
+		if err != nil {
+			return nil, err
+		}
+		parsed, err := c.Parse(req, secrets[d.Connector])
+		if err != nil {
+			return nil, err
+		}
+		var keys []string
+		var entries []sqstypes.SendMessageBatchRequestEntry
+		for i := range parsed.Events {
+			ev := parsed.Events[i]
+			ev.ReceivedAt = now.UTC()
+			b, err := ev.Marshal()
+			if err != nil {
+				return nil, err
+			}
+			entries = append(entries, sqstypes.SendMessageBatchRequestEntry{Id: aws.String(strconv.Itoa(i)), MessageBody: aws.String(string(b)),
+				MessageDeduplicationId: aws.String(fmt.Sprintf("%s-late-%d", ev.DedupID()[:48], n)), MessageGroupId: aws.String(ev.GroupID())})
+			keys = append(keys, ev.Key)
+		}
+		out, err := client.SendMessageBatch(ctx, &sqs.SendMessageBatchInput{QueueUrl: aws.String(queueURL), Entries: entries})
+		if err != nil {
+			return nil, err
+		}
+		if len(out.Failed) > 0 {
+			return nil, fmt.Errorf("queue refused %d late re-sends", len(out.Failed))
+		}
+		return keys, nil
+	}
+}
+
+// waitDrained waits until the ingest queue holds nothing visible, in flight or delayed for three
+// checks in a row.
+func waitDrained(ctx context.Context, client *sqs.Client, queueURL string, timeout time.Duration, log io.Writer, every time.Duration) bool {
+	deadline := time.Now().Add(timeout)
+	quiet := 0
+	last := time.Now()
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		out, err := client.GetQueueAttributes(ctx, &sqs.GetQueueAttributesInput{QueueUrl: aws.String(queueURL),
+			AttributeNames: []sqstypes.QueueAttributeName{sqstypes.QueueAttributeNameApproximateNumberOfMessages,
+				sqstypes.QueueAttributeNameApproximateNumberOfMessagesNotVisible, sqstypes.QueueAttributeNameApproximateNumberOfMessagesDelayed}})
+		if err == nil {
+			n := 0
+			for _, v := range out.Attributes {
+				x, _ := strconv.Atoi(v)
+				n += x
+			}
+			if n == 0 {
+				quiet++
+				if quiet >= 3 {
+					return true
+				}
+			} else {
+				quiet = 0
+			}
+			if time.Since(last) >= every {
+				last = time.Now()
+				fmt.Fprintf(log, "  queue: %s visible, %s in flight\n", out.Attributes["ApproximateNumberOfMessages"],
+					out.Attributes["ApproximateNumberOfMessagesNotVisible"])
+			}
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
+		}
+	}
+	return false
+}
+
+// runConsistency fires the consistency job's schedule now and returns how many activities it
+// re-associated.
+func runConsistency(ctx context.Context, d *localcloud.Dev) (int, error) {
+	out, err := d.RunSchedule(ctx, "consistency")
+	if err != nil {
+		return 0, err
+	}
+	var rep struct {
+		Counts map[string]int `json:"counts"`
+	}
+	if err := json.Unmarshal(out, &rep); err != nil {
+		return 0, fmt.Errorf("consistency report: %w", err)
+	}
+	return rep.Counts["reassociated"], nil
+}
+
+// compare runs the oracle against a state, for the unique events a webhook accepted.
+func compare(plan *loadgen.Plan, stats *loadgen.Stats, st *state) oracle.Report {
+	var accepted []oracle.Event
+	for _, d := range plan.Unique {
+		if stats.Accepted[d.Event.Key] {
+			accepted = append(accepted, d.Event)
+		}
+	}
+	pol, err := oracle.ParsePolicy(config.PolicyYAML)
+	if err != nil {
+		return oracle.Report{DivergedRecords: 1, Diffs: []string{"oracle: " + err.Error()}}
+	}
+	return oracle.Compare(oracle.Expect(pol, accepted), st.actual)
+}
+
+// judge computes the verdict.
+func judge(o Options, plan *loadgen.Plan, stats *loadgen.Stats, st *state, obs *observer, proxy *awsproxy.Proxy, c *Crasher) *Verdict {
+	v := &Verdict{Events: o.Events, People: o.People, Concurrency: o.Concurrency, Pollers: o.Pollers, Seed: o.Seed,
+		FaultFlag: o.Faults, SQSRefusal: o.SQSRefusal, CrashRate: o.CrashRate, Visibility: o.Visibility,
+		Sent: len(plan.Schedule), Unique: len(plan.Unique), Duplicates: plan.Duplicates, Late: plan.Late,
+		OutOfOrder: plan.OutOfOrder, BySource: plan.BySource, Requests: stats.Requests, VendorRetries: stats.Retried,
+		Statuses: stats.Statuses, Faults: proxy.Faults(), AWSRequests: proxy.Counts(), Outcomes: st.outcomes,
+		DLQ: len(st.dlq), Quarantined: st.quarantined}
+	if rules, err := awsproxy.ParseRules(o.Faults); err == nil {
+		if o.SQSRefusal {
+			rules = append(rules, SQSRefusal)
+		}
+		v.FaultSpec = awsproxy.String(rules)
+	}
+	if n := c.Crashes(); n > 0 {
+		v.Faults["crash/after-commit"] = n
+	}
+	if n := stats.Statuses["503"] + stats.Statuses["500"] + stats.Statuses["502"] + stats.Statuses["504"]; n > 0 {
+		v.Faults["webhook-5xx (vendor retried)"] = n
+	}
+	finding := func(format string, args ...any) {
+		if len(v.Findings) < 60 {
+			v.Findings = append(v.Findings, fmt.Sprintf(format, args...))
+		}
+	}
+
+	// Which unique events got in: accepted by a webhook, or enqueued past it.
+	var accepted []oracle.Event
+	for _, d := range plan.Unique {
+		k := d.Event.Key
+		switch {
+		case stats.Accepted[k]:
+			accepted = append(accepted, d.Event)
+		case stats.Quarantined[k]:
+			finding("authentic event %s quarantined", k)
+		}
+	}
+	v.Accepted = len(accepted)
+	keys := func(m map[string]string) []string {
+		out := make([]string, 0, len(m))
+		for k := range m {
+			out = append(out, k)
+		}
+		sort.Strings(out)
+		return out
+	}
+	for _, k := range keys(stats.Refused) {
+		if !stats.Accepted[k] {
+			v.Refused++
+			finding("authentic delivery %s refused: %s", k, stats.Refused[k])
+		}
+	}
+	for k := range stats.GaveUp {
+		if !stats.Accepted[k] {
+			v.GaveUp++
+			finding("delivery %s never accepted after the vendor's retries", k)
+		}
+	}
+
+	// Lost: accepted, yet no ledger outcome, quarantine or dead letter.
+	for _, e := range accepted {
+		if _, ok := st.ledger[e.Key]; ok || st.dlq[e.Key] {
+			continue
+		}
+		v.Lost++
+		finding("lost: %s (accepted, no ledger item, not in the DLQ)", e.Key)
+	}
+	for k, out := range st.ledger {
+		if out == "REJECTED" {
+			finding("rejected: %s: %s", k, st.reasons[k])
+		}
+	}
+	for k := range st.dlq {
+		finding("dead-lettered: %s", k)
+	}
+
+	// Applied twice.
+	obs.mu.Lock()
+	var twice []string
+	for k, n := range obs.commits {
+		if n > 1 {
+			twice = append(twice, fmt.Sprintf("%s (%d commits)", k, n))
+		}
+	}
+	obs.mu.Unlock()
+	sort.Strings(twice)
+	v.DuplicateLedgerWrites = len(twice)
+	for _, t := range twice {
+		finding("applied twice: %s", t)
+	}
+
+	rep := compare(plan, stats, st)
+	v.ComparedPeople, v.WithContact = rep.People, rep.Contacts
+	v.DivergedRecords, v.DivergedTimelines = rep.DivergedRecords, rep.DivergedTimelines
+	v.DuplicateActivities, v.DuplicateAudits = rep.DuplicateActivities, rep.DuplicateAudits
+	v.AppliedTwice = v.DuplicateLedgerWrites + v.DuplicateActivities + v.DuplicateAudits
+	for _, d := range rep.Diffs {
+		finding("%s", d)
+	}
+	return v
+}

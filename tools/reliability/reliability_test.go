@@ -1,0 +1,56 @@
+package reliability
+
+import (
+	"context"
+	"io"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/crmsync/crmsync/tools/awsproxy"
+	"github.com/crmsync/crmsync/tools/moto"
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	moto.Cleanup()
+	os.Exit(code)
+}
+
+// The shortened reliability run of `make test`: about 1,000 events from every connector with
+// every fault kind — AWS throttles, 500s, timeouts and transaction conflicts before and after the
+// request reaches the endpoint, worker crashes after commit, SQS refusing the webhooks' sends —
+// must lose nothing, apply nothing twice and end exactly where the oracle says.
+func TestReliabilityShort(t *testing.T) {
+	var log strings.Builder
+	out := io.Writer(&log)
+	if testing.Verbose() {
+		out = io.MultiWriter(&log, os.Stdout)
+	}
+	v, err := Run(context.Background(), Options{
+		Root: "../..", Events: 1000, People: 100, Concurrency: 16, DupRate: 0.3, ReorderRate: 0.2,
+		Faults: "throttle=0.03,server-error=0.02,timeout=0.003,conflict=0.05", SQSRefusal: true, CrashRate: 0.04,
+		Seed: 8, Visibility: 20 * time.Second, Hold: time.Second, DrainTimeout: 3 * time.Minute, Log: out, ProgressEvery: 15 * time.Second,
+	})
+	if err != nil {
+		t.Fatalf("run: %v\n%s", err, log.String())
+	}
+	for _, k := range awsproxy.Kinds {
+		if v.Faults[string(k)+"/before"] == 0 || v.Faults[string(k)+"/after"] == 0 {
+			t.Errorf("no %s fault injected before and after forwarding (%v): the run proves nothing about it", k, v.Faults)
+		}
+	}
+	for _, k := range []string{"crash/after-commit", "webhook-5xx (vendor retried)"} {
+		if v.Faults[k] == 0 {
+			t.Errorf("no %s fault injected (%v)", k, v.Faults)
+		}
+	}
+	if v.Late == 0 || v.Duplicates == 0 || v.OutOfOrder == 0 {
+		t.Errorf("duplicates %d (late %d), out of order %d: want some of each", v.Duplicates, v.Late, v.OutOfOrder)
+	}
+	if !v.Pass() {
+		t.Errorf("%s\n\n%s", v.Summary(), v.Report())
+	}
+	t.Logf("%s (wall %s)", v.Summary(), v.Wall.Round(time.Second))
+}
