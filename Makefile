@@ -80,8 +80,14 @@ $(BIN)/aws-lambda-rie:
 deps:
 	go mod download
 
+# The moto release the local stack and the reliability suite's patched moto_server are written
+# against (tools/moto.Version and tools/reliability/motoserver.py say the same).
+MOTO_VERSION := 5.2.1
+
 check-moto:
-	@command -v moto_server >/dev/null || { echo "moto_server is not installed: run pip install 'moto[server]' (Python 3.9+)"; exit 1; }
+	@command -v moto_server >/dev/null || { echo "moto_server is not installed: run pip install 'moto[server]==$(MOTO_VERSION)' (Python 3.9+)"; exit 1; }
+	@v=$$(python3 -c 'import moto; print(moto.__version__)' 2>/dev/null); [ "$$v" = "$(MOTO_VERSION)" ] || { \
+	  echo "moto $$v found; crmsync's local stack and reliability patch are written against moto $(MOTO_VERSION): run pip install 'moto[server]==$(MOTO_VERSION)'"; exit 1; }
 	@command -v cfn-lint >/dev/null || { echo "cfn-lint is not installed: run pip install cfn-lint"; exit 1; }
 
 # The whole pipeline on this machine, in the foreground until Ctrl-C (same as `crmsync-dev dev`).

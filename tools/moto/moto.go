@@ -17,8 +17,13 @@ import (
 	"time"
 )
 
+// Version is the moto release the local stack and the reliability suite's patched moto_server
+// (tools/reliability/motoserver.py, which reaches into moto's internals) are written against. The
+// Makefile's check-moto target checks it; keep the three in step when moving to a new moto.
+const Version = "5.2.1"
+
 // InstallHint says exactly how to get moto_server when it is missing.
-const InstallHint = "moto_server is not installed: run `pip install 'moto[server]'` (Python 3.9+), " +
+const InstallHint = "moto_server is not installed: run `pip install 'moto[server]==" + Version + "'` (Python 3.9+), " +
 	"then make sure `moto_server` is on PATH"
 
 // ErrNotInstalled reports that moto_server is not on PATH.

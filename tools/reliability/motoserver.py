@@ -33,6 +33,18 @@ import sys
 import threading
 import time
 
+import moto
+
+# The patches below reach into moto's internals: they are written against this release (the same
+# pin as tools/moto.Version and the Makefile's MOTO_VERSION). Refuse another one rather than
+# misbehave quietly.
+MOTO_VERSION = "5.2.1"
+if moto.__version__ != MOTO_VERSION:
+    sys.exit(
+        f"crmsync's patched moto_server is written against moto {MOTO_VERSION}, found {moto.__version__}: "
+        f"run pip install 'moto[server]=={MOTO_VERSION}'"
+    )
+
 import moto.dynamodb.models as ddb_models
 from moto.dynamodb.models import DynamoDBBackend
 from moto.dynamodb.models.dynamo_type import DynamoType
