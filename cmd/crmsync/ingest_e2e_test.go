@@ -11,6 +11,7 @@ import (
 	"github.com/aws/aws-lambda-go/events"
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
+	sqstypes "github.com/aws/aws-sdk-go-v2/service/sqs/types"
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/crmsync/crmsync/shared/connector/registry"
@@ -151,5 +152,94 @@ func TestIngestQueueFailureIs5xx(t *testing.T) {
 	var e map[string]string
 	if err := json.Unmarshal([]byte(body), &e); err != nil || e["error"] != "unavailable" {
 		t.Errorf("error body %q: want {\"error\":\"unavailable\"} with no internal detail", body)
+	}
+}
+
+// breakQueue deletes the ingest queue (so every send fails) and returns a function that recreates
+// it with the same name and attributes (moto keeps the same URL).
+func (s *testStack) breakQueue() (restore func()) {
+	s.t.Helper()
+	ctx := context.Background()
+	client := sqs.NewFromConfig(s.AWS)
+	url := s.Stack.Physical["IngestQueue"].Ref
+	attrs, err := client.GetQueueAttributes(ctx, &sqs.GetQueueAttributesInput{QueueUrl: aws.String(url),
+		AttributeNames: []sqstypes.QueueAttributeName{sqstypes.QueueAttributeNameAll}})
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	if _, err := client.DeleteQueue(ctx, &sqs.DeleteQueueInput{QueueUrl: aws.String(url)}); err != nil {
+		s.t.Fatal(err)
+	}
+	return func() {
+		keep := map[string]string{}
+		for _, k := range []string{"FifoQueue", "ContentBasedDeduplication", "DeduplicationScope", "FifoThroughputLimit",
+			"VisibilityTimeout", "MessageRetentionPeriod", "RedrivePolicy"} {
+			if v, ok := attrs.Attributes[k]; ok {
+				keep[k] = v
+			}
+		}
+		name := url[strings.LastIndex(url, "/")+1:]
+		out, err := client.CreateQueue(ctx, &sqs.CreateQueueInput{QueueName: aws.String(name), Attributes: keep})
+		if err != nil {
+			s.t.Fatal(err)
+		}
+		if got := aws.ToString(out.QueueUrl); got != url {
+			s.t.Fatalf("recreated queue at %s, want %s", got, url)
+		}
+	}
+}
+
+// Mailgun's replay protection must not refuse the vendor's own retry: a delivery answered 503
+// because SQS refused it is accepted when Mailgun re-sends the same signed body (before the fix
+// the first attempt had already claimed the token, so the retry got 401 and the event was lost).
+// A different body under the same signature is still a replay.
+func TestIngestMailgunRetryAfter503IsAccepted(t *testing.T) {
+	s := startStack(t, false)
+	ev := s.sample("mailgun")
+	restore := s.breakQueue()
+	if status, body := s.post(ev); status != 503 {
+		t.Fatalf("delivery with SQS refusing = %d %s, want 503", status, body)
+	}
+	restore()
+	if status, body := s.post(ev); status != 200 {
+		t.Fatalf("Mailgun's retry of the same signed delivery = %d %s, want 200", status, body)
+	}
+	if got := s.drain(); len(got) != 1 {
+		t.Fatalf("queued %d events after the retry, want 1", len(got))
+	}
+	forged := ev
+	forged.Body = strings.Replace(ev.Body, `"delivered"`, `"complained"`, 1)
+	if forged.Body == ev.Body {
+		t.Fatal("sample has no delivered event to alter")
+	}
+	if status, body := s.post(forged); status != 401 {
+		t.Errorf("another body under the same signature = %d %s, want 401 (a replayed token)", status, body)
+	}
+	if got := s.drain(); len(got) != 0 {
+		t.Errorf("the replay queued %d events, want none", len(got))
+	}
+}
+
+// A 900 KB authentic generic lead is bigger than one SQS message can be (256 KiB): it is refused
+// with 413 before anything is stored, never answered 5xx (which the vendor would retry forever).
+func TestIngestOversizedEventIs413(t *testing.T) {
+	s := startStack(t, false)
+	body := fmt.Sprintf(`{"schema":"crmsync.generic/v1","type":"lead","occurred_at":"2025-03-11T14:55:03Z",`+
+		`"external_id":"big-1","person":{"emails":["big@example.com"],"job_title":%q}}`, strings.Repeat("x", 900_000))
+	for i := 0; i < 2; i++ {
+		status, resp := s.post(s.signed("generic", []byte(body), "application/json"))
+		if status != 413 {
+			t.Fatalf("900 KB lead (attempt %d) = %d %s, want 413", i+1, status, resp)
+		}
+		var e map[string]string
+		if err := json.Unmarshal([]byte(resp), &e); err != nil || e["error"] != "payload_too_large" {
+			t.Errorf("error body %q: want {\"error\":\"payload_too_large\",...}", resp)
+		}
+	}
+	if got := s.drain(); len(got) != 0 {
+		t.Errorf("queued %d events, want none", len(got))
+	}
+	if q := s.quarantined(); len(q) != 0 {
+		t.Errorf("stored %v, want nothing", q)
 	}
 }

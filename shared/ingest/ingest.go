@@ -6,9 +6,7 @@ package ingest
 
 import (
 	"context"
-	"crypto/rand"
 	"encoding/base64"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -21,7 +19,6 @@ import (
 	"time"
 
 	"github.com/aws/aws-lambda-go/events"
-	"github.com/aws/aws-lambda-go/lambdacontext"
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/feature/dynamodb/attributevalue"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
@@ -173,7 +170,7 @@ func (h *Handler) handle(ctx context.Context, ev events.APIGatewayV2HTTPRequest,
 		return errorResponse(401, "unauthenticated"), "unauthenticated"
 	}
 	if ver.Nonce != "" {
-		if err := h.claimNonce(ctx, ver); err != nil {
+		if err := h.claimNonce(ctx, ver, body); err != nil {
 			if errors.Is(err, errReplay) {
 				h.count("AuthFailures", 1)
 				h.log.WarnContext(ctx, "replayed token refused")
@@ -209,7 +206,11 @@ func (h *Handler) handle(ctx context.Context, ev events.APIGatewayV2HTTPRequest,
 	for _, note := range parsed.Notes {
 		h.log.InfoContext(ctx, "connector note", "note", note)
 	}
-	if err := h.enqueue(ctx, parsed.Events); err != nil {
+	if err := h.enqueue(ctx, parsed.Events); errors.Is(err, ErrTooLarge) {
+		h.count("TooLarge", 1)
+		h.log.WarnContext(ctx, "delivery refused: an event is too large for the queue", "error", err.Error())
+		return errorResponse(413, "payload_too_large"), "event_too_large"
+	} else if err != nil {
 		h.count("EnqueueFailures", 1)
 		h.log.ErrorContext(ctx, "enqueue failed", "error", err.Error(), "events", len(parsed.Events))
 		return errorResponse(503, "unavailable"), "enqueue_error"
@@ -284,34 +285,27 @@ func (h *Handler) contentTypeOK(ct string) bool {
 
 var errReplay = errors.New("replayed nonce")
 
-// claimNonce claims a verified delivery's nonce once. The claim records which invocation made it,
-// so the SDK retrying this very PutItem after a lost answer (the claim was written, the response
-// never arrived) succeeds instead of refusing an authentic delivery as its own replay; any other
-// request carrying the nonce is refused.
-func (h *Handler) claimNonce(ctx context.Context, v connector.Verified) error {
+// claimNonce claims a verified delivery's nonce for this delivery's body. The claim records the
+// body's hash, so the same signed body arriving again — the vendor's retry after a 5xx, or the SDK
+// retrying this very PutItem after a lost answer — is accepted (re-enqueueing it is harmless: SQS
+// and the ledger deduplicate by event key), while another body carrying the same signature, which
+// is what a replay of an unsigned-body scheme such as Mailgun's looks like, is refused.
+func (h *Handler) claimNonce(ctx context.Context, v connector.Verified, body []byte) error {
 	if h.replay == nil || h.cfg.ReplayTable == "" {
 		return errors.New("connector needs a replay table and none is configured")
 	}
-	claimant := ""
-	if lc, ok := lambdacontext.FromContext(ctx); ok {
-		claimant = lc.AwsRequestID
-	}
-	if claimant == "" {
-		var b [16]byte
-		_, _ = rand.Read(b[:])
-		claimant = hex.EncodeToString(b[:])
-	}
+	hash := canonical.PayloadHash(body)
 	item, err := attributevalue.MarshalMap(struct {
-		PK        string `dynamodbav:"pk"`
-		ExpiresAt int64  `dynamodbav:"expires_at"`
-		Claimant  string `dynamodbav:"claimant"`
-	}{PK: v.Nonce, ExpiresAt: v.NonceExpires.Unix(), Claimant: claimant})
+		PK          string `dynamodbav:"pk"`
+		ExpiresAt   int64  `dynamodbav:"expires_at"`
+		PayloadHash string `dynamodbav:"payload_hash"`
+	}{PK: v.Nonce, ExpiresAt: v.NonceExpires.Unix(), PayloadHash: hash})
 	if err != nil {
 		return err
 	}
 	_, err = h.replay.PutItem(ctx, &dynamodb.PutItemInput{TableName: aws.String(h.cfg.ReplayTable), Item: item,
-		ConditionExpression:       aws.String("attribute_not_exists(pk) OR claimant = :claimant"),
-		ExpressionAttributeValues: map[string]ddbtypes.AttributeValue{":claimant": &ddbtypes.AttributeValueMemberS{Value: claimant}}})
+		ConditionExpression:       aws.String("attribute_not_exists(pk) OR payload_hash = :hash"),
+		ExpressionAttributeValues: map[string]ddbtypes.AttributeValue{":hash": &ddbtypes.AttributeValueMemberS{Value: hash}}})
 	var ccf *ddbtypes.ConditionalCheckFailedException
 	if errors.As(err, &ccf) {
 		return errReplay
@@ -370,32 +364,70 @@ func (h *Handler) enqueue(ctx context.Context, evs []canonical.Event) error {
 	return Enqueue(ctx, h.sqs, h.cfg.QueueURL, evs)
 }
 
-// Enqueue sends canonical events to the ingest FIFO queue, ten per SendMessageBatch, each with
-// MessageDeduplicationId = sha256(key) and MessageGroupId = sha256(group key). Any entry SQS does
-// not accept fails the whole call so the caller answers 5xx and its client retries (entries
-// already accepted are deduplicated by SQS on the retry).
+// MaxMessageBytes is the most one SQS message may hold, and the most one SendMessageBatch may
+// carry in all (256 KiB, counted as SQS counts it: the bodies' bytes; crmsync sends no message
+// attributes).
+const MaxMessageBytes = 256 * 1024
+
+// maxBatchEntries is the most entries one SendMessageBatch may carry.
+const maxBatchEntries = 10
+
+// ErrTooLarge reports an event too big for one queue message. It is a property of the delivery,
+// not a passing fault: the webhook answers 413 and stores nothing, so the vendor does not retry
+// it forever.
+var ErrTooLarge = errors.New("event too large for one queue message")
+
+// Enqueue sends canonical events to the ingest FIFO queue in SendMessageBatch calls of at most ten
+// entries and MaxMessageBytes in all, each with MessageDeduplicationId = sha256(key) and
+// MessageGroupId = sha256(group key). An event bigger than one message fails the call with
+// ErrTooLarge before anything is sent. Any entry SQS does not accept fails the whole call so the
+// caller answers 5xx and its client retries (entries already accepted are deduplicated by SQS on
+// the retry).
 func Enqueue(ctx context.Context, client SQSAPI, queueURL string, evs []canonical.Event) error {
-	for start := 0; start < len(evs); start += 10 {
-		end := min(start+10, len(evs))
-		entries := make([]sqstypes.SendMessageBatchRequestEntry, 0, end-start)
-		for i := start; i < end; i++ {
-			b, err := evs[i].Marshal()
-			if err != nil {
-				return fmt.Errorf("marshal %s: %w", evs[i].Key, err)
-			}
-			entries = append(entries, sqstypes.SendMessageBatchRequestEntry{
-				Id: aws.String(strconv.Itoa(i)), MessageBody: aws.String(string(b)),
-				MessageDeduplicationId: aws.String(evs[i].DedupID()), MessageGroupId: aws.String(evs[i].GroupID()),
-			})
+	entries := make([]sqstypes.SendMessageBatchRequestEntry, 0, len(evs))
+	for i := range evs {
+		b, err := evs[i].Marshal()
+		if err != nil {
+			return fmt.Errorf("marshal %s: %w", evs[i].Key, err)
 		}
-		out, err := client.SendMessageBatch(ctx, &sqs.SendMessageBatchInput{QueueUrl: aws.String(queueURL), Entries: entries})
+		if len(b) > MaxMessageBytes {
+			return fmt.Errorf("%w: %s is %d bytes, the queue takes at most %d", ErrTooLarge, evs[i].Key, len(b), MaxMessageBytes)
+		}
+		entries = append(entries, sqstypes.SendMessageBatchRequestEntry{
+			Id: aws.String(strconv.Itoa(i)), MessageBody: aws.String(string(b)),
+			MessageDeduplicationId: aws.String(evs[i].DedupID()), MessageGroupId: aws.String(evs[i].GroupID()),
+		})
+	}
+	for _, batch := range Batches(entries) {
+		out, err := client.SendMessageBatch(ctx, &sqs.SendMessageBatchInput{QueueUrl: aws.String(queueURL), Entries: batch})
 		if err != nil {
 			return fmt.Errorf("send batch: %w", err)
 		}
 		if len(out.Failed) > 0 {
 			f := out.Failed[0]
-			return fmt.Errorf("send batch: %d of %d refused (first: %s)", len(out.Failed), len(entries), aws.ToString(f.Code))
+			return fmt.Errorf("send batch: %d of %d refused (first: %s)", len(out.Failed), len(batch), aws.ToString(f.Code))
 		}
 	}
 	return nil
+}
+
+// Batches splits entries, in order, into SendMessageBatch calls of at most ten entries whose
+// bodies add up to at most MaxMessageBytes. Each entry must itself fit in MaxMessageBytes.
+func Batches(entries []sqstypes.SendMessageBatchRequestEntry) [][]sqstypes.SendMessageBatchRequestEntry {
+	var out [][]sqstypes.SendMessageBatchRequestEntry
+	var batch []sqstypes.SendMessageBatchRequestEntry
+	size := 0
+	for _, e := range entries {
+		n := len(aws.ToString(e.MessageBody))
+		if len(batch) == maxBatchEntries || (len(batch) > 0 && size+n > MaxMessageBytes) {
+			out = append(out, batch)
+			batch, size = nil, 0
+		}
+		batch = append(batch, e)
+		size += n
+	}
+	if len(batch) > 0 {
+		out = append(out, batch)
+	}
+	return out
 }
