@@ -15,12 +15,12 @@ import (
 type Builder func(context.Context, Env) (lambda.Handler, error)
 
 // Main is the whole body of a function's main: it loads the configuration once (the process
-// environment and the AWS configuration, without calling AWS), builds the handler and its
+// environment and the AWS configuration Lambda provides, without calling AWS), builds the handler and its
 // clients once, and starts the Lambda runtime loop. A configuration error is printed with the
 // variable it concerns and the process exits 1, which Lambda reports as an init error.
 func Main(name string, build Builder) {
 	ctx := context.Background()
-	cfg, err := awsclient.FromEnv(ctx, os.Getenv)
+	cfg, err := awsclient.ForLambda()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, name+": "+err.Error())
 		os.Exit(1)
