@@ -16,13 +16,14 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	"github.com/spf13/cobra"
 
+	"github.com/crmsync/crmsync/shared/canonical"
 	"github.com/crmsync/crmsync/shared/connector"
 	"github.com/crmsync/crmsync/shared/connector/registry"
 	"github.com/crmsync/crmsync/shared/ingest"
 	"github.com/crmsync/crmsync/shared/secrets"
 )
 
-// ReleasedPrefix is where released quarantined payloads are kept, for the record.
+// releasedPrefix is where released quarantined payloads are kept, for the record.
 const releasedPrefix = "released/"
 
 // quarantineItem is the JSON shape of `quarantine list` rows.
@@ -37,49 +38,59 @@ func s3For(ref *stackRef) *s3.Client {
 	return s3.NewFromConfig(ref.AWS, func(o *s3.Options) { o.UsePathStyle = ref.Local })
 }
 
+// listQuarantine lists every quarantined payload, sorted by id.
 func listQuarantine(ctx context.Context, ref *stackRef) ([]quarantineItem, error) {
 	if err := ref.require("QuarantineBucket"); err != nil {
 		return nil, err
 	}
-	p := s3.NewListObjectsV2Paginator(s3For(ref), &s3.ListObjectsV2Input{Bucket: aws.String(ref.QuarantineBucket), Prefix: aws.String(ingest.QuarantinePrefix)})
+	pages := s3.NewListObjectsV2Paginator(s3For(ref), &s3.ListObjectsV2Input{Bucket: aws.String(ref.QuarantineBucket), Prefix: aws.String(ingest.QuarantinePrefix)})
 	out := []quarantineItem{}
-	for p.HasMorePages() {
-		page, err := p.NextPage(ctx)
+	for pages.HasMorePages() {
+		page, err := pages.NextPage(ctx)
 		if err != nil {
 			return nil, fmt.Errorf("list quarantine: %w", err)
 		}
-		for _, o := range page.Contents {
-			key := aws.ToString(o.Key)
+		for _, object := range page.Contents {
+			key := aws.ToString(object.Key)
 			parts := strings.SplitN(strings.TrimPrefix(key, ingest.QuarantinePrefix), "/", 2)
-			out = append(out, quarantineItem{ID: key, Connector: parts[0], Size: aws.ToInt64(o.Size), ReceivedAt: aws.ToTime(o.LastModified)})
+			out = append(out, quarantineItem{ID: key, Connector: parts[0], Size: aws.ToInt64(object.Size), ReceivedAt: aws.ToTime(object.LastModified)})
 		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
 	return out, nil
 }
 
+// getQuarantined reads one quarantined delivery by id (its object key under quarantine/).
 func getQuarantined(ctx context.Context, ref *stackRef, id string) (*ingest.Quarantined, error) {
 	if !strings.HasPrefix(id, ingest.QuarantinePrefix) {
 		return nil, fmt.Errorf("%q is not a quarantine id (they start with %s; see `crmsync quarantine list`)", id, ingest.QuarantinePrefix)
 	}
-	obj, err := s3For(ref).GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(ref.QuarantineBucket), Key: aws.String(id)})
+	object, err := s3For(ref).GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(ref.QuarantineBucket), Key: aws.String(id)})
 	if err != nil {
 		return nil, fmt.Errorf("get %s: %w", id, err)
 	}
-	defer obj.Body.Close()
-	b, err := io.ReadAll(obj.Body)
+	defer object.Body.Close()
+	body, err := io.ReadAll(object.Body)
 	if err != nil {
 		return nil, err
 	}
-	var q ingest.Quarantined
-	if err := json.Unmarshal(b, &q); err != nil {
+	var quarantined ingest.Quarantined
+	if err := json.Unmarshal(body, &quarantined); err != nil {
 		return nil, fmt.Errorf("%s is not a quarantined delivery: %w", id, err)
 	}
-	return &q, nil
+	return &quarantined, nil
 }
 
+// newQuarantineCmd returns `crmsync quarantine` with its list, show and release subcommands.
 func newQuarantineCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "quarantine", Short: "Inspect quarantined payloads and re-run one after a mapping fix"}
+	cmd.AddCommand(newQuarantineListCmd(), newQuarantineShowCmd(), newQuarantineReleaseCmd())
+	return cmd
+}
+
+// newQuarantineListCmd returns `crmsync quarantine list`: every quarantined payload, as a table
+// or as JSON.
+func newQuarantineListCmd() *cobra.Command {
 	var asJSON bool
 	list := &cobra.Command{
 		Use:   "list",
@@ -97,16 +108,21 @@ func newQuarantineCmd() *cobra.Command {
 			if asJSON {
 				return printJSON(cmd.OutOrStdout(), items)
 			}
-			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 2, 2, ' ', 0)
-			fmt.Fprintln(tw, "ID\tCONNECTOR\tBYTES\tSTORED")
-			for _, it := range items {
-				fmt.Fprintf(tw, "%s\t%s\t%d\t%s\n", it.ID, it.Connector, it.Size, it.ReceivedAt.Format(time.RFC3339))
+			table := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 2, 2, ' ', 0)
+			fmt.Fprintln(table, "ID\tCONNECTOR\tBYTES\tSTORED")
+			for _, item := range items {
+				fmt.Fprintf(table, "%s\t%s\t%d\t%s\n", item.ID, item.Connector, item.Size, item.ReceivedAt.Format(time.RFC3339))
 			}
-			return tw.Flush()
+			return table.Flush()
 		},
 	}
 	list.Flags().BoolVar(&asJSON, "json", false, "print [{id, connector, size, received_at}]")
-	show := &cobra.Command{
+	return list
+}
+
+// newQuarantineShowCmd returns `crmsync quarantine show <id>`: one quarantined delivery as JSON.
+func newQuarantineShowCmd() *cobra.Command {
+	return &cobra.Command{
 		Use:   "show <id>",
 		Short: "Show one quarantined payload: connector, reason, request metadata and body",
 		Args:  cobra.ExactArgs(1),
@@ -115,15 +131,20 @@ func newQuarantineCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			q, err := getQuarantined(cmd.Context(), ref, args[0])
+			quarantined, err := getQuarantined(cmd.Context(), ref, args[0])
 			if err != nil {
 				return err
 			}
-			return printJSON(cmd.OutOrStdout(), map[string]any{"id": args[0], "connector": q.Connector, "reason": q.Reason,
-				"received_at": q.ReceivedAt, "method": q.Method, "path": q.Path, "headers": q.Headers, "body": string(q.Body)})
+			return printJSON(cmd.OutOrStdout(), map[string]any{"id": args[0], "connector": quarantined.Connector, "reason": quarantined.Reason,
+				"received_at": quarantined.ReceivedAt, "method": quarantined.Method, "path": quarantined.Path, "headers": quarantined.Headers, "body": string(quarantined.Body)})
 		},
 	}
-	release := &cobra.Command{
+}
+
+// newQuarantineReleaseCmd returns `crmsync quarantine release <id>`: parse one quarantined
+// delivery again, enqueue its events and move it to released/.
+func newQuarantineReleaseCmd() *cobra.Command {
+	return &cobra.Command{
 		Use:   "release <id>",
 		Short: "Re-run a quarantined payload through its connector (after a mapping fix) and enqueue its events",
 		Long: `Release parses the stored delivery again with the connector's current mapping and enqueues its
@@ -139,53 +160,83 @@ signatures would have expired). On success the object moves to released/ in the 
 			if err := ref.require("IngestQueue"); err != nil {
 				return err
 			}
-			ctx := cmd.Context()
-			q, err := getQuarantined(ctx, ref, args[0])
-			if err != nil {
-				return err
-			}
-			conn, err := registry.New(q.Connector)
-			if err != nil {
-				return err
-			}
-			var sec connector.Secret
-			// Graph keeps only items whose clientState matches: it needs the secret to parse.
-			if id, ok := ref.Resources[secretLogicalID(q.Connector)]; ok {
-				if s, err := secrets.New(secretsManagerFor(ref), time.Minute, nil).Get(ctx, id.Ref); err == nil {
-					sec = s
-				}
-			}
-			now := time.Now()
-			req := &connector.Request{Method: q.Method, Path: q.Path, Headers: q.Headers, RawQuery: q.RawQuery, Body: q.Body,
-				PublicURL: q.PublicURL, ReceivedAt: q.ReceivedAt}
-			parsed, err := conn.Parse(req, sec)
-			if err != nil {
-				return fmt.Errorf("%s still does not parse (fix the mapping first): %w", args[0], err)
-			}
-			for i := range parsed.Events {
-				parsed.Events[i].ReceivedAt = now
-				if err := parsed.Events[i].Validate(); err != nil {
-					return fmt.Errorf("%s: %w", args[0], err)
-				}
-			}
-			if err := ingest.Enqueue(ctx, sqs.NewFromConfig(ref.AWS), ref.IngestQueueURL, parsed.Events); err != nil {
-				return err
-			}
-			dest := releasedPrefix + strings.TrimPrefix(args[0], ingest.QuarantinePrefix)
-			s := s3For(ref)
-			if _, err := s.CopyObject(ctx, &s3.CopyObjectInput{Bucket: aws.String(ref.QuarantineBucket), Key: aws.String(dest),
-				CopySource: aws.String(ref.QuarantineBucket + "/" + args[0])}); err != nil {
-				return fmt.Errorf("events enqueued, but keeping %s as released failed: %w", args[0], err)
-			}
-			if _, err := s.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String(ref.QuarantineBucket), Key: aws.String(args[0])}); err != nil {
-				return fmt.Errorf("events enqueued, but removing %s from quarantine failed: %w", args[0], err)
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "released %s: %d event(s) enqueued; kept as %s\n", args[0], len(parsed.Events), dest)
-			return nil
+			return releaseQuarantined(cmd.Context(), ref, args[0], cmd.OutOrStdout())
 		},
 	}
-	cmd.AddCommand(list, show, release)
-	return cmd
+}
+
+// releaseQuarantined parses the quarantined delivery id again, enqueues its events on the
+// ingest queue and moves it to released/, reporting the release on out.
+func releaseQuarantined(ctx context.Context, ref *stackRef, id string, out io.Writer) error {
+	quarantined, err := getQuarantined(ctx, ref, id)
+	if err != nil {
+		return err
+	}
+	events, err := reparseQuarantined(ctx, ref, id, quarantined)
+	if err != nil {
+		return err
+	}
+	if err := ingest.Enqueue(ctx, sqs.NewFromConfig(ref.AWS), ref.IngestQueueURL, events); err != nil {
+		return err
+	}
+	dest, err := moveToReleased(ctx, ref, id)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "released %s: %d event(s) enqueued; kept as %s\n", id, len(events), dest)
+	return nil
+}
+
+// reparseQuarantined parses a quarantined delivery with its connector's current mapping, without
+// verifying its signature again, and returns its events, validated and received now.
+func reparseQuarantined(ctx context.Context, ref *stackRef, id string, quarantined *ingest.Quarantined) ([]canonical.Event, error) {
+	conn, err := registry.New(quarantined.Connector)
+	if err != nil {
+		return nil, err
+	}
+	secret := connectorSecret(ctx, ref, quarantined.Connector)
+	now := time.Now()
+	req := &connector.Request{Method: quarantined.Method, Path: quarantined.Path, Headers: quarantined.Headers, RawQuery: quarantined.RawQuery, Body: quarantined.Body,
+		PublicURL: quarantined.PublicURL, ReceivedAt: quarantined.ReceivedAt}
+	parsed, err := conn.Parse(req, secret)
+	if err != nil {
+		return nil, fmt.Errorf("%s still does not parse (fix the mapping first): %w", id, err)
+	}
+	for i := range parsed.Events {
+		parsed.Events[i].ReceivedAt = now
+		if err := parsed.Events[i].Validate(); err != nil {
+			return nil, fmt.Errorf("%s: %w", id, err)
+		}
+	}
+	return parsed.Events, nil
+}
+
+// connectorSecret returns the connector's current secret from the stack, or the zero secret when
+// the stack has none for it or it cannot be read. Graph keeps only items whose clientState
+// matches: it needs the secret to parse.
+func connectorSecret(ctx context.Context, ref *stackRef, connectorName string) connector.Secret {
+	var secret connector.Secret
+	if resource, ok := ref.Resources[secretLogicalID(connectorName)]; ok {
+		if value, err := secrets.New(secretsManagerFor(ref), time.Minute, nil).Get(ctx, resource.Ref); err == nil {
+			secret = value
+		}
+	}
+	return secret
+}
+
+// moveToReleased copies a released delivery to released/ in the quarantine bucket, removes it
+// from quarantine, and returns its new key.
+func moveToReleased(ctx context.Context, ref *stackRef, id string) (string, error) {
+	dest := releasedPrefix + strings.TrimPrefix(id, ingest.QuarantinePrefix)
+	client := s3For(ref)
+	if _, err := client.CopyObject(ctx, &s3.CopyObjectInput{Bucket: aws.String(ref.QuarantineBucket), Key: aws.String(dest),
+		CopySource: aws.String(ref.QuarantineBucket + "/" + id)}); err != nil {
+		return "", fmt.Errorf("events enqueued, but keeping %s as released failed: %w", id, err)
+	}
+	if _, err := client.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String(ref.QuarantineBucket), Key: aws.String(id)}); err != nil {
+		return "", fmt.Errorf("events enqueued, but removing %s from quarantine failed: %w", id, err)
+	}
+	return dest, nil
 }
 
 // secretLogicalID maps a connector to its secret's logical id in the template.

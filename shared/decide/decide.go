@@ -171,110 +171,162 @@ func Changed(ds []Decision) bool {
 	return false
 }
 
-func decideField(p *policy.Policy, entity, field string, cur Provenance, prop Proposal) Decision {
-	d := Decision{Field: field, Before: cur, After: cur, Proposed: prop.Fields[field]}
-	done := func(o Outcome, rule, format string, args ...any) Decision {
-		d.Outcome, d.Rule, d.Reason = o, rule, fmt.Sprintf(format, args...)
-		if o != Applied {
-			d.After = cur
-		}
-		return d
+// decideField decides one field of a proposal: unknown fields and sources are rejected, then
+// lock requests, changes to locked fields and everything else are judged in turn.
+func decideField(p *policy.Policy, entity, field string, current Provenance, proposal Proposal) Decision {
+	judged := &fieldCase{
+		policy:   p,
+		current:  current,
+		proposal: proposal,
+		decision: Decision{Field: field, Before: current, After: current, Proposed: proposal.Fields[field]},
 	}
-
-	g, ok := p.GroupOf(entity, field)
+	group, ok := p.GroupOf(entity, field)
 	if !ok {
 		if _, known := p.Entity(entity); !known {
-			return done(Rejected, RuleUnknownField, "entity %q is not in policy %s", entity, p.Version())
+			return judged.done(Rejected, RuleUnknownField, "entity %q is not in policy %s", entity, p.Version())
 		}
-		return done(Rejected, RuleUnknownField, "field %q is not in any group of %s", field, entity)
+		return judged.done(Rejected, RuleUnknownField, "field %q is not in any group of %s", field, entity)
 	}
-	rule := string(g.Rule)
-	if _, ok := p.Source(prop.Source); !ok {
-		return done(Rejected, RuleUnknownSource, "source %q is not in policy %s", prop.Source, p.Version())
-	}
-
-	val := prop.Fields[field]
-	lock := slices.Contains(prop.Lock, field)
-	unlock := slices.Contains(prop.Unlock, field)
-	override := prop.Source == policy.SystemOfRecord && p.CanOverride(policy.SystemOfRecord, prop.Role)
-	cand := Provenance{Value: val, Source: prop.Source, EventKey: prop.EventKey, OccurredAt: prop.OccurredAt}
-
-	if lock || unlock {
-		if lock && unlock {
-			return done(Rejected, RuleLock, "lock and unlock of the same field in one change")
-		}
-		if !override {
-			verb := "lock"
-			if unlock {
-				verb = "unlock"
-			}
-			return done(Rejected, RuleLock, "%s requires role in override_roles (source %s, role %q)", verb, prop.Source, prop.Role)
-		}
+	judged.group, judged.rule = group, string(group.Rule)
+	if _, ok := p.Source(proposal.Source); !ok {
+		return judged.done(Rejected, RuleUnknownSource, "source %q is not in policy %s", proposal.Source, p.Version())
 	}
 
-	if lock {
-		who := locker(prop)
-		after := cur
-		if val != "" {
-			after = cand
-		}
-		after.LockedBy = who
-		if after.Equal(cur) {
-			return done(Noop, RuleLock, "already locked by %s", who)
-		}
-		d.After = after
-		if val != "" && val != cur.Value {
-			return done(Applied, RuleLock, "locked by %s with value written by override", who)
-		}
-		return done(Applied, RuleLock, "locked by %s", who)
-	}
+	judged.value = proposal.Fields[field]
+	judged.lock = slices.Contains(proposal.Lock, field)
+	judged.unlock = slices.Contains(proposal.Unlock, field)
+	judged.override = proposal.Source == policy.SystemOfRecord && p.CanOverride(policy.SystemOfRecord, proposal.Role)
+	judged.candidate = Provenance{Value: judged.value, Source: proposal.Source, EventKey: proposal.EventKey, OccurredAt: proposal.OccurredAt}
 
-	if cur.LockedBy != "" && !unlock {
-		if val == "" {
-			return done(Noop, rule, "blank proposal")
-		}
-		if !override {
-			if prop.Source == policy.SystemOfRecord {
-				return done(BlockedByLock, RuleLock, "locked by %s; role %q is not in %s override_roles", cur.LockedBy, prop.Role, policy.SystemOfRecord)
-			}
-			return done(BlockedByLock, RuleLock, "locked by %s", cur.LockedBy)
-		}
-		if val == cur.Value {
-			return done(Noop, RuleLock, "same value as current (locked by %s)", cur.LockedBy)
-		}
-		d.After = cand
-		d.After.LockedBy = cur.LockedBy
-		return done(Applied, RuleLock, "override by %s (%s) of field locked by %s", locker(prop), prop.Role, cur.LockedBy)
+	if refusal, refused := judged.refuseLockChange(); refused {
+		return refusal
 	}
+	if judged.lock {
+		return judged.decideLock()
+	}
+	if current.LockedBy != "" && !judged.unlock {
+		return judged.decideLocked()
+	}
+	return judged.decideByRule()
+}
 
-	base := cur
+// fieldCase is one field of one proposal under judgement: what the steps of decideField read,
+// and the decision they fill in.
+type fieldCase struct {
+	policy    *policy.Policy
+	group     *policy.Group
+	rule      string // the group's rule
+	current   Provenance
+	proposal  Proposal
+	value     string     // the proposed value; "" is blank
+	lock      bool       // the proposal locks the field
+	unlock    bool       // the proposal unlocks the field
+	override  bool       // the proposer may lock, unlock and write locked fields
+	candidate Provenance // the field's provenance should the proposed value win
+	decision  Decision
+}
+
+// done completes the decision with an outcome, a rule and a reason; any outcome but Applied
+// leaves the field as it was.
+func (judged *fieldCase) done(outcome Outcome, rule, format string, args ...any) Decision {
+	judged.decision.Outcome, judged.decision.Rule, judged.decision.Reason = outcome, rule, fmt.Sprintf(format, args...)
+	if outcome != Applied {
+		judged.decision.After = judged.current
+	}
+	return judged.decision
+}
+
+// refuseLockChange rejects a lock or unlock that contradicts itself or comes from a proposer
+// who may not override; it reports false when there is nothing to refuse.
+func (judged *fieldCase) refuseLockChange() (Decision, bool) {
+	if !judged.lock && !judged.unlock {
+		return Decision{}, false
+	}
+	if judged.lock && judged.unlock {
+		return judged.done(Rejected, RuleLock, "lock and unlock of the same field in one change"), true
+	}
+	if !judged.override {
+		verb := "lock"
+		if judged.unlock {
+			verb = "unlock"
+		}
+		return judged.done(Rejected, RuleLock, "%s requires role in override_roles (source %s, role %q)", verb, judged.proposal.Source, judged.proposal.Role), true
+	}
+	return Decision{}, false
+}
+
+// decideLock locks the field for an override proposer, writing the proposed value with it
+// unless that is blank.
+func (judged *fieldCase) decideLock() Decision {
+	who := locker(judged.proposal)
+	after := judged.current
+	if judged.value != "" {
+		after = judged.candidate
+	}
+	after.LockedBy = who
+	if after.Equal(judged.current) {
+		return judged.done(Noop, RuleLock, "already locked by %s", who)
+	}
+	judged.decision.After = after
+	if judged.value != "" && judged.value != judged.current.Value {
+		return judged.done(Applied, RuleLock, "locked by %s with value written by override", who)
+	}
+	return judged.done(Applied, RuleLock, "locked by %s", who)
+}
+
+// decideLocked judges a change to a locked field that is not being unlocked: only an override
+// proposer writes it, and the lock stays.
+func (judged *fieldCase) decideLocked() Decision {
+	current, proposal := judged.current, judged.proposal
+	if judged.value == "" {
+		return judged.done(Noop, judged.rule, "blank proposal")
+	}
+	if !judged.override {
+		if proposal.Source == policy.SystemOfRecord {
+			return judged.done(BlockedByLock, RuleLock, "locked by %s; role %q is not in %s override_roles", current.LockedBy, proposal.Role, policy.SystemOfRecord)
+		}
+		return judged.done(BlockedByLock, RuleLock, "locked by %s", current.LockedBy)
+	}
+	if judged.value == current.Value {
+		return judged.done(Noop, RuleLock, "same value as current (locked by %s)", current.LockedBy)
+	}
+	judged.decision.After = judged.candidate
+	judged.decision.After.LockedBy = current.LockedBy
+	return judged.done(Applied, RuleLock, "override by %s (%s) of field locked by %s", locker(proposal), proposal.Role, current.LockedBy)
+}
+
+// decideByRule judges an unlocked field, or one being unlocked, by the group's rule. An unlock
+// applies even when the value it comes with does not.
+func (judged *fieldCase) decideByRule() Decision {
+	current := judged.current
+	base := current
 	prefix := ""
-	if unlock {
-		if cur.LockedBy == "" {
-			if val == "" {
-				return done(Noop, RuleLock, "not locked")
+	if judged.unlock {
+		if current.LockedBy == "" {
+			if judged.value == "" {
+				return judged.done(Noop, RuleLock, "not locked")
 			}
 		} else {
 			base.LockedBy = ""
-			prefix = fmt.Sprintf("unlocked by %s (was locked by %s); ", locker(prop), cur.LockedBy)
+			prefix = fmt.Sprintf("unlocked by %s (was locked by %s); ", locker(judged.proposal), current.LockedBy)
 		}
 	}
-	if val == "" {
+	if judged.value == "" {
 		if prefix != "" {
-			d.After = base
-			return done(Applied, RuleLock, "%s", prefix[:len(prefix)-2])
+			judged.decision.After = base
+			return judged.done(Applied, RuleLock, "%s", prefix[:len(prefix)-2])
 		}
-		return done(Noop, rule, "blank proposal")
+		return judged.done(Noop, judged.rule, "blank proposal")
 	}
 
-	o, reason, after := evaluate(p, g, base, cand)
-	if prefix != "" && o != Applied {
+	outcome, reason, after := evaluate(judged.policy, judged.group, base, judged.candidate)
+	if prefix != "" && outcome != Applied {
 		// The unlock itself still applies even though the value does not.
-		d.After = base
-		return done(Applied, rule, "%s%s: %s", prefix, o, reason)
+		judged.decision.After = base
+		return judged.done(Applied, judged.rule, "%s%s: %s", prefix, outcome, reason)
 	}
-	d.After = after
-	return done(o, rule, "%s%s", prefix, reason)
+	judged.decision.After = after
+	return judged.done(outcome, judged.rule, "%s%s", prefix, reason)
 }
 
 // locker names who locks or overrides: the actor, else the role.

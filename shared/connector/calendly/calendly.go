@@ -208,149 +208,206 @@ type payload struct {
 
 // Parse maps an invitee.created or invitee.canceled delivery to one meeting event.
 func (*Connector) Parse(req *connector.Request, _ connector.Secret) (*connector.Parsed, error) {
-	var d delivery
-	if err := json.Unmarshal(req.Body, &d); err != nil {
+	var envelope delivery
+	if err := json.Unmarshal(req.Body, &envelope); err != nil {
 		return nil, fmt.Errorf("%w: malformed JSON: %v", connector.ErrUnusable, err)
 	}
-	var kind canonical.Kind
-	var status string
-	switch d.Event {
-	case EventInviteeCreated:
-		kind, status = canonical.KindMeetingScheduled, "scheduled"
-	case EventInviteeCanceled:
-		kind, status = canonical.KindMeetingCanceled, "canceled"
-	default:
-		return nil, fmt.Errorf("%w: unmapped Calendly event %q", connector.ErrUnusable, d.Event)
+	kind, status, err := mapEventType(envelope.Event)
+	if err != nil {
+		return nil, err
 	}
-	var p payload
-	if len(d.Payload) == 0 || json.Unmarshal(d.Payload, &p) != nil {
-		return nil, fmt.Errorf("%w: malformed payload", connector.ErrUnusable)
+	invitee, err := readPayload(envelope.Payload)
+	if err != nil {
+		return nil, err
 	}
-	if p.URI == "" {
-		return nil, fmt.Errorf("%w: no payload.uri", connector.ErrUnusable)
-	}
-	if p.ScheduledEvent == nil || p.ScheduledEvent.URI == "" {
-		return nil, fmt.Errorf("%w: no payload.scheduled_event.uri", connector.ErrUnusable)
+	occurred, err := occurredAt(kind, invitee, envelope, req.ReceivedAt)
+	if err != nil {
+		return nil, err
 	}
 
-	// Event time: when the invitee was created, or (cancel) last updated; else the delivery's
-	// created_at.
-	timeCandidates := []string{p.CreatedAt, d.CreatedAt}
+	contact, subject := mapInvitee(invitee, occurred)
+	unmapped := mapTracking(contact, invitee.Tracking)
+	unmapped = append(unmapped, unmappedPayload(envelope.Payload, invitee)...)
+	activity, actor := buildActivity(kind, status, invitee, subject.Emails)
+	event := canonical.Event{
+		Key:            "calendly:" + envelope.Event + ":" + invitee.URI,
+		Source:         Name,
+		Kind:           kind,
+		OccurredAt:     occurred,
+		GroupKey:       identity.GroupKey(subject.Emails, subject.Phones, Name, invitee.URI),
+		Subject:        subject,
+		Actor:          actor,
+		Fields:         map[string]map[string]string{"contact": contact},
+		Activity:       activity,
+		MappingVersion: MappingVersion,
+		PayloadHash:    canonical.PayloadHash(req.Body),
+		ExternalIDs:    map[string]string{"invitee_uri": invitee.URI, "scheduled_event_uri": invitee.ScheduledEvent.URI},
+		Unmapped:       sortedUnique(unmapped),
+	}
+	return &connector.Parsed{Events: []canonical.Event{event}}, nil
+}
+
+// mapEventType returns the event kind and activity status of a mapped Calendly event.
+func mapEventType(event string) (canonical.Kind, string, error) {
+	switch event {
+	case EventInviteeCreated:
+		return canonical.KindMeetingScheduled, "scheduled", nil
+	case EventInviteeCanceled:
+		return canonical.KindMeetingCanceled, "canceled", nil
+	}
+	return "", "", fmt.Errorf("%w: unmapped Calendly event %q", connector.ErrUnusable, event)
+}
+
+// readPayload decodes the invitee payload and checks it names the invitee and its scheduled
+// event.
+func readPayload(raw json.RawMessage) (*payload, error) {
+	var invitee payload
+	if len(raw) == 0 || json.Unmarshal(raw, &invitee) != nil {
+		return nil, fmt.Errorf("%w: malformed payload", connector.ErrUnusable)
+	}
+	if invitee.URI == "" {
+		return nil, fmt.Errorf("%w: no payload.uri", connector.ErrUnusable)
+	}
+	if invitee.ScheduledEvent == nil || invitee.ScheduledEvent.URI == "" {
+		return nil, fmt.Errorf("%w: no payload.scheduled_event.uri", connector.ErrUnusable)
+	}
+	return &invitee, nil
+}
+
+// occurredAt returns the event time: when the invitee was created, or (cancel) last updated;
+// else the delivery's created_at; else when crmsync received the delivery.
+func occurredAt(kind canonical.Kind, invitee *payload, envelope delivery, receivedAt time.Time) (time.Time, error) {
+	timeCandidates := []string{invitee.CreatedAt, envelope.CreatedAt}
 	if kind == canonical.KindMeetingCanceled {
-		timeCandidates = []string{p.UpdatedAt, d.CreatedAt}
+		timeCandidates = []string{invitee.UpdatedAt, envelope.CreatedAt}
 	}
 	var occurred time.Time
-	for _, s := range timeCandidates {
-		if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
-			occurred = t.UTC()
+	for _, text := range timeCandidates {
+		if parsed, err := time.Parse(time.RFC3339Nano, text); err == nil {
+			occurred = parsed.UTC()
 			break
 		}
 	}
 	if occurred.IsZero() {
 		// Calendly gave no usable time for this delivery; the receipt time is the best available.
-		occurred = req.ReceivedAt.UTC()
+		occurred = receivedAt.UTC()
 	}
 	if occurred.IsZero() {
-		return nil, fmt.Errorf("%w: no event time", connector.ErrUnusable)
+		return time.Time{}, fmt.Errorf("%w: no event time", connector.ErrUnusable)
 	}
+	return occurred, nil
+}
 
-	ev := canonical.Event{
-		Key:            "calendly:" + d.Event + ":" + p.URI,
-		Source:         Name,
-		Kind:           kind,
-		OccurredAt:     occurred,
-		MappingVersion: MappingVersion,
-		PayloadHash:    canonical.PayloadHash(req.Body),
-		ExternalIDs:    map[string]string{"invitee_uri": p.URI, "scheduled_event_uri": p.ScheduledEvent.URI},
-	}
+// mapInvitee returns the invitee's contact fields and the person the event is about.
+func mapInvitee(invitee *payload, occurred time.Time) (map[string]string, canonical.Person) {
 	contact := map[string]string{"last_activity_at": occurred.Format(time.RFC3339)}
 	var emails, phones []string
-	if e, ok := identity.Email(p.Email); ok {
-		emails = []string{e}
-		contact["email"] = e
+	if email, ok := identity.Email(invitee.Email); ok {
+		emails = []string{email}
+		contact["email"] = email
 	}
-	if ph, ok := identity.Phone(p.TextReminderNumber); ok {
-		phones = []string{ph}
-		contact["phone"] = ph
+	if phone, ok := identity.Phone(invitee.TextReminderNumber); ok {
+		phones = []string{phone}
+		contact["phone"] = phone
 	}
-	ev.Subject = canonical.Person{Emails: emails, Phones: phones, Name: strings.TrimSpace(p.Name)}
-	ev.GroupKey = identity.GroupKey(emails, phones, Name, p.URI)
-	setIf(contact, "first_name", p.FirstName)
-	setIf(contact, "last_name", p.LastName)
-	setIf(contact, "timezone", p.Timezone)
+	setIf(contact, "first_name", invitee.FirstName)
+	setIf(contact, "last_name", invitee.LastName)
+	setIf(contact, "timezone", invitee.Timezone)
+	return contact, canonical.Person{Emails: emails, Phones: phones, Name: strings.TrimSpace(invitee.Name)}
+}
 
+// mapTracking copies the UTM members of payload.tracking into contact and returns the paths of
+// the other non-empty tracking members, which nothing maps.
+func mapTracking(contact map[string]string, tracking map[string]any) []string {
 	var unmapped []string
-	trackingKeys := make([]string, 0, len(p.Tracking))
-	for k := range p.Tracking {
-		trackingKeys = append(trackingKeys, k)
+	trackingKeys := make([]string, 0, len(tracking))
+	for key := range tracking {
+		trackingKeys = append(trackingKeys, key)
 	}
 	sort.Strings(trackingKeys)
-	for _, k := range trackingKeys {
-		s, ok := p.Tracking[k].(string)
-		if !ok || strings.TrimSpace(s) == "" {
+	for _, key := range trackingKeys {
+		value, ok := tracking[key].(string)
+		if !ok || strings.TrimSpace(value) == "" {
 			continue // null or empty tracking values carry nothing
 		}
-		if f, ok := trackingFields[k]; ok {
-			contact[f] = strings.TrimSpace(s)
+		if field, ok := trackingFields[key]; ok {
+			contact[field] = strings.TrimSpace(value)
 		} else {
-			unmapped = append(unmapped, "payload.tracking."+k)
+			unmapped = append(unmapped, "payload.tracking."+key)
 		}
 	}
-	for _, qa := range p.QuestionsAndAnswers {
-		unmapped = append(unmapped, "payload.questions_and_answers["+qa.Question+"]")
+	return unmapped
+}
+
+// unmappedPayload returns the paths of the payload the mapping does not use: every question
+// answered, and every non-null member neither mapped nor deliberately ignored.
+func unmappedPayload(raw json.RawMessage, invitee *payload) []string {
+	var unmapped []string
+	for _, questionAndAnswer := range invitee.QuestionsAndAnswers {
+		unmapped = append(unmapped, "payload.questions_and_answers["+questionAndAnswer.Question+"]")
 	}
 	var members map[string]json.RawMessage
-	_ = json.Unmarshal(d.Payload, &members) // already decoded once as a struct
-	for k, v := range members {
-		if !mappedPayload[k] && !ignoredPayload[k] && string(v) != "null" {
-			unmapped = append(unmapped, "payload."+k)
+	_ = json.Unmarshal(raw, &members) // already decoded once as a struct
+	for key, value := range members {
+		if !mappedPayload[key] && !ignoredPayload[key] && string(value) != "null" {
+			unmapped = append(unmapped, "payload."+key)
 		}
 	}
-	ev.Unmapped = sortedUnique(unmapped)
-	ev.Fields = map[string]map[string]string{"contact": contact}
+	return unmapped
+}
 
-	se := p.ScheduledEvent
-	act := &canonical.Activity{
-		ID:      "meeting:" + se.URI,
+// buildActivity returns the meeting activity (meeting:{scheduled_event.uri}) with the invitee
+// and every host as participants, and the first host that identifies as the event's actor (nil
+// if none does).
+func buildActivity(kind canonical.Kind, status string, invitee *payload, emails []string) (*canonical.Activity, *canonical.Actor) {
+	scheduled := invitee.ScheduledEvent
+	activity := &canonical.Activity{
+		ID:      "meeting:" + scheduled.URI,
 		Type:    "meeting",
 		Status:  status,
-		Subject: se.Name,
-		Attrs:   map[string]string{"invitee": p.URI},
+		Subject: scheduled.Name,
+		Attrs:   map[string]string{"invitee": invitee.URI},
 	}
-	if t, err := time.Parse(time.RFC3339Nano, se.StartTime); err == nil {
-		t = t.UTC()
-		act.StartAt = &t
+	if start, err := time.Parse(time.RFC3339Nano, scheduled.StartTime); err == nil {
+		start = start.UTC()
+		activity.StartAt = &start
 	}
-	if t, err := time.Parse(time.RFC3339Nano, se.EndTime); err == nil {
-		t = t.UTC()
-		act.EndAt = &t
+	if end, err := time.Parse(time.RFC3339Nano, scheduled.EndTime); err == nil {
+		end = end.UTC()
+		activity.EndAt = &end
 	}
-	act.Participants = append(act.Participants, canonical.Participant{Role: "invitee", Email: firstOr(emails, p.Email), Name: p.Name})
-	for _, m := range se.EventMemberships {
-		email := m.UserEmail
-		if e, ok := identity.Email(email); ok {
-			email = e
+	activity.Participants = append(activity.Participants, canonical.Participant{Role: "invitee", Email: firstOr(emails, invitee.Email), Name: invitee.Name})
+	var actor *canonical.Actor
+	for _, membership := range scheduled.EventMemberships {
+		email := membership.UserEmail
+		if normalised, ok := identity.Email(email); ok {
+			email = normalised
 		}
-		act.Participants = append(act.Participants, canonical.Participant{Role: "host", Email: email, Name: m.UserName})
-		if ev.Actor == nil && (email != "" || m.User != "") {
-			ev.Actor = &canonical.Actor{ID: m.User, Email: email, Name: m.UserName, Role: "host", Type: "user"}
+		activity.Participants = append(activity.Participants, canonical.Participant{Role: "host", Email: email, Name: membership.UserName})
+		if actor == nil && (email != "" || membership.User != "") {
+			actor = &canonical.Actor{ID: membership.User, Email: email, Name: membership.UserName, Role: "host", Type: "user"}
 		}
 	}
-	if kind == canonical.KindMeetingScheduled && p.OldInvitee != "" {
-		act.RelatesTo = "invitee:" + p.OldInvitee
-		act.Attrs["old_invitee"] = p.OldInvitee
+	addRescheduleAttrs(activity, kind, invitee)
+	return activity, actor
+}
+
+// addRescheduleAttrs links a rescheduled meeting to the invitee it replaces and records the
+// reschedule and cancellation details Calendly gives.
+func addRescheduleAttrs(activity *canonical.Activity, kind canonical.Kind, invitee *payload) {
+	if kind == canonical.KindMeetingScheduled && invitee.OldInvitee != "" {
+		activity.RelatesTo = "invitee:" + invitee.OldInvitee
+		activity.Attrs["old_invitee"] = invitee.OldInvitee
 	}
-	if p.NewInvitee != "" {
-		act.Attrs["new_invitee"] = p.NewInvitee
+	if invitee.NewInvitee != "" {
+		activity.Attrs["new_invitee"] = invitee.NewInvitee
 	}
-	if p.Rescheduled {
-		act.Attrs["rescheduled"] = "true"
+	if invitee.Rescheduled {
+		activity.Attrs["rescheduled"] = "true"
 	}
-	if c := p.Cancellation; c != nil && c.CancelerType != "" {
-		act.Attrs["canceler_type"] = c.CancelerType
+	if cancellation := invitee.Cancellation; cancellation != nil && cancellation.CancelerType != "" {
+		activity.Attrs["canceler_type"] = cancellation.CancelerType
 	}
-	ev.Activity = act
-	return &connector.Parsed{Events: []canonical.Event{ev}}, nil
 }
 
 func setIf(m map[string]string, k, v string) {

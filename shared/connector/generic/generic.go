@@ -232,170 +232,219 @@ func (*Connector) Parse(req *connector.Request, _ connector.Secret) (*connector.
 	if id == "" {
 		return nil, unusable("missing webhook-id")
 	}
-	var raw map[string]json.RawMessage
-	if err := json.Unmarshal(req.Body, &raw); err != nil || raw == nil {
-		return nil, unusable("body is not a JSON object")
+	body, unmapped, err := readBody(req.Body)
+	if err != nil {
+		return nil, err
 	}
-	var schema string
-	if err := json.Unmarshal(raw["schema"], &schema); err != nil || schema != SchemaV1 {
-		return nil, unusable("unknown schema version")
-	}
-	var b Body
-	dec := json.NewDecoder(bytes.NewReader(req.Body))
-	if err := dec.Decode(&b); err != nil {
-		return nil, unusable("body does not match %s", SchemaV1)
-	}
-	unmapped := unknownKeys(raw)
-
-	occurred, err := time.Parse(time.RFC3339, b.OccurredAt)
+	occurred, err := time.Parse(time.RFC3339, body.OccurredAt)
 	if err != nil {
 		return nil, unusable("occurred_at missing or not RFC3339")
 	}
 
-	ev := canonical.Event{
+	event := newEvent(id, body, occurred, req.Body)
+	contact := map[string]string{}
+	subject, personUnmapped := mapPerson(body.Person, contact)
+	event.Subject = subject
+	event.Unmapped = append(unmapped, personUnmapped...)
+	mapAttribution(body.Attribution, contact)
+
+	var fallback string
+	switch body.Type {
+	case "lead":
+		fallback, err = mapLead(&event, body, contact, id)
+	case "activity":
+		fallback, err = mapActivityEvent(&event, body.Activity, contact)
+	default:
+		err = unusable("type must be lead or activity")
+	}
+	if err != nil {
+		return nil, err
+	}
+	if len(contact) > 0 {
+		event.Fields = map[string]map[string]string{"contact": contact}
+	}
+	event.GroupKey = identity.GroupKey(event.Subject.Emails, event.Subject.Phones, Name, fallback)
+	event.Unmapped = sortedUnique(event.Unmapped)
+	return &connector.Parsed{Events: []canonical.Event{event}}, nil
+}
+
+// readBody decodes a crmsync.generic/v1 body and lists the property paths the v1 mapping does
+// not know.
+func readBody(raw []byte) (*Body, []string, error) {
+	var members map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &members); err != nil || members == nil {
+		return nil, nil, unusable("body is not a JSON object")
+	}
+	var schema string
+	if err := json.Unmarshal(members["schema"], &schema); err != nil || schema != SchemaV1 {
+		return nil, nil, unusable("unknown schema version")
+	}
+	var body Body
+	decoder := json.NewDecoder(bytes.NewReader(raw))
+	if err := decoder.Decode(&body); err != nil {
+		return nil, nil, unusable("body does not match %s", SchemaV1)
+	}
+	return &body, unknownKeys(members), nil
+}
+
+// newEvent returns the event keyed generic:{webhook-id}, without kind, subject or fields.
+func newEvent(id string, body *Body, occurred time.Time, raw []byte) canonical.Event {
+	event := canonical.Event{
 		Key:            "generic:" + id,
 		Source:         Name,
 		OccurredAt:     occurred.UTC(),
 		MappingVersion: MappingVersion,
-		PayloadHash:    canonical.PayloadHash(req.Body),
+		PayloadHash:    canonical.PayloadHash(raw),
 		ExternalIDs:    map[string]string{"webhook_id": id},
 	}
-	if b.ExternalID != "" {
-		ev.ExternalIDs["external_id"] = b.ExternalID
+	if body.ExternalID != "" {
+		event.ExternalIDs["external_id"] = body.ExternalID
 	}
-
-	contact := map[string]string{}
-	if p := b.Person; p != nil {
-		for i, e := range p.Emails {
-			if n, ok := identity.Email(e); ok {
-				ev.Subject.Emails = appendUnique(ev.Subject.Emails, n)
-			} else {
-				unmapped = append(unmapped, fmt.Sprintf("person.emails[%d]", i))
-			}
-		}
-		for i, ph := range p.Phones {
-			if n, ok := identity.Phone(ph); ok {
-				ev.Subject.Phones = appendUnique(ev.Subject.Phones, n)
-			} else {
-				unmapped = append(unmapped, fmt.Sprintf("person.phones[%d]", i))
-			}
-		}
-		ev.Subject.Name = strings.TrimSpace(p.Name)
-		if ev.Subject.Name == "" {
-			ev.Subject.Name = strings.TrimSpace(p.FirstName + " " + p.LastName)
-		}
-		put(contact, "first_name", p.FirstName)
-		put(contact, "last_name", p.LastName)
-		put(contact, "company", p.Company)
-		put(contact, "job_title", p.JobTitle)
-		if len(ev.Subject.Emails) > 0 {
-			contact["email"] = ev.Subject.Emails[0]
-		}
-		if len(ev.Subject.Phones) > 0 {
-			contact["phone"] = ev.Subject.Phones[0]
-		}
-	}
-	if a := b.Attribution; a != nil {
-		put(contact, "lead_source", a.LeadSource)
-		put(contact, "campaign", a.Campaign)
-		put(contact, "utm_source", a.UTMSource)
-		put(contact, "utm_medium", a.UTMMedium)
-		put(contact, "utm_campaign", a.UTMCampaign)
-		put(contact, "utm_term", a.UTMTerm)
-		put(contact, "utm_content", a.UTMContent)
-	}
-
-	fallback := id
-	switch b.Type {
-	case "lead":
-		if len(ev.Subject.Emails) == 0 && len(ev.Subject.Phones) == 0 {
-			return nil, unusable("lead without a valid email or phone")
-		}
-		if b.Activity != nil {
-			unmapped = append(unmapped, "activity")
-		}
-		ev.Kind = canonical.KindLeadSubmitted
-		if contact["lead_source"] == "" {
-			contact["lead_source"] = Name
-		}
-		formID := b.ExternalID
-		if formID == "" {
-			formID = id
-		} else {
-			fallback = b.ExternalID
-		}
-		ev.Activity = &canonical.Activity{
-			ID:           "form:" + formID,
-			Type:         "form",
-			Status:       "submitted",
-			Participants: participants(ev.Subject, "from"),
-		}
-	case "activity":
-		a := b.Activity
-		if a == nil || strings.TrimSpace(a.ID) == "" {
-			return nil, unusable("activity.id missing")
-		}
-		act, kind, err := mapActivity(a)
-		if err != nil {
-			return nil, err
-		}
-		ev.Kind = kind
-		act.Participants = participants(ev.Subject, role(a.Type, a.Direction))
-		ev.Activity = act
-		fallback = act.ID
-		contact["last_activity_at"] = ev.OccurredAt.Format(time.RFC3339)
-	default:
-		return nil, unusable("type must be lead or activity")
-	}
-	if len(contact) > 0 {
-		ev.Fields = map[string]map[string]string{"contact": contact}
-	}
-	ev.GroupKey = identity.GroupKey(ev.Subject.Emails, ev.Subject.Phones, Name, fallback)
-	ev.Unmapped = sortedUnique(unmapped)
-	return &connector.Parsed{Events: []canonical.Event{ev}}, nil
+	return event
 }
 
-func mapActivity(a *Activity) (*canonical.Activity, canonical.Kind, error) {
-	act := &canonical.Activity{
-		Type:        a.Type,
-		Status:      strings.ToLower(strings.TrimSpace(a.Status)),
-		Subject:     a.Subject,
-		Direction:   a.Direction,
-		DurationSec: a.DurationSec,
-		DealID:      a.DealID,
+// mapPerson returns the person a delivery is about (valid emails and phones, normalised and
+// deduplicated, and a name) and fills contact from it; it also lists the emails and phones that
+// did not normalise. A nil person maps to nothing.
+func mapPerson(person *Person, contact map[string]string) (canonical.Person, []string) {
+	var subject canonical.Person
+	if person == nil {
+		return subject, nil
 	}
-	if a.DurationSec < 0 {
+	var unmapped []string
+	for i, email := range person.Emails {
+		if normalised, ok := identity.Email(email); ok {
+			subject.Emails = appendUnique(subject.Emails, normalised)
+		} else {
+			unmapped = append(unmapped, fmt.Sprintf("person.emails[%d]", i))
+		}
+	}
+	for i, phone := range person.Phones {
+		if normalised, ok := identity.Phone(phone); ok {
+			subject.Phones = appendUnique(subject.Phones, normalised)
+		} else {
+			unmapped = append(unmapped, fmt.Sprintf("person.phones[%d]", i))
+		}
+	}
+	subject.Name = strings.TrimSpace(person.Name)
+	if subject.Name == "" {
+		subject.Name = strings.TrimSpace(person.FirstName + " " + person.LastName)
+	}
+	put(contact, "first_name", person.FirstName)
+	put(contact, "last_name", person.LastName)
+	put(contact, "company", person.Company)
+	put(contact, "job_title", person.JobTitle)
+	if len(subject.Emails) > 0 {
+		contact["email"] = subject.Emails[0]
+	}
+	if len(subject.Phones) > 0 {
+		contact["phone"] = subject.Phones[0]
+	}
+	return subject, unmapped
+}
+
+// mapAttribution copies a delivery's non-blank attribution into contact; nil maps to nothing.
+func mapAttribution(attribution *Attribution, contact map[string]string) {
+	if attribution == nil {
+		return
+	}
+	put(contact, "lead_source", attribution.LeadSource)
+	put(contact, "campaign", attribution.Campaign)
+	put(contact, "utm_source", attribution.UTMSource)
+	put(contact, "utm_medium", attribution.UTMMedium)
+	put(contact, "utm_campaign", attribution.UTMCampaign)
+	put(contact, "utm_term", attribution.UTMTerm)
+	put(contact, "utm_content", attribution.UTMContent)
+}
+
+// mapLead makes event a lead.submitted whose activity is the form submission
+// (form:{external_id, else webhook-id}) and returns that form id as the group-key fallback. A
+// lead needs a valid email or phone; an activity sent with it is reported as unmapped.
+func mapLead(event *canonical.Event, body *Body, contact map[string]string, id string) (string, error) {
+	if len(event.Subject.Emails) == 0 && len(event.Subject.Phones) == 0 {
+		return "", unusable("lead without a valid email or phone")
+	}
+	if body.Activity != nil {
+		event.Unmapped = append(event.Unmapped, "activity")
+	}
+	event.Kind = canonical.KindLeadSubmitted
+	if contact["lead_source"] == "" {
+		contact["lead_source"] = Name
+	}
+	formID := body.ExternalID
+	if formID == "" {
+		formID = id
+	}
+	event.Activity = &canonical.Activity{
+		ID:           "form:" + formID,
+		Type:         "form",
+		Status:       "submitted",
+		Participants: participants(event.Subject, "from"),
+	}
+	return formID, nil
+}
+
+// mapActivityEvent gives event the kind and activity of a reported activity, with the subject
+// as participant in the role the activity's type and direction imply, and returns the activity
+// id as the group-key fallback.
+func mapActivityEvent(event *canonical.Event, reported *Activity, contact map[string]string) (string, error) {
+	if reported == nil || strings.TrimSpace(reported.ID) == "" {
+		return "", unusable("activity.id missing")
+	}
+	activity, kind, err := mapActivity(reported)
+	if err != nil {
+		return "", err
+	}
+	event.Kind = kind
+	activity.Participants = participants(event.Subject, role(reported.Type, reported.Direction))
+	event.Activity = activity
+	contact["last_activity_at"] = event.OccurredAt.Format(time.RFC3339)
+	return activity.ID, nil
+}
+
+// mapActivity converts a reported activity to a canonical one (normalised status, times and a
+// typed id such as call:{id}) and returns the event kind it implies.
+func mapActivity(reported *Activity) (*canonical.Activity, canonical.Kind, error) {
+	activity := &canonical.Activity{
+		Type:        reported.Type,
+		Status:      strings.ToLower(strings.TrimSpace(reported.Status)),
+		Subject:     reported.Subject,
+		Direction:   reported.Direction,
+		DurationSec: reported.DurationSec,
+		DealID:      reported.DealID,
+	}
+	if reported.DurationSec < 0 {
 		return nil, "", unusable("activity.duration_sec negative")
 	}
-	if a.Direction != "" && a.Direction != "inbound" && a.Direction != "outbound" {
+	if reported.Direction != "" && reported.Direction != "inbound" && reported.Direction != "outbound" {
 		return nil, "", unusable("activity.direction must be inbound or outbound")
 	}
-	for _, t := range []struct {
+	for _, stamp := range []struct {
 		name string
 		in   string
 		out  **time.Time
-	}{{"start_at", a.StartAt, &act.StartAt}, {"end_at", a.EndAt, &act.EndAt}} {
-		if t.in == "" {
+	}{{"start_at", reported.StartAt, &activity.StartAt}, {"end_at", reported.EndAt, &activity.EndAt}} {
+		if stamp.in == "" {
 			continue
 		}
-		v, err := time.Parse(time.RFC3339, t.in)
+		parsed, err := time.Parse(time.RFC3339, stamp.in)
 		if err != nil {
-			return nil, "", unusable("activity.%s not RFC3339", t.name)
+			return nil, "", unusable("activity.%s not RFC3339", stamp.name)
 		}
-		v = v.UTC()
-		*t.out = &v
+		parsed = parsed.UTC()
+		*stamp.out = &parsed
 	}
-	id := strings.TrimSpace(a.ID)
+	id := strings.TrimSpace(reported.ID)
 	var kind canonical.Kind
-	switch a.Type {
+	switch reported.Type {
 	case "call":
 		kind = canonical.KindCallStatus
 	case "meeting":
 		kind = canonical.KindMeetingScheduled
-		if act.Status == "canceled" || act.Status == "cancelled" {
-			kind, act.Status = canonical.KindMeetingCanceled, "canceled"
-		} else if act.Status == "" {
-			act.Status = "scheduled"
+		if activity.Status == "canceled" || activity.Status == "cancelled" {
+			kind, activity.Status = canonical.KindMeetingCanceled, "canceled"
+		} else if activity.Status == "" {
+			activity.Status = "scheduled"
 		}
 	case "email":
 		// An email id is its Message-Id, normalised as every email source normalises it, so
@@ -404,7 +453,7 @@ func mapActivity(a *Activity) (*canonical.Activity, canonical.Kind, error) {
 		if id == "" {
 			return nil, "", unusable("activity.id missing")
 		}
-		switch a.Direction {
+		switch reported.Direction {
 		case "inbound":
 			kind = canonical.KindEmailReceived
 		case "outbound":
@@ -417,11 +466,11 @@ func mapActivity(a *Activity) (*canonical.Activity, canonical.Kind, error) {
 	default:
 		return nil, "", unusable("activity.type must be call, meeting, email or note")
 	}
-	if !strings.HasPrefix(id, a.Type+":") {
-		id = a.Type + ":" + id
+	if !strings.HasPrefix(id, reported.Type+":") {
+		id = reported.Type + ":" + id
 	}
-	act.ID = id
-	return act, kind, nil
+	activity.ID = id
+	return activity, kind, nil
 }
 
 func role(typ, dir string) string {

@@ -222,35 +222,15 @@ type eventData struct {
 
 // Parse maps one Mailgun event to one email.event.
 func (*Connector) Parse(req *connector.Request, _ connector.Secret) (*connector.Parsed, error) {
-	var body struct {
-		EventData json.RawMessage `json:"event-data"`
+	raw, data, eventName, err := readEventData(req.Body)
+	if err != nil {
+		return nil, err
 	}
-	if err := json.Unmarshal(req.Body, &body); err != nil {
-		return nil, fmt.Errorf("%w: malformed JSON: %v", connector.ErrUnusable, err)
+	message, err := readMessage(data)
+	if err != nil {
+		return nil, err
 	}
-	if len(body.EventData) == 0 || string(body.EventData) == "null" {
-		return nil, fmt.Errorf("%w: no event-data", connector.ErrUnusable)
-	}
-	var ed eventData
-	if err := json.Unmarshal(body.EventData, &ed); err != nil {
-		return nil, fmt.Errorf("%w: malformed event-data: %v", connector.ErrUnusable, err)
-	}
-	event := strings.ToLower(strings.TrimSpace(ed.Event))
-	switch {
-	case ed.ID == "":
-		return nil, fmt.Errorf("%w: no event-data.id", connector.ErrUnusable)
-	case event == "":
-		return nil, fmt.Errorf("%w: no event-data.event", connector.ErrUnusable)
-	}
-	var msgID, from, to, subject string
-	if ed.Message != nil && ed.Message.Headers != nil {
-		h := ed.Message.Headers
-		msgID, from, to, subject = NormalizeMessageID(h.MessageID), h.From, h.To, h.Subject
-	}
-	if msgID == "" {
-		return nil, fmt.Errorf("%w: no event-data.message.headers.message-id", connector.ErrUnusable)
-	}
-	occurred, ok := floatTime(ed.Timestamp)
+	occurred, ok := floatTime(data.Timestamp)
 	if !ok {
 		// Mailgun gave no usable event time; the receipt time is the best available.
 		occurred = req.ReceivedAt.UTC()
@@ -258,74 +238,142 @@ func (*Connector) Parse(req *connector.Request, _ connector.Secret) (*connector.
 	if occurred.IsZero() {
 		return nil, fmt.Errorf("%w: no event time", connector.ErrUnusable)
 	}
+	recipient, emails := recipientOf(data.Recipient, message.to)
 
-	recipient := strings.TrimSpace(ed.Recipient)
+	event := canonical.Event{
+		Key:            "mailgun:" + data.ID,
+		Source:         Name,
+		Kind:           canonical.KindEmailEvent,
+		OccurredAt:     occurred,
+		GroupKey:       identity.GroupKey(emails, nil, Name, message.id),
+		Subject:        canonical.Person{Emails: emails},
+		MappingVersion: MappingVersion,
+		PayloadHash:    canonical.PayloadHash(raw),
+		ExternalIDs:    map[string]string{"event_id": data.ID, "message_id": message.id},
+	}
+	if eventName == "opened" || eventName == "clicked" {
+		// Opens and clicks are the recipient's own activity; delivery outcomes are not.
+		event.Fields = map[string]map[string]string{"contact": {"last_activity_at": occurred.Format(time.RFC3339)}}
+	}
+	event.Activity, event.Actor = buildActivity(data, eventName, message, recipient)
+	event.Unmapped = unmappedMembers(raw)
+	return &connector.Parsed{Events: []canonical.Event{event}}, nil
+}
+
+// readEventData decodes the body's event-data member, checks it has an id and an event, and
+// returns it raw, decoded, and with its event name lower-cased.
+func readEventData(body []byte) (json.RawMessage, *eventData, string, error) {
+	var envelope struct {
+		EventData json.RawMessage `json:"event-data"`
+	}
+	if err := json.Unmarshal(body, &envelope); err != nil {
+		return nil, nil, "", fmt.Errorf("%w: malformed JSON: %v", connector.ErrUnusable, err)
+	}
+	raw := envelope.EventData
+	if len(raw) == 0 || string(raw) == "null" {
+		return nil, nil, "", fmt.Errorf("%w: no event-data", connector.ErrUnusable)
+	}
+	var data eventData
+	if err := json.Unmarshal(raw, &data); err != nil {
+		return nil, nil, "", fmt.Errorf("%w: malformed event-data: %v", connector.ErrUnusable, err)
+	}
+	eventName := strings.ToLower(strings.TrimSpace(data.Event))
+	switch {
+	case data.ID == "":
+		return nil, nil, "", fmt.Errorf("%w: no event-data.id", connector.ErrUnusable)
+	case eventName == "":
+		return nil, nil, "", fmt.Errorf("%w: no event-data.event", connector.ErrUnusable)
+	}
+	return raw, &data, eventName, nil
+}
+
+// message is the email an event concerns, from the event's message headers.
+type message struct {
+	id      string // normalised Message-Id
+	from    string
+	to      string
+	subject string
+}
+
+// readMessage returns the headers of the email an event concerns; an event without a
+// Message-Id is unusable.
+func readMessage(data *eventData) (message, error) {
+	var email message
+	if data.Message != nil && data.Message.Headers != nil {
+		headers := data.Message.Headers
+		email = message{id: NormalizeMessageID(headers.MessageID), from: headers.From, to: headers.To, subject: headers.Subject}
+	}
+	if email.id == "" {
+		return message{}, fmt.Errorf("%w: no event-data.message.headers.message-id", connector.ErrUnusable)
+	}
+	return email, nil
+}
+
+// recipientOf returns the event's recipient (else the message's To), normalised when it is a
+// valid email, and the valid email as the subject's emails.
+func recipientOf(recipient, to string) (string, []string) {
+	recipient = strings.TrimSpace(recipient)
 	if recipient == "" {
 		recipient = to
 	}
 	var emails []string
-	if e, ok := identity.Email(recipient); ok {
-		emails = []string{e}
-		recipient = e
+	if email, ok := identity.Email(recipient); ok {
+		emails = []string{email}
+		recipient = email
 	}
+	return recipient, emails
+}
 
-	ev := canonical.Event{
-		Key:            "mailgun:" + ed.ID,
-		Source:         Name,
-		Kind:           canonical.KindEmailEvent,
-		OccurredAt:     occurred,
-		GroupKey:       identity.GroupKey(emails, nil, Name, msgID),
-		Subject:        canonical.Person{Emails: emails},
-		MappingVersion: MappingVersion,
-		PayloadHash:    canonical.PayloadHash(body.EventData),
-		ExternalIDs:    map[string]string{"event_id": ed.ID, "message_id": msgID},
-	}
-	if event == "opened" || event == "clicked" {
-		// Opens and clicks are the recipient's own activity; delivery outcomes are not.
-		ev.Fields = map[string]map[string]string{"contact": {"last_activity_at": occurred.Format(time.RFC3339)}}
-	}
-	act := &canonical.Activity{
-		ID:        "email:" + msgID,
+// buildActivity returns the outbound email activity (email:{Message-Id}) with the event as its
+// status, sender and recipient as participants and the event's details as attributes, and the
+// sender as actor when the From header is a valid email (else nil).
+func buildActivity(data *eventData, eventName string, email message, recipient string) (*canonical.Activity, *canonical.Actor) {
+	activity := &canonical.Activity{
+		ID:        "email:" + email.id,
 		Type:      "email",
-		Status:    event,
+		Status:    eventName,
 		Direction: "outbound",
-		Subject:   subject,
-		Attrs:     map[string]string{"mailgun_event_id": ed.ID},
+		Subject:   email.subject,
+		Attrs:     map[string]string{"mailgun_event_id": data.ID},
 	}
-	if from != "" {
-		p := canonical.Participant{Role: "from", Email: strings.TrimSpace(from)}
-		if e, ok := identity.Email(from); ok {
-			p.Email = e
-			ev.Actor = &canonical.Actor{Email: e, Role: "sender", Type: "user"}
+	var actor *canonical.Actor
+	if email.from != "" {
+		sender := canonical.Participant{Role: "from", Email: strings.TrimSpace(email.from)}
+		if normalised, ok := identity.Email(email.from); ok {
+			sender.Email = normalised
+			actor = &canonical.Actor{Email: normalised, Role: "sender", Type: "user"}
 		}
-		act.Participants = append(act.Participants, p)
+		activity.Participants = append(activity.Participants, sender)
 	}
 	if recipient != "" {
-		act.Participants = append(act.Participants, canonical.Participant{Role: "to", Email: recipient})
+		activity.Participants = append(activity.Participants, canonical.Participant{Role: "to", Email: recipient})
 	}
-	for k, v := range map[string]string{"severity": ed.Severity, "reason": ed.Reason, "url": ed.URL} {
-		if v = strings.TrimSpace(v); v != "" {
-			act.Attrs[k] = v
+	for attr, value := range map[string]string{"severity": data.Severity, "reason": data.Reason, "url": data.URL} {
+		if value = strings.TrimSpace(value); value != "" {
+			activity.Attrs[attr] = value
 		}
 	}
-	if ds := ed.DeliveryStatus; ds != nil {
-		if c := strings.Trim(strings.TrimSpace(string(ds.Code)), `"`); c != "" && c != "null" {
-			act.Attrs["delivery_status_code"] = c
+	if status := data.DeliveryStatus; status != nil {
+		if code := strings.Trim(strings.TrimSpace(string(status.Code)), `"`); code != "" && code != "null" {
+			activity.Attrs["delivery_status_code"] = code
 		}
 	}
-	ev.Activity = act
+	return activity, actor
+}
 
+// unmappedMembers lists, sorted, the non-null event-data members neither mapped nor
+// deliberately ignored.
+func unmappedMembers(raw json.RawMessage) []string {
 	var members map[string]json.RawMessage
-	_ = json.Unmarshal(body.EventData, &members) // decoded once already as a struct
+	_ = json.Unmarshal(raw, &members) // decoded once already as a struct
 	var unmapped []string
-	for k, v := range members {
-		if !mapped[k] && !ignored[k] && string(v) != "null" {
-			unmapped = append(unmapped, "event-data."+k)
+	for name, value := range members {
+		if !mapped[name] && !ignored[name] && string(value) != "null" {
+			unmapped = append(unmapped, "event-data."+name)
 		}
 	}
 	sort.Strings(unmapped)
-	ev.Unmapped = unmapped
-	return &connector.Parsed{Events: []canonical.Event{ev}}, nil
+	return unmapped
 }
 
 // NormalizeMessageID returns a Message-Id without surrounding whitespace or angle brackets,

@@ -266,177 +266,227 @@ func hasPort(host string) bool {
 // to one call.status event.
 func (*Connector) Parse(req *connector.Request, _ connector.Secret) (*connector.Parsed, error) {
 	var (
-		params  url.Values
-		hashed  []byte
-		extraUn []string
+		params        url.Values
+		hashed        []byte
+		extraUnmapped []string
 	)
 	if isJSON(req.Header("content-type")) || (len(req.Body) > 0 && req.Body[0] == '{') {
-		p, un, err := jsonParams(req.Body)
+		decoded, nested, err := jsonParams(req.Body)
 		if err != nil {
 			return nil, err
 		}
-		params, extraUn, hashed = p, un, req.Body
+		params, extraUnmapped, hashed = decoded, nested, req.Body
 	} else {
-		p, err := url.ParseQuery(string(req.Body))
+		decoded, err := url.ParseQuery(string(req.Body))
 		if err != nil {
 			return nil, fmt.Errorf("%w: malformed form body", connector.ErrUnusable)
 		}
-		params, hashed = p, []byte(p.Encode())
+		params, hashed = decoded, []byte(decoded.Encode())
 	}
-	ev, err := mapCall(params, req.ReceivedAt)
+	event, err := mapCall(params, req.ReceivedAt)
 	if err != nil {
 		return nil, err
 	}
-	ev.PayloadHash = canonical.PayloadHash(hashed)
-	ev.Unmapped = sortedUnique(append(ev.Unmapped, extraUn...))
-	return &connector.Parsed{Events: []canonical.Event{*ev}}, nil
+	event.PayloadHash = canonical.PayloadHash(hashed)
+	event.Unmapped = sortedUnique(append(event.Unmapped, extraUnmapped...))
+	return &connector.Parsed{Events: []canonical.Event{*event}}, nil
 }
 
 // jsonParams flattens a JSON object's scalar members into parameters; nested members are
 // reported as unmapped.
 func jsonParams(body []byte) (url.Values, []string, error) {
-	var obj map[string]json.RawMessage
-	if err := json.Unmarshal(body, &obj); err != nil || obj == nil {
+	var members map[string]json.RawMessage
+	if err := json.Unmarshal(body, &members); err != nil || members == nil {
 		return nil, nil, fmt.Errorf("%w: body is not a JSON object", connector.ErrUnusable)
 	}
 	params := url.Values{}
 	var unmapped []string
-	for k, raw := range obj {
-		var v any
-		dec := json.NewDecoder(strings.NewReader(string(raw)))
-		dec.UseNumber()
-		if err := dec.Decode(&v); err != nil {
+	for name, raw := range members {
+		var value any
+		decoder := json.NewDecoder(strings.NewReader(string(raw)))
+		decoder.UseNumber()
+		if err := decoder.Decode(&value); err != nil {
 			return nil, nil, fmt.Errorf("%w: malformed JSON member", connector.ErrUnusable)
 		}
-		switch x := v.(type) {
+		switch scalar := value.(type) {
 		case string:
-			params.Set(k, x)
+			params.Set(name, scalar)
 		case json.Number:
-			params.Set(k, x.String())
+			params.Set(name, scalar.String())
 		case bool:
-			params.Set(k, strconv.FormatBool(x))
+			params.Set(name, strconv.FormatBool(scalar))
 		case nil:
 		default:
-			unmapped = append(unmapped, k)
+			unmapped = append(unmapped, name)
 		}
 	}
 	return params, unmapped, nil
 }
 
-func mapCall(p url.Values, receivedAt time.Time) (*canonical.Event, error) {
-	callSid := strings.TrimSpace(p.Get("CallSid"))
-	if callSid == "" {
-		return nil, fmt.Errorf("%w: no CallSid", connector.ErrUnusable)
-	}
-	status := strings.ToLower(strings.TrimSpace(p.Get("CallStatus")))
-	seq := strings.TrimSpace(p.Get("SequenceNumber"))
-	var key string
-	switch {
-	case seq != "":
-		key = "twilio:call:" + callSid + ":" + seq
-	case status != "":
-		key = "twilio:call:" + callSid + ":" + status
-	default:
-		return nil, fmt.Errorf("%w: neither SequenceNumber nor CallStatus", connector.ErrUnusable)
-	}
+// callback is what the mapping reads from a status callback's parameters.
+type callback struct {
+	callSid  string
+	status   string // CallStatus, lower-cased
+	sequence string // SequenceNumber
+	key      string // the event key: twilio:call:{CallSid}:{SequenceNumber, else CallStatus}
+	// rawDirection is Twilio's Direction, lower-cased (inbound, outbound-api, outbound-dial...).
+	rawDirection string
+	// direction is "inbound", "outbound" or "" when Twilio's Direction is neither.
+	direction string
+	from, to  string
+	// external is the other party's number: To on outbound calls, else From.
+	external string
+}
 
-	occurred, ok := parseTimestamp(p.Get("Timestamp"))
+// readCallback reads a callback's call, status, sequence and direction, and derives its event
+// key; a callback without CallSid, or with neither SequenceNumber nor CallStatus, is unusable.
+func readCallback(params url.Values) (callback, error) {
+	call := callback{
+		callSid:  strings.TrimSpace(params.Get("CallSid")),
+		status:   strings.ToLower(strings.TrimSpace(params.Get("CallStatus"))),
+		sequence: strings.TrimSpace(params.Get("SequenceNumber")),
+	}
+	if call.callSid == "" {
+		return callback{}, fmt.Errorf("%w: no CallSid", connector.ErrUnusable)
+	}
+	switch {
+	case call.sequence != "":
+		call.key = "twilio:call:" + call.callSid + ":" + call.sequence
+	case call.status != "":
+		call.key = "twilio:call:" + call.callSid + ":" + call.status
+	default:
+		return callback{}, fmt.Errorf("%w: neither SequenceNumber nor CallStatus", connector.ErrUnusable)
+	}
+	call.rawDirection = strings.ToLower(strings.TrimSpace(params.Get("Direction")))
+	call.from, call.to = params.Get("From"), params.Get("To")
+	switch {
+	case call.rawDirection == "inbound":
+		call.direction, call.external = "inbound", call.from
+	case strings.HasPrefix(call.rawDirection, "outbound"):
+		call.direction, call.external = "outbound", call.to
+	default:
+		call.external = call.from
+	}
+	return call, nil
+}
+
+// callTime returns the callback's Timestamp, else when crmsync received it.
+func callTime(timestamp string, receivedAt time.Time) (time.Time, error) {
+	occurred, ok := parseTimestamp(timestamp)
 	if !ok {
 		// Twilio sends Timestamp only with status-callback events; without it the vendor gives
 		// no event time, so the receipt time is the best available.
 		occurred = receivedAt.UTC()
 	}
 	if occurred.IsZero() {
-		return nil, fmt.Errorf("%w: no event time", connector.ErrUnusable)
+		return time.Time{}, fmt.Errorf("%w: no event time", connector.ErrUnusable)
+	}
+	return occurred, nil
+}
+
+// mapCall maps one callback's parameters to a call.status event (without its payload hash).
+func mapCall(params url.Values, receivedAt time.Time) (*canonical.Event, error) {
+	call, err := readCallback(params)
+	if err != nil {
+		return nil, err
+	}
+	occurred, err := callTime(params.Get("Timestamp"), receivedAt)
+	if err != nil {
+		return nil, err
 	}
 
-	rawDir := strings.ToLower(strings.TrimSpace(p.Get("Direction")))
-	from, to := p.Get("From"), p.Get("To")
-	direction, external := "", ""
-	switch {
-	case rawDir == "inbound":
-		direction, external = "inbound", from
-	case strings.HasPrefix(rawDir, "outbound"):
-		direction, external = "outbound", to
-	default:
-		external = from
-	}
-
-	ev := &canonical.Event{
-		Key:            key,
+	event := &canonical.Event{
+		Key:            call.key,
 		Source:         Name,
 		Kind:           canonical.KindCallStatus,
 		OccurredAt:     occurred,
 		MappingVersion: MappingVersion,
-		ExternalIDs:    map[string]string{"call_sid": callSid},
+		ExternalIDs:    map[string]string{"call_sid": call.callSid},
 	}
 	var phones []string
-	if e164, ok := identity.Phone(external); ok {
+	if e164, ok := identity.Phone(call.external); ok {
 		phones = []string{e164}
 	}
-	ev.GroupKey = identity.GroupKey(nil, phones, Name, callSid)
-	ev.Subject = canonical.Person{Phones: phones, Name: strings.TrimSpace(p.Get("CallerName"))}
-	if direction == "outbound" {
-		ev.Subject.Name = "" // CallerName describes From, which is ours on outbound calls
+	event.GroupKey = identity.GroupKey(nil, phones, Name, call.callSid)
+	event.Subject = canonical.Person{Phones: phones, Name: strings.TrimSpace(params.Get("CallerName"))}
+	if call.direction == "outbound" {
+		event.Subject.Name = "" // CallerName describes From, which is ours on outbound calls
 	}
+	event.Fields = map[string]map[string]string{"contact": callContact(call, phones, occurred)}
+	event.Activity = buildActivity(params, call)
+	if parent := params.Get("ParentCallSid"); parent != "" {
+		event.ExternalIDs["parent_call_sid"] = parent
+	}
+	if accountSid := params.Get("AccountSid"); accountSid != "" {
+		event.ExternalIDs["account_sid"] = accountSid
+		event.Actor = &canonical.Actor{ID: "twilio:" + accountSid, Type: "vendor"}
+	}
+	event.Unmapped = unmappedParams(params)
+	return event, nil
+}
 
+// callContact returns the contact fields a callback sets: the activity time, the external
+// party's phone and the call's last status.
+func callContact(call callback, phones []string, occurred time.Time) map[string]string {
 	contact := map[string]string{"last_activity_at": occurred.Format(time.RFC3339)}
 	if len(phones) > 0 {
 		contact["phone"] = phones[0]
 	}
-	if status != "" {
-		contact["last_call_status"] = status
+	if call.status != "" {
+		contact["last_call_status"] = call.status
 	}
-	ev.Fields = map[string]map[string]string{"contact": contact}
+	return contact
+}
 
-	act := &canonical.Activity{
-		ID:        "call:" + callSid,
+// buildActivity returns the call activity (call:{CallSid}) with both parties, the duration and
+// the Twilio details a timeline shows.
+func buildActivity(params url.Values, call callback) *canonical.Activity {
+	activity := &canonical.Activity{
+		ID:        "call:" + call.callSid,
 		Type:      "call",
-		Status:    status,
-		Direction: direction,
+		Status:    call.status,
+		Direction: call.direction,
 		Participants: []canonical.Participant{
-			{Role: "caller", Phone: phoneOrRaw(from)},
-			{Role: "callee", Phone: phoneOrRaw(to)},
+			{Role: "caller", Phone: phoneOrRaw(call.from)},
+			{Role: "callee", Phone: phoneOrRaw(call.to)},
 		},
 		Attrs: map[string]string{},
 	}
-	if d := strings.TrimSpace(p.Get("CallDuration")); d != "" {
-		if n, err := strconv.Atoi(d); err == nil && n >= 0 {
-			act.DurationSec = n
+	if duration := strings.TrimSpace(params.Get("CallDuration")); duration != "" {
+		if seconds, err := strconv.Atoi(duration); err == nil && seconds >= 0 {
+			activity.DurationSec = seconds
 		}
 	}
-	if rawDir != "" {
-		act.Attrs["twilio_direction"] = rawDir
+	if call.rawDirection != "" {
+		activity.Attrs["twilio_direction"] = call.rawDirection
 	}
-	if v := p.Get("AnsweredBy"); v != "" {
-		act.Attrs["answered_by"] = v
+	if value := params.Get("AnsweredBy"); value != "" {
+		activity.Attrs["answered_by"] = value
 	}
-	if v := p.Get("CallbackSource"); v != "" {
-		act.Attrs["callback_source"] = v
+	if value := params.Get("CallbackSource"); value != "" {
+		activity.Attrs["callback_source"] = value
 	}
-	if v := p.Get("ParentCallSid"); v != "" {
-		act.Attrs["parent_call_sid"] = v
-		ev.ExternalIDs["parent_call_sid"] = v
+	if value := params.Get("ParentCallSid"); value != "" {
+		activity.Attrs["parent_call_sid"] = value
 	}
-	if seq != "" {
-		act.Attrs["sequence_number"] = seq
+	if call.sequence != "" {
+		activity.Attrs["sequence_number"] = call.sequence
 	}
-	if len(act.Attrs) == 0 {
-		act.Attrs = nil
+	if len(activity.Attrs) == 0 {
+		activity.Attrs = nil
 	}
-	ev.Activity = act
-	if sid := p.Get("AccountSid"); sid != "" {
-		ev.ExternalIDs["account_sid"] = sid
-		ev.Actor = &canonical.Actor{ID: "twilio:" + sid, Type: "vendor"}
-	}
+	return activity
+}
 
-	for k := range p {
-		if !mapped[k] && !ignored[k] {
-			ev.Unmapped = append(ev.Unmapped, k)
+// unmappedParams lists, sorted, the parameters neither mapped nor deliberately ignored.
+func unmappedParams(params url.Values) []string {
+	var unmapped []string
+	for name := range params {
+		if !mapped[name] && !ignored[name] {
+			unmapped = append(unmapped, name)
 		}
 	}
-	ev.Unmapped = sortedUnique(ev.Unmapped)
-	return ev, nil
+	return sortedUnique(unmapped)
 }
 
 func phoneOrRaw(s string) string {

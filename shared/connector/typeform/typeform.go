@@ -122,26 +122,31 @@ func mac(key string, body []byte) []byte {
 }
 
 type delivery struct {
-	EventID      string `json:"event_id"`
-	EventType    string `json:"event_type"`
-	FormResponse *struct {
-		FormID      string         `json:"form_id"`
-		Token       string         `json:"token"`
-		LandedAt    string         `json:"landed_at"`
-		SubmittedAt string         `json:"submitted_at"`
-		Hidden      map[string]any `json:"hidden"`
-		Definition  struct {
-			ID     string `json:"id"`
-			Title  string `json:"title"`
-			Fields []struct {
-				ID    string `json:"id"`
-				Ref   string `json:"ref"`
-				Type  string `json:"type"`
-				Title string `json:"title"`
-			} `json:"fields"`
-		} `json:"definition"`
-		Answers []answer `json:"answers"`
-	} `json:"form_response"`
+	EventID      string        `json:"event_id"`
+	EventType    string        `json:"event_type"`
+	FormResponse *formResponse `json:"form_response"`
+}
+
+// formResponse is a delivery's form_response member: one person's submission of one form. It
+// aliases an unnamed struct rather than defining a type because JSON decoding errors, which are
+// kept as quarantine reasons, spell out the struct's type.
+type formResponse = struct {
+	FormID      string         `json:"form_id"`
+	Token       string         `json:"token"`
+	LandedAt    string         `json:"landed_at"`
+	SubmittedAt string         `json:"submitted_at"`
+	Hidden      map[string]any `json:"hidden"`
+	Definition  struct {
+		ID     string `json:"id"`
+		Title  string `json:"title"`
+		Fields []struct {
+			ID    string `json:"id"`
+			Ref   string `json:"ref"`
+			Type  string `json:"type"`
+			Title string `json:"title"`
+		} `json:"fields"`
+	} `json:"definition"`
+	Answers []answer `json:"answers"`
 }
 
 type answer struct {
@@ -194,170 +199,244 @@ func normRef(s string) string {
 
 // Parse maps a form_response (or form_response_partial) delivery to one lead.submitted event.
 func (*Connector) Parse(req *connector.Request, _ connector.Secret) (*connector.Parsed, error) {
-	var d delivery
-	if err := json.Unmarshal(req.Body, &d); err != nil {
-		return nil, fmt.Errorf("%w: malformed JSON: %v", connector.ErrUnusable, err)
+	envelope, status, err := readEnvelope(req.Body)
+	if err != nil {
+		return nil, err
+	}
+	response := envelope.FormResponse
+	occurred, err := occurredAt(response, req.ReceivedAt)
+	if err != nil {
+		return nil, err
+	}
+	fields := newResponseFields()
+	// Answers first: what the person typed beats what a link pre-filled.
+	fields.mapAnswers(response.Answers)
+	fields.mapHidden(response.Hidden)
+	fields.contact["lead_source"] = Name
+	fields.contact["last_activity_at"] = occurred.Format(time.RFC3339)
+
+	event := buildEvent(req.Body, envelope, occurred, fields)
+	event.Activity = buildActivity(response, status, event.Subject)
+	return &connector.Parsed{Events: []canonical.Event{event}}, nil
+}
+
+// readEnvelope decodes a delivery, checks it carries a mapped event type, an event_id and a
+// form response with a token, and returns it with the activity status its event type implies.
+func readEnvelope(body []byte) (*delivery, string, error) {
+	var envelope delivery
+	if err := json.Unmarshal(body, &envelope); err != nil {
+		return nil, "", fmt.Errorf("%w: malformed JSON: %v", connector.ErrUnusable, err)
 	}
 	status := ""
-	switch d.EventType {
+	switch envelope.EventType {
 	case EventFormResponse:
 		status = "submitted"
 	case EventFormResponsePartial:
 		status = "partial"
 	default:
-		return nil, fmt.Errorf("%w: unmapped Typeform event type %q", connector.ErrUnusable, d.EventType)
+		return nil, "", fmt.Errorf("%w: unmapped Typeform event type %q", connector.ErrUnusable, envelope.EventType)
 	}
-	fr := d.FormResponse
+	response := envelope.FormResponse
 	switch {
-	case d.EventID == "":
-		return nil, fmt.Errorf("%w: no event_id", connector.ErrUnusable)
-	case fr == nil:
-		return nil, fmt.Errorf("%w: no form_response", connector.ErrUnusable)
-	case fr.Token == "":
-		return nil, fmt.Errorf("%w: no form_response.token", connector.ErrUnusable)
+	case envelope.EventID == "":
+		return nil, "", fmt.Errorf("%w: no event_id", connector.ErrUnusable)
+	case response == nil:
+		return nil, "", fmt.Errorf("%w: no form_response", connector.ErrUnusable)
+	case response.Token == "":
+		return nil, "", fmt.Errorf("%w: no form_response.token", connector.ErrUnusable)
 	}
+	return &envelope, status, nil
+}
 
+// occurredAt returns when the response was submitted, else when its form was opened, else when
+// crmsync received the delivery.
+func occurredAt(response *formResponse, receivedAt time.Time) (time.Time, error) {
 	var occurred time.Time
-	for _, s := range []string{fr.SubmittedAt, fr.LandedAt} {
-		if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
-			occurred = t.UTC()
+	for _, text := range []string{response.SubmittedAt, response.LandedAt} {
+		if parsed, err := time.Parse(time.RFC3339Nano, text); err == nil {
+			occurred = parsed.UTC()
 			break
 		}
 	}
 	if occurred.IsZero() {
 		// Typeform gave no usable time (partial responses may lack submitted_at); the receipt
 		// time is the best available.
-		occurred = req.ReceivedAt.UTC()
+		occurred = receivedAt.UTC()
 	}
 	if occurred.IsZero() {
-		return nil, fmt.Errorf("%w: no event time", connector.ErrUnusable)
+		return time.Time{}, fmt.Errorf("%w: no event time", connector.ErrUnusable)
 	}
+	return occurred, nil
+}
 
-	contact := map[string]string{}
-	account := map[string]string{}
-	var emails, phones, unmapped []string
-	assign := func(target, v string) bool {
-		v = strings.TrimSpace(v)
-		if v == "" {
-			return false
-		}
-		switch target {
-		case "email":
-			e, ok := identity.Email(v)
-			if !ok {
-				return false
-			}
-			emails = append(emails, e)
-			v = e
-		case "phone":
-			p, ok := identity.Phone(v)
-			if !ok {
-				return false
-			}
-			phones = append(phones, p)
-			v = p
-		case "account.domain":
-			dom := domainOf(v)
-			if dom == "" {
-				return false
-			}
-			if _, set := account["domain"]; !set {
-				account["domain"] = dom
-			}
-			return true
-		}
-		if _, set := contact[target]; !set {
-			contact[target] = v
-		}
-		if target == "company" {
-			if _, set := account["name"]; !set {
-				account["name"] = v
-			}
-		}
-		return true
-	}
+// responseFields collects what a response's answers and hidden fields say about the person:
+// contact and account fields, the normalised identities, and the paths nothing mapped.
+type responseFields struct {
+	contact  map[string]string
+	account  map[string]string
+	emails   []string
+	phones   []string
+	unmapped []string
+}
 
-	// Answers first: what the person typed beats what a link pre-filled.
-	for _, a := range fr.Answers {
-		ref := a.Field.Ref
+func newResponseFields() *responseFields {
+	return &responseFields{contact: map[string]string{}, account: map[string]string{}}
+}
+
+// mapAnswers assigns each answer to the field its ref names (or, failing that, its type
+// implies), and records answers that map to nothing as unmapped.
+func (fields *responseFields) mapAnswers(answers []answer) {
+	for _, reply := range answers {
+		ref := reply.Field.Ref
 		if ref == "" {
-			ref = a.Field.ID
+			ref = reply.Field.ID
 		}
-		target := RefFields[normRef(a.Field.Ref)]
+		target := RefFields[normRef(reply.Field.Ref)]
 		if target == "" {
-			switch a.Type {
+			switch reply.Type {
 			case "email":
 				target = "email"
 			case "phone_number":
 				target = "phone"
 			}
 		}
-		if target == "" || !assign(target, a.value()) {
-			unmapped = append(unmapped, "form_response.answers[ref="+ref+"]")
+		if target == "" || !fields.assign(target, reply.value()) {
+			fields.unmapped = append(fields.unmapped, "form_response.answers[ref="+ref+"]")
 		}
 	}
-	hiddenKeys := make([]string, 0, len(fr.Hidden))
-	for k := range fr.Hidden {
-		hiddenKeys = append(hiddenKeys, k)
+}
+
+// mapHidden assigns non-empty hidden fields, in key order, to the field their name names, and
+// records the ones that map to nothing as unmapped.
+func (fields *responseFields) mapHidden(hidden map[string]any) {
+	hiddenKeys := make([]string, 0, len(hidden))
+	for key := range hidden {
+		hiddenKeys = append(hiddenKeys, key)
 	}
 	sort.Strings(hiddenKeys)
-	for _, k := range hiddenKeys {
-		s := scalar(fr.Hidden[k])
-		if s == "" {
+	for _, key := range hiddenKeys {
+		value := scalar(hidden[key])
+		if value == "" {
 			continue // empty hidden fields carry nothing
 		}
-		if target := RefFields[normRef(k)]; target == "" || !assign(target, s) {
-			unmapped = append(unmapped, "form_response.hidden."+k)
+		if target := RefFields[normRef(key)]; target == "" || !fields.assign(target, value) {
+			fields.unmapped = append(fields.unmapped, "form_response.hidden."+key)
 		}
 	}
-	contact["lead_source"] = Name
-	contact["last_activity_at"] = occurred.Format(time.RFC3339)
+}
 
-	ev := canonical.Event{
-		Key:            "typeform:" + d.EventID,
+// assign stores value in target (a contact field, or "account.domain") unless that field is
+// already set, normalising emails, phones and domains; it reports false when value is blank or
+// does not normalise. A company also names the account.
+func (fields *responseFields) assign(target, value string) bool {
+	value = strings.TrimSpace(value)
+	if value == "" {
+		return false
+	}
+	switch target {
+	case "email":
+		email, ok := identity.Email(value)
+		if !ok {
+			return false
+		}
+		fields.emails = append(fields.emails, email)
+		value = email
+	case "phone":
+		phone, ok := identity.Phone(value)
+		if !ok {
+			return false
+		}
+		fields.phones = append(fields.phones, phone)
+		value = phone
+	case "account.domain":
+		domain := domainOf(value)
+		if domain == "" {
+			return false
+		}
+		setOnce(fields.account, "domain", domain)
+		return true
+	}
+	setOnce(fields.contact, target, value)
+	if target == "company" {
+		setOnce(fields.account, "name", value)
+	}
+	return true
+}
+
+// setOnce sets fields[key] to value unless the key is already set.
+func setOnce(fields map[string]string, key, value string) {
+	if _, set := fields[key]; !set {
+		fields[key] = value
+	}
+}
+
+// buildSubject names the person the response is about: every distinct email and phone, and the
+// first and last name answered.
+func buildSubject(fields *responseFields) canonical.Person {
+	subject := canonical.Person{Emails: uniq(fields.emails), Phones: uniq(fields.phones)}
+	if first, last := fields.contact["first_name"], fields.contact["last_name"]; first != "" || last != "" {
+		subject.Name = strings.TrimSpace(first + " " + last)
+	}
+	return subject
+}
+
+// buildEvent assembles the lead.submitted event (without its activity) from the envelope and
+// the mapped fields.
+func buildEvent(body []byte, envelope *delivery, occurred time.Time, fields *responseFields) canonical.Event {
+	response := envelope.FormResponse
+	event := canonical.Event{
+		Key:            "typeform:" + envelope.EventID,
 		Source:         Name,
 		Kind:           canonical.KindLeadSubmitted,
 		OccurredAt:     occurred,
-		GroupKey:       identity.GroupKey(emails, phones, Name, fr.Token),
-		Subject:        canonical.Person{Emails: uniq(emails), Phones: uniq(phones)},
-		Fields:         map[string]map[string]string{"contact": contact},
+		GroupKey:       identity.GroupKey(fields.emails, fields.phones, Name, response.Token),
+		Subject:        buildSubject(fields),
+		Fields:         map[string]map[string]string{"contact": fields.contact},
 		MappingVersion: MappingVersion,
-		PayloadHash:    canonical.PayloadHash(req.Body),
-		ExternalIDs:    map[string]string{"event_id": d.EventID, "response_token": fr.Token},
-		Unmapped:       sortedUnique(unmapped),
+		PayloadHash:    canonical.PayloadHash(body),
+		ExternalIDs:    map[string]string{"event_id": envelope.EventID, "response_token": response.Token},
+		Unmapped:       sortedUnique(fields.unmapped),
 	}
-	if first, last := contact["first_name"], contact["last_name"]; first != "" || last != "" {
-		ev.Subject.Name = strings.TrimSpace(first + " " + last)
+	if len(fields.account) > 0 {
+		event.Fields["account"] = fields.account
 	}
-	if len(account) > 0 {
-		ev.Fields["account"] = account
+	if formID := formIDOf(response); formID != "" {
+		event.ExternalIDs["form_id"] = formID
 	}
-	formID := fr.FormID
-	if formID == "" {
-		formID = fr.Definition.ID
+	return event
+}
+
+// formIDOf returns the response's form id, falling back to its form definition's id.
+func formIDOf(response *formResponse) string {
+	if response.FormID != "" {
+		return response.FormID
 	}
-	act := &canonical.Activity{
-		ID:      "form:" + fr.Token,
+	return response.Definition.ID
+}
+
+// buildActivity returns the submission activity (form:{token}) with the subject, when it has an
+// email or phone, as the "from" participant.
+func buildActivity(response *formResponse, status string, subject canonical.Person) *canonical.Activity {
+	activity := &canonical.Activity{
+		ID:      "form:" + response.Token,
 		Type:    "form",
 		Status:  status,
-		Subject: fr.Definition.Title,
+		Subject: response.Definition.Title,
 	}
-	if formID != "" {
-		ev.ExternalIDs["form_id"] = formID
-		act.Attrs = map[string]string{"form_id": formID}
+	if formID := formIDOf(response); formID != "" {
+		activity.Attrs = map[string]string{"form_id": formID}
 	}
-	if len(ev.Subject.Emails) > 0 || len(ev.Subject.Phones) > 0 {
-		p := canonical.Participant{Role: "from", Name: ev.Subject.Name}
-		if len(ev.Subject.Emails) > 0 {
-			p.Email = ev.Subject.Emails[0]
+	if len(subject.Emails) > 0 || len(subject.Phones) > 0 {
+		participant := canonical.Participant{Role: "from", Name: subject.Name}
+		if len(subject.Emails) > 0 {
+			participant.Email = subject.Emails[0]
 		}
-		if len(ev.Subject.Phones) > 0 {
-			p.Phone = ev.Subject.Phones[0]
+		if len(subject.Phones) > 0 {
+			participant.Phone = subject.Phones[0]
 		}
-		act.Participants = []canonical.Participant{p}
+		activity.Participants = []canonical.Participant{participant}
 	}
-	ev.Activity = act
-	return &connector.Parsed{Events: []canonical.Event{ev}}, nil
+	return activity
 }
 
 // scalar renders a hidden-field value (Typeform sends strings) as text.
