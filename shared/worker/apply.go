@@ -5,9 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strconv"
+	"sync"
 	"time"
 
+	"github.com/aws/aws-lambda-go/events"
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/feature/dynamodb/attributevalue"
 	"github.com/aws/aws-sdk-go-v2/feature/dynamodb/expression"
@@ -15,14 +16,21 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 
 	"github.com/crmsync/crmsync/shared/canonical"
-	"github.com/crmsync/crmsync/shared/connector"
 	"github.com/crmsync/crmsync/shared/emf"
 	"github.com/crmsync/crmsync/shared/store"
 )
 
+// applier owns applying events: the SQS batch handler and, per event, the ledger check,
+// hydration, the plan and the one transaction that writes it (re-read and re-decided after a
+// conflict), and the ledger writes of rejected and flagged deliveries.
+type applier struct {
+	*deps
+	reader reader
+}
+
 // Result is what applying one event did.
 type Result struct {
-	// Key and Source identify the event (empty when the body had no readable key).
+	// Key identifies the event (empty when the body had no readable key).
 	Key string `json:"key,omitempty"`
 	// Source is the event's source.
 	Source string `json:"source,omitempty"`
@@ -35,7 +43,7 @@ type Result struct {
 	Duplicate bool `json:"duplicate,omitempty"`
 	// Flagged is set when the key was known with a different payload hash (not applied).
 	Flagged bool `json:"flagged,omitempty"`
-	// ContactID and ActivityID are the contact and activity the event touched.
+	// ContactID is the contact the event touched.
 	ContactID string `json:"contact_id,omitempty"`
 	// ActivityID is the activity the event merged into.
 	ActivityID string `json:"activity_id,omitempty"`
@@ -43,14 +51,85 @@ type Result struct {
 	Attempts int `json:"attempts,omitempty"`
 }
 
-// rerun is a forced re-run request.
-type rerun struct {
+// rerunRequest is a forced re-run request: who asked and why.
+type rerunRequest struct {
 	by, why string
 }
 
-// ApplyBody decodes an SQS message body and applies it. An error means a transient failure
-// (retry); an invalid body is recorded REJECTED when its key can be read, and acknowledged.
-func (w *Worker) ApplyBody(ctx context.Context, body []byte) (Result, error) {
+// groupAttr is the SQS system attribute naming a FIFO message's group.
+const groupAttr = "MessageGroupId"
+
+// handleBatch applies one SQS batch (see Worker.Handle): message groups run concurrently, the
+// messages of one group in order, and a failed message fails the rest of its group.
+func (a *applier) handleBatch(ctx context.Context, batch events.SQSEvent) events.SQSEventResponse {
+	failed := make([]bool, len(batch.Records))
+	slots := make(chan struct{}, a.cfg.Concurrency)
+	var wg sync.WaitGroup
+	for _, group := range messageGroups(batch.Records) {
+		wg.Add(1)
+		slots <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-slots }()
+			broken := false
+			for _, i := range group {
+				if broken {
+					failed[i] = true
+					continue
+				}
+				if err := a.handleMessage(ctx, batch.Records[i]); err != nil {
+					failed[i], broken = true, true
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	var response events.SQSEventResponse
+	for i, isFailed := range failed {
+		if isFailed {
+			response.BatchItemFailures = append(response.BatchItemFailures, events.SQSBatchItemFailure{ItemIdentifier: batch.Records[i].MessageId})
+		}
+	}
+	return response
+}
+
+// messageGroups returns the indexes of a batch's messages by FIFO message group, groups in order
+// of first appearance and messages in batch order. A message without a group is a group of its
+// own.
+func messageGroups(messages []events.SQSMessage) [][]int {
+	var order []string
+	groups := map[string][]int{}
+	for i, message := range messages {
+		group := message.Attributes[groupAttr]
+		if group == "" {
+			group = "\x00" + message.MessageId // no group: the message orders nothing else
+		}
+		if _, seen := groups[group]; !seen {
+			order = append(order, group)
+		}
+		groups[group] = append(groups[group], i)
+	}
+	out := make([][]int, 0, len(order))
+	for _, group := range order {
+		out = append(out, groups[group])
+	}
+	return out
+}
+
+// handleMessage applies one SQS message (see Worker.HandleMessage).
+func (a *applier) handleMessage(ctx context.Context, message events.SQSMessage) error {
+	res, err := a.applyBody(ctx, []byte(message.Body))
+	if err != nil {
+		a.log.WarnContext(ctx, "transient failure; message will be retried", "message_id", message.MessageId,
+			"key", res.Key, "error", err.Error())
+		a.metrics.Emit(map[string]string{"Connector": res.Source, "Outcome": "RETRY"}, emf.Metric{Name: "Processed", Value: 1, Unit: emf.Count})
+		return err
+	}
+	return nil
+}
+
+// applyBody decodes an SQS message body and applies it (see Worker.ApplyBody).
+func (a *applier) applyBody(ctx context.Context, body []byte) (Result, error) {
 	ev, err := canonical.Unmarshal(body)
 	if err != nil {
 		var partial struct {
@@ -63,106 +142,140 @@ func (w *Worker) ApplyBody(ctx context.Context, body []byte) (Result, error) {
 		}{&partial.Key, &partial.Source, &partial.PayloadHash})
 		res := Result{Key: partial.Key, Source: partial.Source}
 		if partial.Key == "" {
-			w.log.ErrorContext(ctx, "invalid canonical event without a key; acknowledged", "error", err.Error())
-			w.emitOutcome(res.Source, "INVALID", nil)
+			a.log.ErrorContext(ctx, "invalid canonical event without a key; acknowledged", "error", err.Error())
+			a.emitOutcome(res.Source, "INVALID", nil)
 			return res, nil
 		}
 		stub := &canonical.Event{Key: partial.Key, Source: partial.Source, PayloadHash: partial.PayloadHash}
-		return w.reject(ctx, stub, err.Error())
+		return a.reject(ctx, stub, err.Error())
 	}
-	return w.Apply(ctx, ev)
+	return a.applyEvent(ctx, ev)
 }
 
-// Apply applies one canonical event exactly once. A thin notification is hydrated in place (ev is
-// modified). An error means a transient failure; the caller retries. Permanent failures are
-// recorded REJECTED and return a nil error.
-func (w *Worker) Apply(ctx context.Context, ev *canonical.Event) (Result, error) {
-	res, err := w.apply(ctx, ev, nil)
+// applyEvent applies one event and records a permanent failure as REJECTED (see Worker.Apply).
+func (a *applier) applyEvent(ctx context.Context, ev *canonical.Event) (Result, error) {
+	res, err := a.apply(ctx, ev, nil)
 	if err != nil && IsPermanent(err) {
-		return w.reject(ctx, ev, err.Error())
+		return a.reject(ctx, ev, err.Error())
 	}
 	return res, err
 }
 
-func (w *Worker) apply(ctx context.Context, ev *canonical.Event, rr *rerun) (Result, error) {
+// apply runs the per-event pipeline until the event is written or settled: read the ledger,
+// check it, hydrate once, plan, and write the plan in one transaction; a canceled transaction
+// is re-read and re-decided (bounded attempts). rerun is set for a forced re-run.
+func (a *applier) apply(ctx context.Context, ev *canonical.Event, rerun *rerunRequest) (Result, error) {
 	res := Result{Key: ev.Key, Source: ev.Source}
 	hydrated := ev.Kind != canonical.KindNotification
 	for attempt := 1; ; attempt++ {
 		res.Attempts = attempt
-		now := w.now()
-		led, err := w.getLedger(ctx, ev.Key)
+		now := a.now()
+		ledger, err := a.getLedger(ctx, ev.Key)
 		if err != nil {
 			return res, err
 		}
-		if rr == nil && led != nil {
-			if led.PayloadHash != ev.PayloadHash {
-				res.Flagged = true
-				return res, w.flag(ctx, ev, led)
-			}
-			if led.Duplicate(ev.PayloadHash, now) {
-				res.Duplicate = true
-				w.log.InfoContext(ctx, "duplicate acknowledged", "key", ev.Key, "outcome", led.Outcome)
-				w.emitOutcome(ev.Source, "DUPLICATE", nil)
-				return res, nil
-			}
-		}
-		if rr != nil && led == nil {
-			return res, permanent("no ledger item for %s", ev.Key)
+		if settled, err := a.checkLedger(ctx, ev, ledger, rerun, now, &res); settled || err != nil {
+			return res, err
 		}
 		if !hydrated {
-			if err := w.hydrate(ctx, ev); err != nil {
+			if err := a.hydrate(ctx, ev); err != nil {
 				return res, err
 			}
 			hydrated = true
 		}
-
-		p, err := w.plan(ctx, ev, now, led, rr)
+		planned, items, err := a.planTransaction(ctx, ev, now, ledger, rerun, attempt)
 		if err != nil {
 			return res, err
 		}
-		p.ledger.Attempts = attempt
-		items, err := p.transaction(w)
-		if err != nil {
-			return res, err
-		}
-		_, err = w.ddb.TransactWriteItems(ctx, &dynamodb.TransactWriteItemsInput{TransactItems: items})
+		_, err = a.ddb.TransactWriteItems(ctx, &dynamodb.TransactWriteItemsInput{TransactItems: items})
 		if err == nil {
-			res.Outcome, res.Reason = p.ledger.Outcome, p.ledger.Reason
-			res.ContactID, res.ActivityID = p.ledger.ContactID, p.ledger.ActivityID
-			w.emitOutcome(ev.Source, res.Outcome, ev)
-			if attempt > 1 {
-				w.metrics.Emit(map[string]string{"Connector": ev.Source}, emf.Metric{Name: "Retries", Value: float64(attempt - 1), Unit: emf.Count})
-			}
-			w.log.InfoContext(ctx, "event applied", "key", ev.Key, "outcome", res.Outcome, "attempts", attempt,
-				"contact", res.ContactID, "writes", len(items))
+			a.recordApplied(ctx, ev, planned, attempt, len(items), &res)
 			return res, nil
 		}
-		ledgerFailed, conflict := cancellation(err)
-		if !conflict {
-			return res, fmt.Errorf("transact write: %w", err)
-		}
-		w.metrics.Emit(map[string]string{"Connector": ev.Source, "Kind": "version"}, emf.Metric{Name: "Conflicts", Value: 1, Unit: emf.Count})
-		w.log.InfoContext(ctx, "transaction canceled; re-reading", "key", ev.Key, "attempt", attempt, "ledger", ledgerFailed)
-		if attempt >= w.cfg.MaxAttempts {
-			return res, fmt.Errorf("gave up after %d conflicting attempts: %w", attempt, err)
-		}
-		if !ledgerFailed { // a ledger conflict is settled by the next read: no need to wait
-			if err := w.sleep(ctx, backoff(attempt)); err != nil {
-				return res, err
-			}
+		if err := a.awaitRetry(ctx, ev, attempt, err); err != nil {
+			return res, err
 		}
 	}
+}
+
+// checkLedger settles an event its ledger item already answers for: a known key with another
+// payload is flagged, a duplicate inside its dedup window is acknowledged, and a forced re-run
+// needs a ledger item. It reports whether the event is settled (nothing more to do).
+func (a *applier) checkLedger(ctx context.Context, ev *canonical.Event, ledger *store.LedgerItem, rerun *rerunRequest,
+	now time.Time, res *Result) (bool, error) {
+	if rerun == nil && ledger != nil {
+		if ledger.PayloadHash != ev.PayloadHash {
+			res.Flagged = true
+			return true, a.flag(ctx, ev, ledger)
+		}
+		if ledger.Duplicate(ev.PayloadHash, now) {
+			res.Duplicate = true
+			a.log.InfoContext(ctx, "duplicate acknowledged", "key", ev.Key, "outcome", ledger.Outcome)
+			a.emitOutcome(ev.Source, "DUPLICATE", nil)
+			return true, nil
+		}
+	}
+	if rerun != nil && ledger == nil {
+		return false, permanent("no ledger item for %s", ev.Key)
+	}
+	return false, nil
+}
+
+// planTransaction plans the event against what is stored now and builds the transaction that
+// writes the plan.
+func (a *applier) planTransaction(ctx context.Context, ev *canonical.Event, now time.Time, ledger *store.LedgerItem,
+	rerun *rerunRequest, attempt int) (*plan, []types.TransactWriteItem, error) {
+	planned, err := a.plan(ctx, ev, now, ledger, rerun)
+	if err != nil {
+		return nil, nil, err
+	}
+	planned.ledger.Attempts = attempt
+	items, err := planned.transaction(a.deps)
+	if err != nil {
+		return nil, nil, err
+	}
+	return planned, items, nil
+}
+
+// recordApplied reports a written plan in res, the metrics and the log.
+func (a *applier) recordApplied(ctx context.Context, ev *canonical.Event, written *plan, attempt, writes int, res *Result) {
+	res.Outcome, res.Reason = written.ledger.Outcome, written.ledger.Reason
+	res.ContactID, res.ActivityID = written.ledger.ContactID, written.ledger.ActivityID
+	a.emitOutcome(ev.Source, res.Outcome, ev)
+	if attempt > 1 {
+		a.metrics.Emit(map[string]string{"Connector": ev.Source}, emf.Metric{Name: "Retries", Value: float64(attempt - 1), Unit: emf.Count})
+	}
+	a.log.InfoContext(ctx, "event applied", "key", ev.Key, "outcome", res.Outcome, "attempts", attempt,
+		"contact", res.ContactID, "writes", writes)
+}
+
+// awaitRetry decides what a failed transaction means: nil when the event is to be re-read and
+// re-decided (after a jittered wait unless the ledger condition failed), else the error to
+// return (not a conflict, attempts exhausted, or the context ended).
+func (a *applier) awaitRetry(ctx context.Context, ev *canonical.Event, attempt int, txErr error) error {
+	ledgerFailed, conflict := cancellation(txErr)
+	if !conflict {
+		return fmt.Errorf("transact write: %w", txErr)
+	}
+	a.metrics.Emit(map[string]string{"Connector": ev.Source, "Kind": "version"}, emf.Metric{Name: "Conflicts", Value: 1, Unit: emf.Count})
+	a.log.InfoContext(ctx, "transaction canceled; re-reading", "key", ev.Key, "attempt", attempt, "ledger", ledgerFailed)
+	if attempt >= a.cfg.MaxAttempts {
+		return fmt.Errorf("gave up after %d conflicting attempts: %w", attempt, txErr)
+	}
+	if !ledgerFailed { // a ledger conflict is settled by the next read: no need to wait
+		return a.sleep(ctx, backoff(attempt))
+	}
+	return nil
 }
 
 // cancellation classifies a TransactWriteItems error: whether the ledger item's condition failed,
 // and whether the error is a conflict worth re-reading for (a failed condition or a concurrent
 // transaction).
 func cancellation(err error) (ledgerFailed, conflict bool) {
-	var tce *types.TransactionCanceledException
-	if errors.As(err, &tce) {
-		for i, r := range tce.CancellationReasons {
-			code := aws.ToString(r.Code)
-			switch code {
+	var canceled *types.TransactionCanceledException
+	if errors.As(err, &canceled) {
+		for i, reason := range canceled.CancellationReasons {
+			switch aws.ToString(reason.Code) {
 			case "ConditionalCheckFailed":
 				conflict = true
 				if i == 0 {
@@ -172,57 +285,38 @@ func cancellation(err error) (ledgerFailed, conflict bool) {
 				conflict = true
 			}
 		}
-		if len(tce.CancellationReasons) == 0 {
+		if len(canceled.CancellationReasons) == 0 {
 			conflict = true
 		}
 		return ledgerFailed, conflict
 	}
-	var tcx *types.TransactionConflictException
-	if errors.As(err, &tcx) {
+	var concurrent *types.TransactionConflictException
+	if errors.As(err, &concurrent) {
 		return false, true
 	}
 	return false, false
 }
 
-func (w *Worker) emitOutcome(source, outcome string, ev *canonical.Event) {
-	ms := []emf.Metric{{Name: "Processed", Value: 1, Unit: emf.Count}}
+// emitOutcome emits the Processed metric of one event (and its lag when it was written).
+func (a *applier) emitOutcome(source, outcome string, ev *canonical.Event) {
+	metrics := []emf.Metric{{Name: "Processed", Value: 1, Unit: emf.Count}}
 	if ev != nil && (outcome == store.Applied || outcome == store.Noop) && !ev.OccurredAt.IsZero() {
-		ms = append(ms, emf.Metric{Name: "LagMs", Value: float64(w.now().Sub(ev.OccurredAt).Milliseconds()), Unit: emf.Milliseconds})
+		metrics = append(metrics, emf.Metric{Name: "LagMs", Value: float64(a.now().Sub(ev.OccurredAt).Milliseconds()), Unit: emf.Milliseconds})
 	}
-	w.metrics.Emit(map[string]string{"Connector": source, "Outcome": outcome}, ms...)
-}
-
-// getLedger reads an event's ledger item with a strongly consistent read; nil when absent.
-func (w *Worker) getLedger(ctx context.Context, key string) (*store.LedgerItem, error) {
-	out, err := w.ddb.GetItem(ctx, &dynamodb.GetItemInput{
-		TableName:      aws.String(w.cfg.LedgerTable),
-		Key:            map[string]types.AttributeValue{"pk": &types.AttributeValueMemberS{Value: key}},
-		ConsistentRead: aws.Bool(true),
-	})
-	if err != nil {
-		return nil, fmt.Errorf("read ledger: %w", err)
-	}
-	if len(out.Item) == 0 {
-		return nil, nil
-	}
-	var it store.LedgerItem
-	if err := attributevalue.UnmarshalMap(out.Item, &it); err != nil {
-		return nil, fmt.Errorf("decode ledger item: %w", err)
-	}
-	return &it, nil
+	a.metrics.Emit(map[string]string{"Connector": source, "Outcome": outcome}, metrics...)
 }
 
 // flag marks a ledger item whose key arrived again with a different payload hash.
-func (w *Worker) flag(ctx context.Context, ev *canonical.Event, led *store.LedgerItem) error {
-	upd := expression.Set(expression.Name("flagged"), expression.Value(true)).
+func (a *applier) flag(ctx context.Context, ev *canonical.Event, ledger *store.LedgerItem) error {
+	update := expression.Set(expression.Name("flagged"), expression.Value(true)).
 		Set(expression.Name("conflicting_payload"), expression.Value(ev.PayloadHash)).
 		Add(expression.Name("conflicts"), expression.Value(1))
-	expr, err := expression.NewBuilder().WithUpdate(upd).WithCondition(expression.AttributeExists(expression.Name("pk"))).Build()
+	expr, err := expression.NewBuilder().WithUpdate(update).WithCondition(expression.AttributeExists(expression.Name("pk"))).Build()
 	if err != nil {
 		return err
 	}
-	_, err = w.ddb.UpdateItem(ctx, &dynamodb.UpdateItemInput{
-		TableName:                 aws.String(w.cfg.LedgerTable),
+	_, err = a.ddb.UpdateItem(ctx, &dynamodb.UpdateItemInput{
+		TableName:                 aws.String(a.cfg.LedgerTable),
 		Key:                       map[string]types.AttributeValue{"pk": &types.AttributeValueMemberS{Value: ev.Key}},
 		UpdateExpression:          expr.Update(),
 		ConditionExpression:       expr.Condition(),
@@ -232,100 +326,37 @@ func (w *Worker) flag(ctx context.Context, ev *canonical.Event, led *store.Ledge
 	if err != nil {
 		return fmt.Errorf("flag conflicting payload: %w", err)
 	}
-	w.log.WarnContext(ctx, "same key, different payload: flagged, not applied", "key", ev.Key,
-		"ledger_outcome", led.Outcome)
-	w.metrics.Emit(map[string]string{"Connector": ev.Source, "Kind": "payload"}, emf.Metric{Name: "Conflicts", Value: 1, Unit: emf.Count})
-	return nil
-}
-
-// hydrate fills in a thin notification through its source's hydrator.
-func (w *Worker) hydrate(ctx context.Context, ev *canonical.Event) error {
-	h, ok := w.cfg.Hydrators[ev.Source]
-	if !ok || h.Hydrator == nil {
-		return permanent("no hydrator for source %q", ev.Source)
-	}
-	var sec connector.Secret
-	if h.SecretID != "" {
-		if w.cfg.Secrets == nil {
-			return permanent("no secret source configured for %q", ev.Source)
-		}
-		s, err := w.cfg.Secrets.Get(ctx, h.SecretID)
-		if err != nil {
-			return fmt.Errorf("read %s secret: %w", ev.Source, err)
-		}
-		sec = s
-	}
-	err := h.Hydrator.Hydrate(ctx, ev, sec, h.API)
-	switch {
-	case err == nil:
-	case errors.Is(err, connector.ErrNotFound), errors.Is(err, connector.ErrUnusable):
-		return permanent("hydrate: %v", err)
-	default:
-		return fmt.Errorf("hydrate: %w", err) // ErrTransient and anything unexpected: retry
-	}
-	if ev.Kind == canonical.KindNotification {
-		return permanent("hydrate left %s a notification", ev.Key)
-	}
-	if err := ev.Validate(); err != nil {
-		return permanent("hydrated event: %v", err)
-	}
+	a.log.WarnContext(ctx, "same key, different payload: flagged, not applied", "key", ev.Key,
+		"ledger_outcome", ledger.Outcome)
+	a.metrics.Emit(map[string]string{"Connector": ev.Source, "Kind": "payload"}, emf.Metric{Name: "Conflicts", Value: 1, Unit: emf.Count})
 	return nil
 }
 
 // reject records a permanent failure in the ledger (outcome REJECTED) and acknowledges it. A
 // transient failure to write it is returned (the message is retried).
-func (w *Worker) reject(ctx context.Context, ev *canonical.Event, reason string) (Result, error) {
+func (a *applier) reject(ctx context.Context, ev *canonical.Event, reason string) (Result, error) {
 	res := Result{Key: ev.Key, Source: ev.Source, Outcome: store.Rejected, Reason: reason}
-	now := w.now()
-	it := w.ledgerItem(ev, now)
-	it.Outcome, it.Reason = store.Rejected, reason
+	now := a.now()
+	ledger := a.ledgerItem(ev, now)
+	ledger.Outcome, ledger.Reason = store.Rejected, reason
 	if ev.Validate() != nil {
-		it.Event = "" // not a usable event: keep only what identifies it
-		it.GroupKey, it.OccurredAt = "", ""
+		ledger.Event = "" // not a usable event: keep only what identifies it
+		ledger.GroupKey, ledger.OccurredAt = "", ""
 	}
-	av, err := attributevalue.MarshalMap(it)
+	attrs, err := attributevalue.MarshalMap(ledger)
 	if err != nil {
 		return res, err
 	}
 	cond, vals := ledgerCondition(now)
-	_, err = w.ddb.PutItem(ctx, &dynamodb.PutItemInput{
-		TableName: aws.String(w.cfg.LedgerTable), Item: av,
+	_, err = a.ddb.PutItem(ctx, &dynamodb.PutItemInput{
+		TableName: aws.String(a.cfg.LedgerTable), Item: attrs,
 		ConditionExpression: aws.String(cond), ExpressionAttributeValues: vals,
 	})
-	var ccf *types.ConditionalCheckFailedException
-	if err != nil && !errors.As(err, &ccf) {
+	var conditionFailed *types.ConditionalCheckFailedException
+	if err != nil && !errors.As(err, &conditionFailed) {
 		return res, fmt.Errorf("record rejection: %w", err)
 	}
-	w.log.WarnContext(ctx, "event rejected", "key", ev.Key, "source", ev.Source, "reason", reason)
-	w.emitOutcome(ev.Source, store.Rejected, nil)
+	a.log.WarnContext(ctx, "event rejected", "key", ev.Key, "source", ev.Source, "reason", reason)
+	a.emitOutcome(ev.Source, store.Rejected, nil)
 	return res, nil
-}
-
-// ledgerCondition is the ledger Put's condition: absent, or its dedup window is over.
-func ledgerCondition(now time.Time) (string, map[string]types.AttributeValue) {
-	return "attribute_not_exists(pk) OR dedup_until < :now", map[string]types.AttributeValue{
-		":now": &types.AttributeValueMemberN{Value: strconv.FormatInt(now.UnixMilli(), 10)},
-	}
-}
-
-// ledgerItem returns the ledger item for an event recorded at now (outcome to be filled in).
-func (w *Worker) ledgerItem(ev *canonical.Event, now time.Time) *store.LedgerItem {
-	win, forever := w.cfg.Policy.DedupWindow(ev.Source)
-	until := now.Add(win).UnixMilli()
-	if forever {
-		until = store.ForeverMillis
-	}
-	body, _ := ev.Marshal()
-	return &store.LedgerItem{
-		Key: ev.Key, PayloadHash: ev.PayloadHash, DedupUntil: until, DedupForever: forever,
-		ExpiresAt:      now.Add(time.Duration(w.cfg.RetentionDays) * 24 * time.Hour).Unix(),
-		GroupKey:       ev.GroupKey,
-		OccurredAt:     store.FormatTime(ev.OccurredAt),
-		Source:         ev.Source,
-		RecordedAt:     store.FormatTime(now),
-		Event:          string(body),
-		PolicyVersion:  w.cfg.Policy.Version(),
-		MappingVersion: ev.MappingVersion,
-		Unmapped:       ev.Unmapped,
-	}
 }

@@ -2,7 +2,6 @@ package worker
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"slices"
 	"sort"
@@ -10,18 +9,11 @@ import (
 	"strings"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/feature/dynamodb/attributevalue"
-	"github.com/aws/aws-sdk-go-v2/feature/dynamodb/expression"
-	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
-	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
-
 	"github.com/crmsync/crmsync/shared/association"
 	"github.com/crmsync/crmsync/shared/canonical"
 	"github.com/crmsync/crmsync/shared/decide"
 	"github.com/crmsync/crmsync/shared/identity"
 	"github.com/crmsync/crmsync/shared/store"
-	"github.com/crmsync/crmsync/shared/timeline"
 )
 
 // LockSuffix turns an entity name into the pseudo-entity of Event.Fields that asks to lock or
@@ -72,7 +64,7 @@ type plan struct {
 	audits     []store.AuditItem
 	// absent are CRM items the plan read as absent and relies on staying absent; each becomes a
 	// ConditionCheck, so an event of another group that creates one concurrently cancels this
-	// transaction and this event is re-read and re-decided (see planActivity).
+	// transaction and this event is re-read and re-decided (see planner.locateActivity).
 	absent []itemKey
 }
 
@@ -87,381 +79,473 @@ type entityState struct {
 	changed bool
 }
 
+// storedEntity is a record read from the table, to be written over its version.
+func storedEntity(rec *store.Record) *entityState {
+	return &entityState{rec: rec, prev: rec.Version}
+}
+
+// newEntity is a record the event creates.
+func newEntity(entity, id string) *entityState {
+	return &entityState{rec: store.NewRecord(entity, id), isNew: true, changed: true}
+}
+
+// write is the record's Put.
 func (s *entityState) write() *recordWrite {
 	return &recordWrite{rec: s.rec, prev: s.prev, isNew: s.isNew}
 }
 
-// identities returns the event subject's normalised emails and phones, deduplicated, in order.
-func identities(p canonical.Person) (emails, phones []string) {
-	for _, raw := range p.Emails {
-		if e, ok := identity.Email(raw); ok && !slices.Contains(emails, e) {
-			emails = append(emails, e)
-		}
-	}
-	for _, raw := range p.Phones {
-		if ph, ok := identity.Phone(raw); ok && !slices.Contains(phones, ph) {
-			phones = append(phones, ph)
-		}
-	}
-	return emails, phones
+// subjectIdentity is one normalised identity of the event's subject and who claims it.
+type subjectIdentity struct {
+	pk, kind, value string
+	owner           string // the contact that claims it; "" when unclaimed
 }
 
-// proposal builds the decision package's proposal for one entity of an event.
-func proposal(ev *canonical.Event, entity string) decide.Proposal {
-	p := decide.Proposal{Source: ev.Source, EventKey: ev.Key, OccurredAt: ev.OccurredAt, Fields: ev.Fields[entity]}
-	if a := ev.Actor; a != nil {
-		p.Actor = firstNonEmpty(a.Email, a.ID, a.Name)
-		p.Role = a.Role
+// linkMethod says how a contact matched through an identity of this kind.
+func linkMethod(kind string) association.Method {
+	if kind == "phone" {
+		return association.Phone
 	}
-	for f, op := range ev.Fields[entity+LockSuffix] {
-		switch strings.ToLower(op) {
-		case "lock":
-			p.Lock = append(p.Lock, f)
-		case "unlock":
-			p.Unlock = append(p.Unlock, f)
-		}
-	}
-	sort.Strings(p.Lock)
-	sort.Strings(p.Unlock)
-	return p
+	return association.ExactEmail
 }
 
-// empty reports whether a proposal asks for nothing.
-func empty(p decide.Proposal) bool {
-	return len(p.Fields) == 0 && len(p.Lock) == 0 && len(p.Unlock) == 0
+// planner decides what one event writes. Each step reads what it needs and leaves its
+// decisions in the planner for the steps after it; the plan is the result.
+type planner struct {
+	*deps
+	reader reader
+	ev     *canonical.Event
+	now    time.Time
+	rerun  *rerunRequest // set for a forced re-run
+	plan   *plan
+	notes  []string // why parts of the event were ignored, for the ledger's reason
+
+	emails, phones []string          // the subject's normalised identities
+	subject        []subjectIdentity // emails then phones, with their owners
+	contactLink    *association.Link // how the contact was found (or created)
+
+	contactProposal, accountProposal, dealProposal decide.Proposal
+
+	contact, account, deal *entityState
+	newIdentities          []string // "kind:value" identities the contact claims with this event
+	assoc                  association.Result
 }
 
-func firstNonEmpty(vs ...string) string {
-	for _, v := range vs {
-		if v != "" {
-			return v
-		}
-	}
-	return ""
-}
-
-// actorName names who made an event's changes, for the audit.
-func actorName(ev *canonical.Event) string {
-	if a := ev.Actor; a != nil {
-		if n := firstNonEmpty(a.Email, a.ID, a.Name); n != "" {
-			return n
-		}
-	}
-	return ev.Source
-}
-
-// plan reads what the event touches and decides every write. led is the current ledger item
-// (nil when absent); rr is set for a forced re-run.
-func (w *Worker) plan(ctx context.Context, ev *canonical.Event, now time.Time, led *store.LedgerItem, rr *rerun) (*plan, error) {
-	r := reader{w: w}
-	p := &plan{ledger: w.ledgerItem(ev, now)}
-	if led != nil {
-		p.ledger.Reruns = led.Reruns
-		p.ledger.Flagged, p.ledger.Conflicts, p.ledger.ConflictingHash = led.Flagged, led.Conflicts, led.ConflictingHash
-	}
-	if rr != nil {
-		p.ledgerPrev = led.RecordedAt
-		p.ledger.Reruns = append(slices.Clone(led.Reruns), store.Rerun{By: rr.by, Why: rr.why, At: store.FormatTime(now)})
-	}
-	var notes []string
-	emails, phones := identities(ev.Subject)
-
-	// Contact: the owner of the first claimed identity, else a new contact when the event
-	// proposes contact fields.
-	type ident struct{ pk, kind, value, owner string }
-	var idents []ident
-	for _, e := range emails {
-		idents = append(idents, ident{pk: store.IdentEmailPK(e), kind: "email", value: e})
-	}
-	for _, ph := range phones {
-		idents = append(idents, ident{pk: store.IdentPhonePK(ph), kind: "phone", value: ph})
-	}
-	var contactLink *association.Link
-	for i := range idents {
-		owner, err := r.claimOwner(ctx, idents[i].pk, store.SKIdent)
-		if err != nil {
-			return nil, err
-		}
-		idents[i].owner = owner
-		if owner != "" && contactLink == nil {
-			m := association.ExactEmail
-			if idents[i].kind == "phone" {
-				m = association.Phone
-			}
-			contactLink = &association.Link{ID: owner, Method: m, Via: idents[i].value}
-		}
-	}
-	explicitContact := strings.TrimSpace(ev.ExternalIDs[ContactIDKey])
-	if explicitContact != "" {
-		contactLink = &association.Link{ID: explicitContact, Method: association.ExplicitID, Via: explicitContact}
-	}
-	contactProp := proposal(ev, store.Contact)
-	var contact *entityState
-	switch {
-	case explicitContact != "":
-		rec, err := r.record(ctx, store.Contact, explicitContact)
-		if err != nil {
-			return nil, err
-		}
-		if rec == nil {
-			return nil, permanent("contact %s does not exist", explicitContact)
-		}
-		contact = &entityState{rec: rec, prev: rec.Version}
-	case contactLink != nil:
-		rec, err := r.record(ctx, store.Contact, contactLink.ID)
-		if err != nil {
-			return nil, err
-		}
-		contact = &entityState{rec: rec}
-		if rec == nil { // a claim without its profile: rebuild the profile under that id
-			contact = &entityState{rec: store.NewRecord(store.Contact, contactLink.ID), isNew: true, changed: true}
-		} else {
-			contact.prev = rec.Version
-		}
-	case len(idents) > 0 && !empty(contactProp):
-		id := ContactIDFor(ev.Key)
-		m := association.ExactEmail
-		if idents[0].kind == "phone" {
-			m = association.Phone
-		}
-		contactLink = &association.Link{ID: id, Method: m, Via: idents[0].value}
-		contact = &entityState{rec: store.NewRecord(store.Contact, id), isNew: true, changed: true}
-	}
-
-	var newIdents []string
-	if contact != nil {
-		for _, id := range idents {
-			if id.owner != "" || len(p.claims) >= maxClaims {
-				continue // claimed by this contact already, or by another one (never stolen)
-			}
-			p.claims = append(p.claims, store.IdentityClaim{PK: id.pk, SK: store.SKIdent, ContactID: contact.rec.ID,
-				EventKey: ev.Key, ClaimedAt: store.FormatTime(now)})
-			tag := id.kind + ":" + id.value
-			if !slices.Contains(contact.rec.Identities, tag) {
-				contact.rec.Identities = append(contact.rec.Identities, tag)
-				sort.Strings(contact.rec.Identities)
-				contact.changed = true
-			}
-			newIdents = append(newIdents, tag)
-		}
-		if !empty(contactProp) {
-			ds := decide.Decide(w.cfg.Policy, store.Contact, contact.rec.Decidable(), contactProp)
-			if decide.Changed(ds) {
-				contact.rec.SetFields(decide.Apply(contact.rec.Decidable(), ds))
-				contact.changed = true
-			}
-			p.audit(w, ev, now, rr, contact.rec, ds)
-		}
-	}
-
-	// Association: contact → account → deal.
-	explicitDeal := ev.ExternalIDs["deal_id"]
-	if explicitDeal == "" && ev.Activity != nil {
-		explicitDeal = ev.Activity.DealID
-	}
-	var contactRec *store.Record
-	if contact != nil {
-		contactRec = contact.rec
-	}
-	lk := lookups{r: r, contact: contactRec}
-	assoc, err := association.Associate(ctx, association.Input{Emails: emails, Phones: phones, Contact: contactLink,
-		AccountID: ev.ExternalIDs["account_id"], DealID: explicitDeal}, lk)
-	if err != nil {
+// plan reads what the event touches and decides every write. ledger is the current ledger item
+// (nil when absent); rerun is set for a forced re-run.
+func (a *applier) plan(ctx context.Context, ev *canonical.Event, now time.Time, ledger *store.LedgerItem, rerun *rerunRequest) (*plan, error) {
+	pl := newPlanner(a, ev, now, ledger, rerun)
+	if err := pl.resolveContact(ctx); err != nil {
 		return nil, err
 	}
+	pl.planContact()
+	if err := pl.associate(ctx); err != nil {
+		return nil, err
+	}
+	if err := pl.planAccount(ctx); err != nil {
+		return nil, err
+	}
+	if err := pl.planDeal(ctx); err != nil {
+		return nil, err
+	}
+	pl.noteIgnoredFields()
+	if err := pl.planActivity(ctx); err != nil {
+		return nil, err
+	}
+	if err := pl.planAdoption(ctx); err != nil {
+		return nil, err
+	}
+	pl.collectRecords()
+	pl.auditRerun()
+	pl.settleOutcome()
+	return pl.plan, nil
+}
 
-	// Account: the associated one, else one created for the proposed or email domain.
-	accountProp := proposal(ev, store.Account)
-	var account *entityState
-	if assoc.Account != nil {
-		rec, err := r.record(ctx, store.Account, assoc.Account.ID)
+// newPlanner starts the plan with the event's ledger item, carrying over what the current
+// ledger item recorded (reruns, flags) and, for a forced re-run, this rerun.
+func newPlanner(a *applier, ev *canonical.Event, now time.Time, ledger *store.LedgerItem, rerun *rerunRequest) *planner {
+	planned := &plan{ledger: a.ledgerItem(ev, now)}
+	if ledger != nil {
+		planned.ledger.Reruns = ledger.Reruns
+		planned.ledger.Flagged, planned.ledger.Conflicts, planned.ledger.ConflictingHash = ledger.Flagged, ledger.Conflicts, ledger.ConflictingHash
+	}
+	if rerun != nil {
+		planned.ledgerPrev = ledger.RecordedAt
+		planned.ledger.Reruns = append(slices.Clone(ledger.Reruns), store.Rerun{By: rerun.by, Why: rerun.why, At: store.FormatTime(now)})
+	}
+	emails, phones := identities(ev.Subject)
+	return &planner{
+		deps: a.deps, reader: a.reader, ev: ev, now: now, rerun: rerun, plan: planned,
+		emails: emails, phones: phones,
+		contactProposal: proposal(ev, store.Contact),
+		accountProposal: proposal(ev, store.Account),
+		dealProposal:    proposal(ev, store.Deal),
+	}
+}
+
+// contactRecord is the contact's record, nil when the event has no contact.
+func (pl *planner) contactRecord() *store.Record {
+	if pl.contact == nil {
+		return nil
+	}
+	return pl.contact.rec
+}
+
+// lookupSubject reads who claims each of the subject's identities; the first claimed one links
+// the contact.
+func (pl *planner) lookupSubject(ctx context.Context) error {
+	for _, email := range pl.emails {
+		pl.subject = append(pl.subject, subjectIdentity{pk: store.IdentEmailPK(email), kind: "email", value: email})
+	}
+	for _, phone := range pl.phones {
+		pl.subject = append(pl.subject, subjectIdentity{pk: store.IdentPhonePK(phone), kind: "phone", value: phone})
+	}
+	for i := range pl.subject {
+		owner, err := pl.reader.claimOwner(ctx, pl.subject[i].pk, store.SKIdent)
 		if err != nil {
-			return nil, err
+			return err
+		}
+		pl.subject[i].owner = owner
+		if owner != "" && pl.contactLink == nil {
+			pl.contactLink = &association.Link{ID: owner, Method: linkMethod(pl.subject[i].kind), Via: pl.subject[i].value}
+		}
+	}
+	return nil
+}
+
+// resolveContact finds the event's contact: the one named explicitly (ContactIDKey), else the
+// owner of the first claimed identity, else a new contact when the event proposes contact
+// fields. It leaves pl.contact nil when the event has no contact.
+func (pl *planner) resolveContact(ctx context.Context) error {
+	if err := pl.lookupSubject(ctx); err != nil {
+		return err
+	}
+	explicitContact := strings.TrimSpace(pl.ev.ExternalIDs[ContactIDKey])
+	if explicitContact != "" {
+		pl.contactLink = &association.Link{ID: explicitContact, Method: association.ExplicitID, Via: explicitContact}
+	}
+	switch {
+	case explicitContact != "":
+		rec, err := pl.reader.record(ctx, store.Contact, explicitContact)
+		if err != nil {
+			return err
+		}
+		if rec == nil {
+			return permanent("contact %s does not exist", explicitContact)
+		}
+		pl.contact = storedEntity(rec)
+	case pl.contactLink != nil:
+		rec, err := pl.reader.record(ctx, store.Contact, pl.contactLink.ID)
+		if err != nil {
+			return err
+		}
+		if rec == nil { // a claim without its profile: rebuild the profile under that id
+			pl.contact = newEntity(store.Contact, pl.contactLink.ID)
+		} else {
+			pl.contact = storedEntity(rec)
+		}
+	case len(pl.subject) > 0 && !empty(pl.contactProposal):
+		id := ContactIDFor(pl.ev.Key)
+		first := pl.subject[0]
+		pl.contactLink = &association.Link{ID: id, Method: linkMethod(first.kind), Via: first.value}
+		pl.contact = newEntity(store.Contact, id)
+	}
+	return nil
+}
+
+// planContact claims the subject's unclaimed identities for the contact and decides its
+// proposed fields.
+func (pl *planner) planContact() {
+	if pl.contact == nil {
+		return
+	}
+	pl.claimIdentities()
+	if !empty(pl.contactProposal) {
+		pl.decideFields(store.Contact, pl.contact, pl.contactProposal)
+	}
+}
+
+// claimIdentities claims the subject's unclaimed identities for the contact (at most
+// maxClaims); an identity claimed by another contact is never stolen.
+func (pl *planner) claimIdentities() {
+	contact := pl.contact
+	for _, ident := range pl.subject {
+		if ident.owner != "" || len(pl.plan.claims) >= maxClaims {
+			continue // claimed by this contact already, or by another one (never stolen)
+		}
+		pl.plan.claims = append(pl.plan.claims, store.IdentityClaim{PK: ident.pk, SK: store.SKIdent, ContactID: contact.rec.ID,
+			EventKey: pl.ev.Key, ClaimedAt: store.FormatTime(pl.now)})
+		tag := ident.kind + ":" + ident.value
+		if !slices.Contains(contact.rec.Identities, tag) {
+			contact.rec.Identities = append(contact.rec.Identities, tag)
+			sort.Strings(contact.rec.Identities)
+			contact.changed = true
+		}
+		pl.newIdentities = append(pl.newIdentities, tag)
+	}
+}
+
+// decideFields runs the policy over a proposal for one record, applies what it decides and
+// audits every decision that is not a noop.
+func (pl *planner) decideFields(entity string, state *entityState, prop decide.Proposal) {
+	decisions := decide.Decide(pl.cfg.Policy, entity, state.rec.Decidable(), prop)
+	if decide.Changed(decisions) {
+		state.rec.SetFields(decide.Apply(state.rec.Decidable(), decisions))
+		state.changed = true
+	}
+	pl.auditDecisions(state.rec, decisions)
+}
+
+// associate links the event to its account and deal: contact → account → deal.
+func (pl *planner) associate(ctx context.Context) error {
+	explicitDeal := pl.ev.ExternalIDs["deal_id"]
+	if explicitDeal == "" && pl.ev.Activity != nil {
+		explicitDeal = pl.ev.Activity.DealID
+	}
+	tables := lookups{reader: pl.reader, contact: pl.contactRecord()}
+	assoc, err := association.Associate(ctx, association.Input{Emails: pl.emails, Phones: pl.phones, Contact: pl.contactLink,
+		AccountID: pl.ev.ExternalIDs["account_id"], DealID: explicitDeal}, tables)
+	if err != nil {
+		return err
+	}
+	pl.assoc = assoc
+	return nil
+}
+
+// planAccount finds the event's account — the associated one, else one found or created for
+// the proposed or email domain — decides its proposed fields, and links a contact without an
+// account to it.
+func (pl *planner) planAccount(ctx context.Context) error {
+	if pl.assoc.Account != nil {
+		rec, err := pl.reader.record(ctx, store.Account, pl.assoc.Account.ID)
+		if err != nil {
+			return err
 		}
 		if rec != nil {
-			account = &entityState{rec: rec, prev: rec.Version}
-		} else if !empty(accountProp) {
-			account = &entityState{rec: store.NewRecord(store.Account, assoc.Account.ID), isNew: true, changed: true}
+			pl.account = storedEntity(rec)
+		} else if !empty(pl.accountProposal) {
+			pl.account = newEntity(store.Account, pl.assoc.Account.ID)
 		}
-	} else if !empty(accountProp) {
-		domain := ""
-		if d := strings.ToLower(strings.TrimSpace(accountProp.Fields["domain"])); d != "" && !identity.FreeMail(d) {
-			domain = d
-		}
-		for _, e := range emails {
-			if d := identity.Domain(e); domain == "" && !identity.FreeMail(d) {
-				domain = d
-			}
-		}
-		if domain != "" {
-			owner, err := r.claimOwner(ctx, store.DomainPK(domain), store.SKDomain)
-			if err != nil {
-				return nil, err
-			}
-			if owner != "" {
-				rec, err := r.record(ctx, store.Account, owner)
-				if err != nil {
-					return nil, err
-				}
-				if rec != nil {
-					account = &entityState{rec: rec, prev: rec.Version}
-				} else {
-					account = &entityState{rec: store.NewRecord(store.Account, owner), isNew: true, changed: true}
-				}
-			} else {
-				id := AccountIDFor(domain)
-				account = &entityState{rec: store.NewRecord(store.Account, id), isNew: true, changed: true}
-				account.rec.Domains = []string{domain}
-				p.claims = append(p.claims, store.IdentityClaim{PK: store.DomainPK(domain), SK: store.SKDomain, Account: id,
-					EventKey: ev.Key, ClaimedAt: store.FormatTime(now)})
-			}
-			assoc.Account = &association.Link{ID: account.rec.ID, Method: association.EmailDomain, Via: domain}
-		} else {
-			notes = append(notes, "account fields without a domain or account id ignored")
+	} else if !empty(pl.accountProposal) {
+		if err := pl.accountForDomain(ctx); err != nil {
+			return err
 		}
 	}
-	if account != nil && !empty(accountProp) {
-		ds := decide.Decide(w.cfg.Policy, store.Account, account.rec.Decidable(), accountProp)
-		if decide.Changed(ds) {
-			account.rec.SetFields(decide.Apply(account.rec.Decidable(), ds))
-			account.changed = true
-		}
-		p.audit(w, ev, now, rr, account.rec, ds)
+	if pl.account != nil && !empty(pl.accountProposal) {
+		pl.decideFields(store.Account, pl.account, pl.accountProposal)
 	}
-	if contact != nil && contact.rec.AccountID == "" && assoc.Account != nil {
-		contact.rec.AccountID = assoc.Account.ID
-		contact.changed = true
+	if pl.contact != nil && pl.contact.rec.AccountID == "" && pl.assoc.Account != nil {
+		pl.contact.rec.AccountID = pl.assoc.Account.ID
+		pl.contact.changed = true
 	}
+	return nil
+}
 
-	// Deal: proposals need an explicit deal id; an associated deal records its latest activity.
-	dealProp := proposal(ev, store.Deal)
-	var deal *entityState
-	if assoc.Deal != nil && (!empty(dealProp) || ev.Activity != nil) {
-		rec, err := r.record(ctx, store.Deal, assoc.Deal.ID)
+// accountDomain is the domain an account proposal is about: the proposed domain, else the
+// subject's first non-free-mail email domain ("" when neither).
+func (pl *planner) accountDomain() string {
+	domain := ""
+	if proposed := strings.ToLower(strings.TrimSpace(pl.accountProposal.Fields["domain"])); proposed != "" && !identity.FreeMail(proposed) {
+		domain = proposed
+	}
+	for _, email := range pl.emails {
+		if emailDomain := identity.Domain(email); domain == "" && !identity.FreeMail(emailDomain) {
+			domain = emailDomain
+		}
+	}
+	return domain
+}
+
+// accountForDomain finds the account that claims the proposal's domain, or creates one with a
+// deterministic id and claims the domain for it; the account is associated by email domain.
+func (pl *planner) accountForDomain(ctx context.Context) error {
+	domain := pl.accountDomain()
+	if domain == "" {
+		pl.notes = append(pl.notes, "account fields without a domain or account id ignored")
+		return nil
+	}
+	owner, err := pl.reader.claimOwner(ctx, store.DomainPK(domain), store.SKDomain)
+	if err != nil {
+		return err
+	}
+	if owner != "" {
+		rec, err := pl.reader.record(ctx, store.Account, owner)
 		if err != nil {
-			return nil, err
+			return err
+		}
+		if rec != nil {
+			pl.account = storedEntity(rec)
+		} else {
+			pl.account = newEntity(store.Account, owner)
+		}
+	} else {
+		id := AccountIDFor(domain)
+		pl.account = newEntity(store.Account, id)
+		pl.account.rec.Domains = []string{domain}
+		pl.plan.claims = append(pl.plan.claims, store.IdentityClaim{PK: store.DomainPK(domain), SK: store.SKDomain, Account: id,
+			EventKey: pl.ev.Key, ClaimedAt: store.FormatTime(pl.now)})
+	}
+	pl.assoc.Account = &association.Link{ID: pl.account.rec.ID, Method: association.EmailDomain, Via: domain}
+	return nil
+}
+
+// planDeal reads the associated deal when the event proposes deal fields or carries an
+// activity (whose time the deal records); a deal is created only from an explicit deal id.
+// Deal fields without a deal id are ignored.
+func (pl *planner) planDeal(ctx context.Context) error {
+	if pl.assoc.Deal != nil && (!empty(pl.dealProposal) || pl.ev.Activity != nil) {
+		rec, err := pl.reader.record(ctx, store.Deal, pl.assoc.Deal.ID)
+		if err != nil {
+			return err
 		}
 		switch {
 		case rec != nil:
-			deal = &entityState{rec: rec, prev: rec.Version}
-		case !empty(dealProp) && assoc.Deal.Method == association.ExplicitID:
-			deal = &entityState{rec: store.NewRecord(store.Deal, assoc.Deal.ID), isNew: true, changed: true}
-			if assoc.Account != nil {
-				deal.rec.AccountID = assoc.Account.ID
+			pl.deal = storedEntity(rec)
+		case !empty(pl.dealProposal) && pl.assoc.Deal.Method == association.ExplicitID:
+			pl.deal = newEntity(store.Deal, pl.assoc.Deal.ID)
+			if pl.assoc.Account != nil {
+				pl.deal.rec.AccountID = pl.assoc.Account.ID
 			}
 		}
-	} else if !empty(dealProp) {
-		notes = append(notes, "deal fields without a deal id ignored")
+	} else if !empty(pl.dealProposal) {
+		pl.notes = append(pl.notes, "deal fields without a deal id ignored")
 	}
-	if deal != nil && !empty(dealProp) {
-		ds := decide.Decide(w.cfg.Policy, store.Deal, deal.rec.Decidable(), dealProp)
-		if decide.Changed(ds) {
-			deal.rec.SetFields(decide.Apply(deal.rec.Decidable(), ds))
-			deal.changed = true
-		}
-		p.audit(w, ev, now, rr, deal.rec, ds)
+	if pl.deal != nil && !empty(pl.dealProposal) {
+		pl.decideFields(store.Deal, pl.deal, pl.dealProposal)
 	}
-	for ent := range ev.Fields {
-		base := strings.TrimSuffix(ent, LockSuffix)
-		if base != store.Contact && base != store.Account && base != store.Deal {
-			notes = append(notes, fmt.Sprintf("entity %q ignored", ent))
-		}
-	}
-	if contact == nil && !empty(contactProp) {
-		notes = append(notes, "contact fields without an email or phone ignored")
-	}
-
-	// Activity: merged under the contact, or unassociated.
-	if a := ev.Activity; a != nil && a.ID != "" {
-		aw, moved, absent, err := w.planActivity(ctx, r, ev, now, contactRec, assoc, emails, phones)
-		if err != nil {
-			return nil, err
-		}
-		p.absent = append(p.absent, absent...)
-		if aw != nil {
-			p.activities = append(p.activities, aw)
-		}
-		if moved != nil {
-			p.activities = append(p.activities, moved)
-		}
-		p.ledger.ActivityID = a.ID
-		if deal != nil && assoc.Deal != nil && deal.rec.ID == assoc.Deal.ID &&
-			ev.OccurredAt.After(store.ParseTime(deal.rec.LastActivityAt)) {
-			deal.rec.LastActivityAt = store.FormatTime(ev.OccurredAt)
-			deal.changed = true
-		}
-	}
-
-	// A contact that gained identities adopts the unassociated activities waiting for them.
-	if contact != nil && len(newIdents) > 0 {
-		moves, err := w.adopt(ctx, r, contact.rec, newIdents, now, p.activities)
-		if err != nil {
-			return nil, err
-		}
-		p.activities = append(p.activities, moves...)
-	}
-
-	for _, s := range []*entityState{contact, account, deal} {
-		if s != nil && s.changed {
-			s.rec.Version = s.prev + 1
-			s.rec.Touch(now)
-			p.records = append(p.records, s.write())
-		}
-	}
-	if contact != nil {
-		p.ledger.ContactID = contact.rec.ID
-	}
-	if rr != nil && contact != nil {
-		p.audits = append(p.audits, store.AuditItem{
-			PK: contact.rec.PK, SK: store.AuditSK(ev.OccurredAt, ev.Key, "_rerun") + "-" + strconv.Itoa(len(p.ledger.Reruns)),
-			Entity: store.Contact, RecordID: contact.rec.ID, Field: "_rerun", Decision: "rerun", Rule: "forced_rerun",
-			Reason: rr.why, PolicyVersion: w.cfg.Policy.Version(), Source: ev.Source, Actor: rr.by, EventKey: ev.Key,
-			OccurredAt: store.FormatTime(ev.OccurredAt), RecordedAt: store.FormatTime(now), RerunBy: rr.by, RerunWhy: rr.why,
-		})
-	}
-
-	changed := len(p.records) > 0 || len(p.claims) > 0 || len(p.activities) > 0
-	p.ledger.Outcome = store.Noop
-	if changed {
-		p.ledger.Outcome = store.Applied
-	}
-	p.ledger.Reason = p.summary(notes)
-	return p, nil
+	return nil
 }
 
-// audit adds an audit entry for every decision that is not a noop.
-func (p *plan) audit(w *Worker, ev *canonical.Event, now time.Time, rr *rerun, rec *store.Record, ds []decide.Decision) {
-	for _, d := range ds {
-		if d.Outcome == decide.Noop {
+// noteIgnoredFields notes the proposals no step used: unknown entities, and contact fields of
+// an event without a contact.
+func (pl *planner) noteIgnoredFields() {
+	for entity := range pl.ev.Fields {
+		base := strings.TrimSuffix(entity, LockSuffix)
+		if base != store.Contact && base != store.Account && base != store.Deal {
+			pl.notes = append(pl.notes, fmt.Sprintf("entity %q ignored", entity))
+		}
+	}
+	if pl.contact == nil && !empty(pl.contactProposal) {
+		pl.notes = append(pl.notes, "contact fields without an email or phone ignored")
+	}
+}
+
+// planActivity merges the event's activity under its contact, or unassociated, and records
+// the activity's time on the associated deal.
+func (pl *planner) planActivity(ctx context.Context) error {
+	activity := pl.ev.Activity
+	if activity == nil || activity.ID == "" {
+		return nil
+	}
+	write, retire, absent, err := pl.mergeActivity(ctx)
+	if err != nil {
+		return err
+	}
+	pl.plan.absent = append(pl.plan.absent, absent...)
+	if write != nil {
+		pl.plan.activities = append(pl.plan.activities, write)
+	}
+	if retire != nil {
+		pl.plan.activities = append(pl.plan.activities, retire)
+	}
+	pl.plan.ledger.ActivityID = activity.ID
+	deal := pl.deal
+	if deal != nil && pl.assoc.Deal != nil && deal.rec.ID == pl.assoc.Deal.ID &&
+		pl.ev.OccurredAt.After(store.ParseTime(deal.rec.LastActivityAt)) {
+		deal.rec.LastActivityAt = store.FormatTime(pl.ev.OccurredAt)
+		deal.changed = true
+	}
+	return nil
+}
+
+// planAdoption lets a contact that gained identities adopt the unassociated activities waiting
+// for them.
+func (pl *planner) planAdoption(ctx context.Context) error {
+	if pl.contact == nil || len(pl.newIdentities) == 0 {
+		return nil
+	}
+	moves, err := pl.adopt(ctx, pl.contact.rec, pl.newIdentities, pl.plan.activities)
+	if err != nil {
+		return err
+	}
+	pl.plan.activities = append(pl.plan.activities, moves...)
+	return nil
+}
+
+// collectRecords adds a versioned Put for every record that changed and names the contact in
+// the ledger item.
+func (pl *planner) collectRecords() {
+	for _, state := range []*entityState{pl.contact, pl.account, pl.deal} {
+		if state != nil && state.changed {
+			state.rec.Version = state.prev + 1
+			state.rec.Touch(pl.now)
+			pl.plan.records = append(pl.plan.records, state.write())
+		}
+	}
+	if pl.contact != nil {
+		pl.plan.ledger.ContactID = pl.contact.rec.ID
+	}
+}
+
+// auditRerun records a forced re-run on the contact's audit trail: who asked and why.
+func (pl *planner) auditRerun() {
+	if pl.rerun == nil || pl.contact == nil {
+		return
+	}
+	ev, rerun, contact := pl.ev, pl.rerun, pl.contact.rec
+	pl.plan.audits = append(pl.plan.audits, store.AuditItem{
+		PK: contact.PK, SK: store.AuditSK(ev.OccurredAt, ev.Key, "_rerun") + "-" + strconv.Itoa(len(pl.plan.ledger.Reruns)),
+		Entity: store.Contact, RecordID: contact.ID, Field: "_rerun", Decision: "rerun", Rule: "forced_rerun",
+		Reason: rerun.why, PolicyVersion: pl.cfg.Policy.Version(), Source: ev.Source, Actor: rerun.by, EventKey: ev.Key,
+		OccurredAt: store.FormatTime(ev.OccurredAt), RecordedAt: store.FormatTime(pl.now), RerunBy: rerun.by, RerunWhy: rerun.why,
+	})
+}
+
+// settleOutcome sets the ledger's outcome (APPLIED when anything is written besides the ledger
+// and audits, else NOOP) and its reason.
+func (pl *planner) settleOutcome() {
+	planned := pl.plan
+	changed := len(planned.records) > 0 || len(planned.claims) > 0 || len(planned.activities) > 0
+	planned.ledger.Outcome = store.Noop
+	if changed {
+		planned.ledger.Outcome = store.Applied
+	}
+	planned.ledger.Reason = planned.summary(pl.notes)
+}
+
+// auditDecisions adds an audit entry for every decision on rec that is not a noop.
+func (pl *planner) auditDecisions(rec *store.Record, decisions []decide.Decision) {
+	ev := pl.ev
+	for _, decision := range decisions {
+		if decision.Outcome == decide.Noop {
 			continue
 		}
-		a := store.AuditItem{
-			PK: rec.PK, SK: store.AuditSK(ev.OccurredAt, ev.Key, d.Field), Entity: rec.Entity, RecordID: rec.ID,
-			Field: d.Field, Before: store.FieldFrom(d.Before), After: store.FieldFrom(d.After),
-			Decision: string(d.Outcome), Rule: d.Rule, Reason: d.Reason, PolicyVersion: w.cfg.Policy.Version(),
-			Source: ev.Source, Actor: actorName(ev), EventKey: ev.Key, Proposed: d.Proposed,
-			OccurredAt: store.FormatTime(ev.OccurredAt), RecordedAt: store.FormatTime(now),
+		entry := store.AuditItem{
+			PK: rec.PK, SK: store.AuditSK(ev.OccurredAt, ev.Key, decision.Field), Entity: rec.Entity, RecordID: rec.ID,
+			Field: decision.Field, Before: store.FieldFrom(decision.Before), After: store.FieldFrom(decision.After),
+			Decision: string(decision.Outcome), Rule: decision.Rule, Reason: decision.Reason, PolicyVersion: pl.cfg.Policy.Version(),
+			Source: ev.Source, Actor: actorName(ev), EventKey: ev.Key, Proposed: decision.Proposed,
+			OccurredAt: store.FormatTime(ev.OccurredAt), RecordedAt: store.FormatTime(pl.now),
 		}
-		if rr != nil {
-			a.SK += "#rerun-" + strconv.Itoa(len(p.ledger.Reruns))
-			a.RerunBy, a.RerunWhy = rr.by, rr.why
+		if pl.rerun != nil {
+			entry.SK += "#rerun-" + strconv.Itoa(len(pl.plan.ledger.Reruns))
+			entry.RerunBy, entry.RerunWhy = pl.rerun.by, pl.rerun.why
 		}
-		p.audits = append(p.audits, a)
+		pl.plan.audits = append(pl.plan.audits, entry)
 	}
 }
 
 // summary explains the outcome in the ledger's reason.
 func (p *plan) summary(notes []string) string {
 	counts := map[string]int{}
-	for _, a := range p.audits {
-		if a.Field != "_rerun" {
-			counts[a.Decision]++
+	for _, entry := range p.audits {
+		if entry.Field != "_rerun" {
+			counts[entry.Decision]++
 		}
 	}
 	var parts []string
-	for _, k := range []string{"applied", "rejected", "blocked_by_lock"} {
-		if counts[k] > 0 {
-			parts = append(parts, fmt.Sprintf("%d %s", counts[k], k))
+	for _, decision := range []string{"applied", "rejected", "blocked_by_lock"} {
+		if counts[decision] > 0 {
+			parts = append(parts, fmt.Sprintf("%d %s", counts[decision], decision))
 		}
 	}
 	if len(p.claims) > 0 {
@@ -475,301 +559,4 @@ func (p *plan) summary(notes []string) string {
 		return "nothing changed"
 	}
 	return strings.Join(parts, "; ")
-}
-
-// planActivity merges the event's activity into its stored form. It returns the activity write
-// (nil when nothing changed), the write that retires the UNASSOC item when the activity was
-// waiting unassociated, and the items the writes rely on staying absent. Events of different
-// FIFO groups run concurrently, and one interaction can reach crmsync through several (a Graph
-// email to Grace and Mailgun's delivery event for it), so:
-//   - a new activity under a contact, when no UNASSOC item for it exists, relies on none being
-//     created meanwhile (else an event parking the same activity concurrently would split it);
-//   - an activity parked as UNASSOC relies on the subject's unclaimed identities staying
-//     unclaimed (else a contact created concurrently would never adopt it).
-func (w *Worker) planActivity(ctx context.Context, r reader, ev *canonical.Event, now time.Time, contact *store.Record,
-	assoc association.Result, emails, phones []string) (aw, retire *activityWrite, absent []itemKey, err error) {
-	id := ev.Activity.ID
-	pk := store.PKUnassociated
-	if contact != nil {
-		pk = contact.PK
-	}
-	cur, err := r.activity(ctx, pk, id)
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	if cur != nil && cur.MovedTo != "" { // an UNASSOC tombstone: the activity lives under its contact now
-		pk = store.PK(store.Contact, cur.MovedTo)
-		if cur, err = r.activity(ctx, pk, id); err != nil {
-			return nil, nil, nil, err
-		}
-	}
-	if cur == nil && contact != nil {
-		un, err := r.activity(ctx, store.PKUnassociated, id)
-		if err != nil {
-			return nil, nil, nil, err
-		}
-		switch {
-		case un == nil:
-			absent = append(absent, itemKey{store.PKUnassociated, store.ActivitySK(id)})
-		case un.MovedTo == "":
-			cur = &store.ActivityItem{Doc: un.Doc, Identities: un.Identities, Assoc: un.Assoc}
-			retire = tombstone(un, contact.ID, now)
-		}
-	}
-	if pk == store.PKUnassociated {
-		for _, e := range emails {
-			absent = append(absent, itemKey{store.IdentEmailPK(e), store.SKIdent})
-		}
-		for _, ph := range phones {
-			absent = append(absent, itemKey{store.IdentPhonePK(ph), store.SKIdent})
-		}
-		if len(absent) > maxClaims {
-			absent = absent[:maxClaims]
-		}
-	}
-	var stored *timeline.Activity
-	var prev int64
-	isNew := true
-	if cur != nil {
-		if stored, err = doc(cur); err != nil {
-			return nil, nil, nil, err
-		}
-		if cur.PK != "" {
-			prev, isNew = cur.Version, false
-		}
-	}
-	merged := timeline.Merge(stored, ev)
-	item := store.ActivityItem{PK: pk, SK: store.ActivitySK(id), ActivityID: id}
-	if cur != nil {
-		item.Assoc, item.Identities = cur.Assoc, cur.Identities
-	}
-	// Links once made are kept; missing ones are filled from this event's association.
-	if item.Assoc.Contact == nil && pk != store.PKUnassociated {
-		item.Assoc.Contact = assoc.Contact
-	}
-	if item.Assoc.Account == nil {
-		item.Assoc.Account = assoc.Account
-	}
-	if item.Assoc.Deal == nil {
-		item.Assoc.Deal = assoc.Deal
-	}
-	for _, e := range emails {
-		item.Identities = addSorted(item.Identities, "email:"+e)
-	}
-	for _, ph := range phones {
-		item.Identities = addSorted(item.Identities, "phone:"+ph)
-	}
-	fill(&item, &merged, pk)
-	if cur != nil && cur.PK != "" && retire == nil {
-		before := *cur
-		before.Version, before.UpdatedAt = 0, ""
-		after := item
-		after.Version, after.UpdatedAt = 0, ""
-		if sameActivityItem(before, after) {
-			return nil, nil, nil, nil
-		}
-	}
-	item.Version = prev + 1
-	item.UpdatedAt = store.FormatTime(now)
-	return &activityWrite{item: item, prev: prev, isNew: isNew}, retire, absent, nil
-}
-
-// fill sets an activity item's summary and index attributes from its merged activity.
-func fill(item *store.ActivityItem, a *timeline.Activity, pk string) {
-	b, _ := json.Marshal(a)
-	item.Doc = string(b)
-	item.Type, item.Status = a.Type, a.Status
-	item.OccurredAt = store.FormatTime(a.FirstAt)
-	item.Unassoc, item.ContactID, item.AccountID, item.DealID = "", "", "", ""
-	if pk == store.PKUnassociated {
-		item.Unassoc = "1"
-	} else {
-		item.ContactID = strings.TrimPrefix(pk, "CONTACT#")
-	}
-	if item.Assoc.Account != nil {
-		item.AccountID = item.Assoc.Account.ID
-	}
-	if item.Assoc.Deal != nil {
-		item.DealID = item.Assoc.Deal.ID
-	}
-}
-
-func sameActivityItem(a, b store.ActivityItem) bool {
-	ja, _ := json.Marshal(a)
-	jb, _ := json.Marshal(b)
-	return string(ja) == string(jb)
-}
-
-// tombstone retires an UNASSOC item whose activity moved under a contact: it leaves the sparse
-// index (unassoc removed) and says where the activity went.
-func tombstone(un *store.ActivityItem, contactID string, now time.Time) *activityWrite {
-	t := store.ActivityItem{PK: un.PK, SK: un.SK, ActivityID: un.ActivityID, Type: un.Type, Status: un.Status,
-		OccurredAt: un.OccurredAt, MovedTo: contactID, Version: un.Version + 1, UpdatedAt: store.FormatTime(now), Doc: "{}"}
-	return &activityWrite{item: t, prev: un.Version}
-}
-
-// adopt moves unassociated activities carrying one of the contact's new identities under it.
-func (w *Worker) adopt(ctx context.Context, r reader, contact *store.Record, idents []string, now time.Time, planned []*activityWrite) ([]*activityWrite, error) {
-	var cond expression.ConditionBuilder
-	for i, id := range idents {
-		c := expression.Contains(expression.Name("identities"), id)
-		if i == 0 {
-			cond = c
-		} else {
-			cond = cond.Or(c)
-		}
-	}
-	expr, err := expression.NewBuilder().
-		WithKeyCondition(expression.Key("unassoc").Equal(expression.Value("1"))).
-		WithFilter(cond).Build()
-	if err != nil {
-		return nil, err
-	}
-	var found []*store.ActivityItem
-	err = r.query(ctx, &dynamodb.QueryInput{
-		TableName: aws.String(w.cfg.CRMTable), IndexName: aws.String(store.IndexUnassociated),
-		KeyConditionExpression: expr.KeyCondition(), FilterExpression: expr.Filter(),
-		ExpressionAttributeNames: expr.Names(), ExpressionAttributeValues: expr.Values(),
-	}, 5, func(item map[string]types.AttributeValue) error {
-		if len(found) >= maxMoves {
-			return nil
-		}
-		var it store.ActivityItem
-		if err := attributevalue.UnmarshalMap(item, &it); err != nil {
-			return err
-		}
-		found = append(found, &it)
-		return nil
-	})
-	if err != nil {
-		return nil, err
-	}
-	var out []*activityWrite
-	for _, q := range found {
-		if slices.ContainsFunc(planned, func(a *activityWrite) bool { return a.item.ActivityID == q.ActivityID }) {
-			continue
-		}
-		// The index is eventually consistent: read the item itself before moving it.
-		un, err := r.activity(ctx, store.PKUnassociated, q.ActivityID)
-		if err != nil {
-			return nil, err
-		}
-		if un == nil || un.MovedTo != "" {
-			continue
-		}
-		if existing, err := r.activity(ctx, contact.PK, q.ActivityID); err != nil {
-			return nil, err
-		} else if existing != nil {
-			continue
-		}
-		moved := *un
-		moved.PK = contact.PK
-		moved.Assoc.Contact = adoptLink(contact.ID, idents, un.Identities)
-		a, err := doc(un)
-		if err != nil {
-			return nil, err
-		}
-		if a == nil {
-			continue
-		}
-		fill(&moved, a, contact.PK)
-		moved.Version, moved.UpdatedAt = 1, store.FormatTime(now)
-		out = append(out, &activityWrite{item: moved, isNew: true}, tombstone(un, contact.ID, now))
-	}
-	return out, nil
-}
-
-// adoptLink says how an adopted activity was linked: the first new identity it carries.
-func adoptLink(contactID string, newIdents, carried []string) *association.Link {
-	for _, id := range newIdents {
-		if !slices.Contains(carried, id) {
-			continue
-		}
-		if v, ok := strings.CutPrefix(id, "phone:"); ok {
-			return &association.Link{ID: contactID, Method: association.Phone, Via: v}
-		}
-		return &association.Link{ID: contactID, Method: association.ExactEmail, Via: strings.TrimPrefix(id, "email:")}
-	}
-	return &association.Link{ID: contactID, Method: association.ExactEmail}
-}
-
-func addSorted(list []string, v string) []string {
-	i, found := slices.BinarySearch(list, v)
-	if found {
-		return list
-	}
-	return slices.Insert(list, i, v)
-}
-
-// transaction builds the TransactWriteItems of a plan: the ledger Put first (its cancellation
-// reason is index 0), then records, claims, activities and audits.
-func (p *plan) transaction(w *Worker) ([]types.TransactWriteItem, error) {
-	var items []types.TransactWriteItem
-	put := func(table string, v any, cond string, names map[string]string, vals map[string]types.AttributeValue) error {
-		av, err := attributevalue.MarshalMap(v)
-		if err != nil {
-			return err
-		}
-		tp := &types.Put{TableName: aws.String(table), Item: av}
-		if cond != "" {
-			tp.ConditionExpression = aws.String(cond)
-		}
-		if len(names) > 0 {
-			tp.ExpressionAttributeNames = names
-		}
-		if len(vals) > 0 {
-			tp.ExpressionAttributeValues = vals
-		}
-		items = append(items, types.TransactWriteItem{Put: tp})
-		return nil
-	}
-	num := func(n int64) types.AttributeValue {
-		return &types.AttributeValueMemberN{Value: strconv.FormatInt(n, 10)}
-	}
-
-	var err error
-	if p.ledgerPrev != "" {
-		err = put(w.cfg.LedgerTable, p.ledger, "recorded_at = :prev", nil,
-			map[string]types.AttributeValue{":prev": &types.AttributeValueMemberS{Value: p.ledgerPrev}})
-	} else {
-		cond, vals := ledgerCondition(w.now())
-		err = put(w.cfg.LedgerTable, p.ledger, cond, nil, vals)
-	}
-	if err != nil {
-		return nil, err
-	}
-	versioned := func(v any, isNew bool, prev int64) error {
-		if isNew {
-			return put(w.cfg.CRMTable, v, "attribute_not_exists(pk)", nil, nil)
-		}
-		return put(w.cfg.CRMTable, v, "#v = :v", map[string]string{"#v": "version"}, map[string]types.AttributeValue{":v": num(prev)})
-	}
-	for _, r := range p.records {
-		if err := versioned(r.rec, r.isNew, r.prev); err != nil {
-			return nil, err
-		}
-	}
-	for _, c := range p.claims {
-		if err := put(w.cfg.CRMTable, c, "attribute_not_exists(pk)", nil, nil); err != nil {
-			return nil, err
-		}
-	}
-	for _, a := range p.activities {
-		if err := versioned(a.item, a.isNew, a.prev); err != nil {
-			return nil, err
-		}
-	}
-	for _, a := range p.audits {
-		if err := put(w.cfg.CRMTable, a, "", nil, nil); err != nil {
-			return nil, err
-		}
-	}
-	for _, k := range p.absent {
-		items = append(items, types.TransactWriteItem{ConditionCheck: &types.ConditionCheck{
-			TableName: aws.String(w.cfg.CRMTable), Key: key(k.pk, k.sk), ConditionExpression: aws.String("attribute_not_exists(pk)")}})
-	}
-	if len(items) > MaxTransactItems {
-		return nil, permanent("event needs %d writes, more than one transaction holds (%d)", len(items), MaxTransactItems)
-	}
-	return items, nil
 }

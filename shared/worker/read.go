@@ -3,7 +3,10 @@ package worker
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"sort"
+	"strings"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/feature/dynamodb/attributevalue"
@@ -12,15 +15,142 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 
 	"github.com/crmsync/crmsync/shared/association"
+	"github.com/crmsync/crmsync/shared/identity"
 	"github.com/crmsync/crmsync/shared/store"
 	"github.com/crmsync/crmsync/shared/timeline"
 )
 
-// reader does the worker's CRM table reads (strongly consistent where the key is known).
+// reader owns the worker's CRM table reads (strongly consistent where the key is known), and
+// reading a contact back: ResolveContact and GetContact.
 type reader struct {
-	w *Worker
+	*deps
 }
 
+// ContactQuery names a contact by one of email, phone or id.
+type ContactQuery struct {
+	// Email is any of the contact's email addresses.
+	Email string
+	// Phone is any of the contact's phone numbers (any format identity.Phone accepts).
+	Phone string
+	// ID is the contact id.
+	ID string
+}
+
+// TimelineEntry is one activity of a contact's timeline with its associations.
+type TimelineEntry struct {
+	// Activity is the merged activity.
+	Activity timeline.Activity `json:"activity"`
+	// Assoc says which contact, account and deal it is linked to, and how.
+	Assoc association.Result `json:"associations"`
+}
+
+// ContactView is everything `crmsync contact get` shows.
+type ContactView struct {
+	// Contact is the record, each field with its provenance.
+	Contact *store.Record `json:"contact"`
+	// Timeline is the contact's activities by first occurrence.
+	Timeline []TimelineEntry `json:"timeline"`
+	// Audit is the contact's audit trail, oldest first.
+	Audit []store.AuditItem `json:"audit"`
+}
+
+// resolveContact returns the id of the contact a query names (see Worker.ResolveContact).
+func (r reader) resolveContact(ctx context.Context, query ContactQuery) (string, error) {
+	var pk string
+	switch {
+	case query.ID != "":
+		return query.ID, nil
+	case query.Email != "":
+		email, ok := identity.Email(query.Email)
+		if !ok {
+			return "", fmt.Errorf("not an email address: %q", query.Email)
+		}
+		pk = store.IdentEmailPK(email)
+	case query.Phone != "":
+		phone, ok := identity.Phone(query.Phone)
+		if !ok {
+			return "", fmt.Errorf("not a phone number: %q", query.Phone)
+		}
+		pk = store.IdentPhonePK(phone)
+	default:
+		return "", errors.New("give an email, a phone or an id")
+	}
+	id, err := r.claimOwner(ctx, pk, store.SKIdent)
+	if err != nil {
+		return "", err
+	}
+	if id == "" {
+		return "", fmt.Errorf("contact: %w", ErrNotFound)
+	}
+	return id, nil
+}
+
+// contactView reads a contact's partition: record, timeline and audit (see Worker.GetContact).
+func (r reader) contactView(ctx context.Context, query ContactQuery) (*ContactView, error) {
+	id, err := r.resolveContact(ctx, query)
+	if err != nil {
+		return nil, err
+	}
+	expr, err := expression.NewBuilder().WithKeyCondition(expression.Key("pk").Equal(expression.Value(store.PK(store.Contact, id)))).Build()
+	if err != nil {
+		return nil, err
+	}
+	view := &ContactView{}
+	err = r.query(ctx, &dynamodb.QueryInput{
+		TableName: aws.String(r.cfg.CRMTable), ConsistentRead: aws.Bool(true),
+		KeyConditionExpression: expr.KeyCondition(), ExpressionAttributeNames: expr.Names(), ExpressionAttributeValues: expr.Values(),
+	}, 0, view.add)
+	if err != nil {
+		return nil, err
+	}
+	if view.Contact == nil {
+		return nil, fmt.Errorf("contact %s: %w", id, ErrNotFound)
+	}
+	sort.SliceStable(view.Timeline, func(i, j int) bool {
+		a, b := view.Timeline[i].Activity, view.Timeline[j].Activity
+		if !a.FirstAt.Equal(b.FirstAt) {
+			return a.FirstAt.Before(b.FirstAt)
+		}
+		return a.ID < b.ID
+	})
+	return view, nil
+}
+
+// add decodes one item of the contact's partition into the view: the profile, an activity or
+// an audit entry (other items are skipped).
+func (view *ContactView) add(item map[string]types.AttributeValue) error {
+	sk := ""
+	if attr, ok := item["sk"].(*types.AttributeValueMemberS); ok {
+		sk = attr.Value
+	}
+	switch {
+	case sk == store.SKProfile:
+		var rec store.Record
+		if err := attributevalue.UnmarshalMap(item, &rec); err != nil {
+			return err
+		}
+		view.Contact = &rec
+	case strings.HasPrefix(sk, store.PrefixActivity):
+		var stored store.ActivityItem
+		if err := attributevalue.UnmarshalMap(item, &stored); err != nil {
+			return err
+		}
+		activity, err := decodeActivity(&stored)
+		if err != nil || activity == nil {
+			return err
+		}
+		view.Timeline = append(view.Timeline, TimelineEntry{Activity: *activity, Assoc: stored.Assoc})
+	case strings.HasPrefix(sk, store.PrefixAudit):
+		var entry store.AuditItem
+		if err := attributevalue.UnmarshalMap(item, &entry); err != nil {
+			return err
+		}
+		view.Audit = append(view.Audit, entry)
+	}
+	return nil
+}
+
+// key is a CRM table item's key attributes.
 func key(pk, sk string) map[string]types.AttributeValue {
 	return map[string]types.AttributeValue{
 		"pk": &types.AttributeValueMemberS{Value: pk},
@@ -30,16 +160,16 @@ func key(pk, sk string) map[string]types.AttributeValue {
 
 // get reads one CRM item into out; false when absent.
 func (r reader) get(ctx context.Context, pk, sk string, out any) (bool, error) {
-	o, err := r.w.ddb.GetItem(ctx, &dynamodb.GetItemInput{
-		TableName: aws.String(r.w.cfg.CRMTable), Key: key(pk, sk), ConsistentRead: aws.Bool(true),
+	got, err := r.ddb.GetItem(ctx, &dynamodb.GetItemInput{
+		TableName: aws.String(r.cfg.CRMTable), Key: key(pk, sk), ConsistentRead: aws.Bool(true),
 	})
 	if err != nil {
 		return false, fmt.Errorf("read %s/%s: %w", pk, sk, err)
 	}
-	if len(o.Item) == 0 {
+	if len(got.Item) == 0 {
 		return false, nil
 	}
-	if err := attributevalue.UnmarshalMap(o.Item, out); err != nil {
+	if err := attributevalue.UnmarshalMap(got.Item, out); err != nil {
 		return false, fmt.Errorf("decode %s/%s: %w", pk, sk, err)
 	}
 	return true, nil
@@ -47,15 +177,15 @@ func (r reader) get(ctx context.Context, pk, sk string, out any) (bool, error) {
 
 // claimOwner returns who owns an identity or domain claim ("" when unclaimed).
 func (r reader) claimOwner(ctx context.Context, pk, sk string) (string, error) {
-	var c store.IdentityClaim
-	ok, err := r.get(ctx, pk, sk, &c)
+	var claim store.IdentityClaim
+	ok, err := r.get(ctx, pk, sk, &claim)
 	if err != nil || !ok {
 		return "", err
 	}
-	if c.ContactID != "" {
-		return c.ContactID, nil
+	if claim.ContactID != "" {
+		return claim.ContactID, nil
 	}
-	return c.Account, nil
+	return claim.Account, nil
 }
 
 // record reads a profile; nil when absent.
@@ -73,36 +203,36 @@ func (r reader) record(ctx context.Context, entity, id string) (*store.Record, e
 
 // activity reads an activity item; nil when absent.
 func (r reader) activity(ctx context.Context, pk, activityID string) (*store.ActivityItem, error) {
-	it := &store.ActivityItem{}
-	ok, err := r.get(ctx, pk, store.ActivitySK(activityID), it)
+	item := &store.ActivityItem{}
+	ok, err := r.get(ctx, pk, store.ActivitySK(activityID), item)
 	if err != nil || !ok {
 		return nil, err
 	}
-	return it, nil
+	return item, nil
 }
 
-// doc decodes an activity item's merged activity.
-func doc(it *store.ActivityItem) (*timeline.Activity, error) {
-	if it == nil || it.Doc == "" {
+// decodeActivity decodes an activity item's merged activity; nil when it has none.
+func decodeActivity(item *store.ActivityItem) (*timeline.Activity, error) {
+	if item == nil || item.Doc == "" {
 		return nil, nil
 	}
-	var a timeline.Activity
-	if err := json.Unmarshal([]byte(it.Doc), &a); err != nil {
-		return nil, fmt.Errorf("decode activity %s: %w", it.ActivityID, err)
+	var activity timeline.Activity
+	if err := json.Unmarshal([]byte(item.Doc), &activity); err != nil {
+		return nil, fmt.Errorf("decode activity %s: %w", item.ActivityID, err)
 	}
-	return &a, nil
+	return &activity, nil
 }
 
 // query runs a query to completion (bounded by maxPages) and decodes every item with fn.
 func (r reader) query(ctx context.Context, in *dynamodb.QueryInput, maxPages int, fn func(map[string]types.AttributeValue) error) error {
-	p := dynamodb.NewQueryPaginator(r.w.ddb, in)
-	for n := 0; p.HasMorePages() && (maxPages <= 0 || n < maxPages); n++ {
-		out, err := p.NextPage(ctx)
+	pages := dynamodb.NewQueryPaginator(r.ddb, in)
+	for n := 0; pages.HasMorePages() && (maxPages <= 0 || n < maxPages); n++ {
+		out, err := pages.NextPage(ctx)
 		if err != nil {
 			return fmt.Errorf("query %s: %w", aws.ToString(in.TableName), err)
 		}
-		for _, it := range out.Items {
-			if err := fn(it); err != nil {
+		for _, item := range out.Items {
+			if err := fn(item); err != nil {
 				return err
 			}
 		}
@@ -121,7 +251,7 @@ func (r reader) deals(ctx context.Context, accountID string) ([]*store.Record, e
 	}
 	var out []*store.Record
 	err = r.query(ctx, &dynamodb.QueryInput{
-		TableName: aws.String(r.w.cfg.CRMTable), IndexName: aws.String(store.IndexByAccount),
+		TableName: aws.String(r.cfg.CRMTable), IndexName: aws.String(store.IndexByAccount),
 		KeyConditionExpression: expr.KeyCondition(), FilterExpression: expr.Filter(),
 		ExpressionAttributeNames: expr.Names(), ExpressionAttributeValues: expr.Values(),
 	}, 10, func(item map[string]types.AttributeValue) error {
@@ -135,49 +265,43 @@ func (r reader) deals(ctx context.Context, accountID string) ([]*store.Record, e
 	return out, err
 }
 
-// lookups backs association with the CRM table, seeing the plan's in-memory contact.
-type lookups struct {
-	r       reader
-	contact *store.Record
-	deal    map[string]*store.Record // deals already loaded by the plan
-}
-
-// ContactByEmail reads the email's identity claim.
-func (l lookups) ContactByEmail(ctx context.Context, e string) (string, error) {
-	return l.r.claimOwner(ctx, store.IdentEmailPK(e), store.SKIdent)
-}
-
-// ContactByPhone reads the phone's identity claim.
-func (l lookups) ContactByPhone(ctx context.Context, p string) (string, error) {
-	return l.r.claimOwner(ctx, store.IdentPhonePK(p), store.SKIdent)
-}
-
-// AccountOfContact answers from the plan's contact, else reads the contact's profile.
-func (l lookups) AccountOfContact(ctx context.Context, id string) (string, error) {
-	if l.contact != nil && l.contact.ID == id {
-		return l.contact.AccountID, nil
+// unassociatedCarrying lists up to limit unassociated activities carrying one of identityTags
+// ("kind:value") through the sparse Unassociated index (eventually consistent: read an item
+// itself before relying on it).
+func (r reader) unassociatedCarrying(ctx context.Context, identityTags []string, limit int) ([]*store.ActivityItem, error) {
+	var cond expression.ConditionBuilder
+	for i, tag := range identityTags {
+		carries := expression.Contains(expression.Name("identities"), tag)
+		if i == 0 {
+			cond = carries
+		} else {
+			cond = cond.Or(carries)
+		}
 	}
-	rec, err := l.r.record(ctx, store.Contact, id)
-	if err != nil || rec == nil {
-		return "", err
-	}
-	return rec.AccountID, nil
-}
-
-// AccountByDomain reads the domain's claim.
-func (l lookups) AccountByDomain(ctx context.Context, d string) (string, error) {
-	return l.r.claimOwner(ctx, store.DomainPK(d), store.SKDomain)
-}
-
-// DealsOfAccount lists the account's deals through the ByAccount index.
-func (l lookups) DealsOfAccount(ctx context.Context, a string) ([]association.Deal, error) {
-	recs, err := l.r.deals(ctx, a)
+	expr, err := expression.NewBuilder().
+		WithKeyCondition(expression.Key("unassoc").Equal(expression.Value("1"))).
+		WithFilter(cond).Build()
 	if err != nil {
 		return nil, err
 	}
-	out := make([]association.Deal, 0, len(recs))
-	for _, d := range recs {
-		out = append(out, association.Deal{ID: d.ID, Open: d.Open(), LastActivityAt: store.ParseTime(d.LastActivityAt)})
+	var found []*store.ActivityItem
+	err = r.query(ctx, &dynamodb.QueryInput{
+		TableName: aws.String(r.cfg.CRMTable), IndexName: aws.String(store.IndexUnassociated),
+		KeyConditionExpression: expr.KeyCondition(), FilterExpression: expr.Filter(),
+		ExpressionAttributeNames: expr.Names(), ExpressionAttributeValues: expr.Values(),
+	}, 5, func(item map[string]types.AttributeValue) error {
+		if len(found) >= limit {
+			return nil
+		}
+		var activity store.ActivityItem
+		if err := attributevalue.UnmarshalMap(item, &activity); err != nil {
+			return err
+		}
+		found = append(found, &activity)
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
-	return out, nil
+	return found, nil
 }

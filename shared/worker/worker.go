@@ -1,9 +1,21 @@
-// Package worker owns crmsync's exactly-once application of canonical events (design sections
-// 2, 4, 5 and 6): the SQS batch handler of the ingest FIFO queue and, per event, the ledger
-// check, hydration of thin events, identity resolution, policy decisions, timeline merge,
+// Package worker owns crmsync's exactly-once application of canonical events to DynamoDB (design
+// sections 2, 4, 5 and 6): the SQS batch handler of the ingest FIFO queue and, per event, the
+// ledger check, hydration of thin events, identity resolution, policy decisions, timeline merge,
 // association, and the single DynamoDB transaction that records the outcome together with every
-// effect. It also offers the operations the CLI builds on: Replay (a forced re-run with who and
-// why), Rebuild (recompute a contact from the ledger) and GetContact (record, timeline, audit).
+// effect. It also owns the operator actions the CLI and the reconciliation jobs build on — Replay
+// (a forced re-run with who and why), Rebuild, DiffRebuild and WriteRebuild (recompute a contact
+// from the ledger and restore it), Reassociate (retry an unassociated activity) — and reading a
+// contact back (GetContact: record, timeline, audit).
+//
+// Layout: Worker (worker.go) is the composition root New returns; its exported methods delegate
+// to the part that owns the work:
+//   - applier (apply.go, hydrate.go, ledger.go): the SQS batch handler and the per-event pipeline
+//     (ledger check, hydrate, plan, transact, retry after a conflict, reject, flag);
+//   - planner (plan.go, activity.go, transaction.go): what one event writes, in named steps
+//     (resolve the contact, plan the account, the deal, the activity, adoption of unassociated
+//     activities) and the TransactWriteItems that writes it;
+//   - operator (replay.go, rebuild.go, restore.go, reassociate.go): the operator actions;
+//   - reader (read.go, lookups.go): CRM table reads, including reading a contact.
 //
 // Exactly once: an event's ledger item and all of its effects are written by one
 // TransactWriteItems whose ledger Put is conditioned on attribute_not_exists(pk) OR
@@ -40,16 +52,14 @@ package worker
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
-	"math/rand/v2"
-	"sync"
 	"time"
 
 	"github.com/aws/aws-lambda-go/events"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 
+	"github.com/crmsync/crmsync/shared/canonical"
 	"github.com/crmsync/crmsync/shared/connector"
 	"github.com/crmsync/crmsync/shared/emf"
 	"github.com/crmsync/crmsync/shared/policy"
@@ -89,9 +99,9 @@ type Hydration struct {
 
 // Config configures a Worker.
 type Config struct {
-	// LedgerTable and CRMTable are the table names.
+	// LedgerTable is the ledger table's name; required.
 	LedgerTable string
-	// CRMTable is the CRM table's name.
+	// CRMTable is the CRM table's name; required.
 	CRMTable string
 	// Policy is the ownership and conflict policy; required.
 	Policy *policy.Policy
@@ -116,14 +126,17 @@ type Config struct {
 	Concurrency int
 }
 
-// Worker applies canonical events exactly once. It is safe for concurrent use.
+// ErrNotFound reports that a contact or ledger item does not exist.
+var ErrNotFound = errors.New("not found")
+
+// Worker applies canonical events exactly once, runs the operator actions and reads contacts.
+// It is the composition root of the package: it holds the dependencies its parts share and
+// delegates each exported method to the part that owns the work. It is safe for concurrent use.
 type Worker struct {
-	cfg     Config
-	ddb     DynamoAPI
-	log     *slog.Logger
-	metrics *emf.Writer
-	now     func() time.Time
-	sleep   func(ctx context.Context, d time.Duration) error
+	*deps
+	applier  *applier
+	operator *operator
+	reader   reader
 }
 
 // New returns a Worker over the given DynamoDB client.
@@ -149,109 +162,101 @@ func New(cfg Config, ddb DynamoAPI) (*Worker, error) {
 	if cfg.Concurrency <= 0 {
 		cfg.Concurrency = 4
 	}
-	w := &Worker{cfg: cfg, ddb: ddb, log: cfg.Log, now: cfg.Clock, sleep: cfg.Sleep}
-	if w.log == nil {
-		w.log = slog.New(slog.NewJSONHandler(io.Discard, nil))
+	shared := &deps{cfg: cfg, ddb: ddb, log: cfg.Log, now: cfg.Clock, sleep: cfg.Sleep}
+	if shared.log == nil {
+		shared.log = slog.New(slog.NewJSONHandler(io.Discard, nil))
 	}
-	if w.sleep == nil {
-		w.sleep = sleepCtx
+	if shared.sleep == nil {
+		shared.sleep = sleepCtx
 	}
-	w.metrics = emf.New(cfg.Metrics, cfg.Clock)
-	return w, nil
+	shared.metrics = emf.New(cfg.Metrics, cfg.Clock)
+
+	reads := reader{deps: shared}
+	apply := &applier{deps: shared, reader: reads}
+	return &Worker{
+		deps:     shared,
+		applier:  apply,
+		operator: &operator{deps: shared, reader: reads, applier: apply},
+		reader:   reads,
+	}, nil
 }
-
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
-}
-
-// backoff returns the jittered wait before attempt n (1-based): up to 25ms·2^(n-1).
-func backoff(n int) time.Duration {
-	ceiling := 25 * time.Millisecond << min(n-1, 6)
-	return ceiling/2 + rand.N(ceiling/2+1)
-}
-
-// ErrPermanent marks a failure that retrying cannot fix: the event is recorded REJECTED and
-// its message acknowledged.
-var ErrPermanent = errors.New("permanent failure")
-
-// permanent wraps err as permanent with a reason.
-func permanent(format string, args ...any) error {
-	return fmt.Errorf("%w: %s", ErrPermanent, fmt.Sprintf(format, args...))
-}
-
-// IsPermanent reports whether err is a permanent failure.
-func IsPermanent(err error) bool { return errors.Is(err, ErrPermanent) }
-
-// groupAttr is the SQS system attribute naming a FIFO message's group.
-const groupAttr = "MessageGroupId"
 
 // Handle processes one SQS batch from the ingest FIFO queue. Messages of one group are applied
 // in order; a transient failure puts that message and every later message of its group into
 // BatchItemFailures while other groups carry on. Permanent failures are recorded REJECTED and
 // acknowledged. Handle never fails the whole batch: its error is always nil.
-func (w *Worker) Handle(ctx context.Context, ev events.SQSEvent) (events.SQSEventResponse, error) {
-	type group struct{ idx []int }
-	var order []string
-	groups := map[string]*group{}
-	for i, m := range ev.Records {
-		g := m.Attributes[groupAttr]
-		if g == "" {
-			g = "\x00" + m.MessageId // no group: the message orders nothing else
-		}
-		if groups[g] == nil {
-			groups[g] = &group{}
-			order = append(order, g)
-		}
-		groups[g].idx = append(groups[g].idx, i)
-	}
-	failed := make([]bool, len(ev.Records))
-	sem := make(chan struct{}, w.cfg.Concurrency)
-	var wg sync.WaitGroup
-	for _, name := range order {
-		g := groups[name]
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
-			broken := false
-			for _, i := range g.idx {
-				if broken {
-					failed[i] = true
-					continue
-				}
-				if err := w.HandleMessage(ctx, ev.Records[i]); err != nil {
-					failed[i], broken = true, true
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	var resp events.SQSEventResponse
-	for i, f := range failed {
-		if f {
-			resp.BatchItemFailures = append(resp.BatchItemFailures, events.SQSBatchItemFailure{ItemIdentifier: ev.Records[i].MessageId})
-		}
-	}
-	return resp, nil
+func (w *Worker) Handle(ctx context.Context, batch events.SQSEvent) (events.SQSEventResponse, error) {
+	return w.applier.handleBatch(ctx, batch), nil
 }
 
 // HandleMessage applies one SQS message. It returns an error only for a transient failure (the
 // message must be retried); permanent failures are recorded and return nil.
-func (w *Worker) HandleMessage(ctx context.Context, m events.SQSMessage) error {
-	res, err := w.ApplyBody(ctx, []byte(m.Body))
-	if err != nil {
-		w.log.WarnContext(ctx, "transient failure; message will be retried", "message_id", m.MessageId,
-			"key", res.Key, "error", err.Error())
-		w.metrics.Emit(map[string]string{"Connector": res.Source, "Outcome": "RETRY"}, emf.Metric{Name: "Processed", Value: 1, Unit: emf.Count})
-		return err
-	}
-	return nil
+func (w *Worker) HandleMessage(ctx context.Context, message events.SQSMessage) error {
+	return w.applier.handleMessage(ctx, message)
+}
+
+// ApplyBody decodes an SQS message body and applies it. An error means a transient failure
+// (retry); an invalid body is recorded REJECTED when its key can be read, and acknowledged.
+func (w *Worker) ApplyBody(ctx context.Context, body []byte) (Result, error) {
+	return w.applier.applyBody(ctx, body)
+}
+
+// Apply applies one canonical event exactly once. A thin notification is hydrated in place (ev is
+// modified). An error means a transient failure; the caller retries. Permanent failures are
+// recorded REJECTED and return a nil error.
+func (w *Worker) Apply(ctx context.Context, ev *canonical.Event) (Result, error) {
+	return w.applier.applyEvent(ctx, ev)
+}
+
+// Replay re-applies an event already in the ledger — a forced re-run — recording who asked and
+// why in the ledger item's reruns and in the audit trail. The decisions are those the current
+// policy makes for the stored (hydrated) event against the current records; an event whose
+// effects are all present changes nothing but the ledger and the rerun audit entry.
+func (w *Worker) Replay(ctx context.Context, key, by, why string) (Result, error) {
+	return w.operator.replay(ctx, key, by, why)
+}
+
+// Rebuild recomputes a contact's fields and timeline from the ledger: every APPLIED or NOOP event
+// recorded against the contact under one of its identities' group keys (ByGroup index), folded
+// in occurred_at order (then key) through the current policy and the timeline merge. It writes
+// nothing; the caller compares or writes the result.
+func (w *Worker) Rebuild(ctx context.Context, contactID string) (*Rebuilt, error) {
+	return w.operator.rebuild(ctx, contactID)
+}
+
+// DiffRebuild compares a rebuilt contact with what is stored.
+func (w *Worker) DiffRebuild(ctx context.Context, rebuilt *Rebuilt) (*RebuildDiff, error) {
+	return w.operator.diffRebuild(ctx, rebuilt)
+}
+
+// WriteRebuild restores a contact to its rebuilt state in one transaction: the record (conditioned
+// on its version), every differing timeline entry, and an audit entry per restored field with
+// decision "rebuild", who ran it and why.
+func (w *Worker) WriteRebuild(ctx context.Context, rebuilt *Rebuilt, by, why string) (*RebuildDiff, error) {
+	return w.operator.writeRebuild(ctx, rebuilt, by, why)
+}
+
+// Reassociate retries the association of one unassociated activity (the consistency job's
+// repair): when a contact now owns one of the identities the activity carries — emails first,
+// then phones, as the worker resolves a subject — the activity moves under that contact exactly
+// as the worker adopts activities when a contact gains an identity: the contact link (how it
+// matched), the contact's account when the activity has none, and a tombstone on the UNASSOC
+// item, all in one TransactWriteItems conditioned on the items' versions, together with an audit
+// entry on the contact (field "_activity", decision "reassociated", source ReassociateSource,
+// event key key, reason why). Nothing is written when no contact owns an identity yet, when the
+// activity was moved meanwhile, or when the contact already holds an activity with that id; a
+// lost race (a condition failed) is reported as an error and a later run retries.
+func (w *Worker) Reassociate(ctx context.Context, activityID, key, why string) (Reassociation, error) {
+	return w.operator.reassociate(ctx, activityID, key, why)
+}
+
+// ResolveContact returns the id of the contact a query names.
+func (w *Worker) ResolveContact(ctx context.Context, query ContactQuery) (string, error) {
+	return w.reader.resolveContact(ctx, query)
+}
+
+// GetContact returns a contact's record with per-field provenance, its timeline with
+// associations, and its audit trail (strongly consistent reads of the contact's partition).
+func (w *Worker) GetContact(ctx context.Context, query ContactQuery) (*ContactView, error) {
+	return w.reader.contactView(ctx, query)
 }

@@ -1,0 +1,97 @@
+package worker
+
+import (
+	"strconv"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/feature/dynamodb/attributevalue"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+)
+
+// transactionBuilder collects the items of one TransactWriteItems.
+type transactionBuilder struct {
+	items []types.TransactWriteItem
+}
+
+// put adds a Put of value, with its condition when cond is set.
+func (builder *transactionBuilder) put(table string, value any, cond string, names map[string]string, vals map[string]types.AttributeValue) error {
+	attrs, err := attributevalue.MarshalMap(value)
+	if err != nil {
+		return err
+	}
+	put := &types.Put{TableName: aws.String(table), Item: attrs}
+	if cond != "" {
+		put.ConditionExpression = aws.String(cond)
+	}
+	if len(names) > 0 {
+		put.ExpressionAttributeNames = names
+	}
+	if len(vals) > 0 {
+		put.ExpressionAttributeValues = vals
+	}
+	builder.items = append(builder.items, types.TransactWriteItem{Put: put})
+	return nil
+}
+
+// putVersioned adds a Put conditioned on the item's absence (isNew) or on its previous version.
+func (builder *transactionBuilder) putVersioned(table string, value any, isNew bool, prev int64) error {
+	if isNew {
+		return builder.put(table, value, "attribute_not_exists(pk)", nil, nil)
+	}
+	return builder.put(table, value, "#v = :v", map[string]string{"#v": "version"},
+		map[string]types.AttributeValue{":v": &types.AttributeValueMemberN{Value: strconv.FormatInt(prev, 10)}})
+}
+
+// checkAbsent adds a ConditionCheck that the item is still absent.
+func (builder *transactionBuilder) checkAbsent(table string, absent itemKey) {
+	builder.items = append(builder.items, types.TransactWriteItem{ConditionCheck: &types.ConditionCheck{
+		TableName: aws.String(table), Key: key(absent.pk, absent.sk), ConditionExpression: aws.String("attribute_not_exists(pk)")}})
+}
+
+// transaction builds the TransactWriteItems of a plan: the ledger Put first (its cancellation
+// reason is index 0), then records, claims, activities, audits and the absence checks.
+func (p *plan) transaction(shared *deps) ([]types.TransactWriteItem, error) {
+	var builder transactionBuilder
+	if err := p.putLedger(&builder, shared); err != nil {
+		return nil, err
+	}
+	crm := shared.cfg.CRMTable
+	for _, record := range p.records {
+		if err := builder.putVersioned(crm, record.rec, record.isNew, record.prev); err != nil {
+			return nil, err
+		}
+	}
+	for _, claim := range p.claims {
+		if err := builder.put(crm, claim, "attribute_not_exists(pk)", nil, nil); err != nil {
+			return nil, err
+		}
+	}
+	for _, activity := range p.activities {
+		if err := builder.putVersioned(crm, activity.item, activity.isNew, activity.prev); err != nil {
+			return nil, err
+		}
+	}
+	for _, entry := range p.audits {
+		if err := builder.put(crm, entry, "", nil, nil); err != nil {
+			return nil, err
+		}
+	}
+	for _, absentKey := range p.absent {
+		builder.checkAbsent(crm, absentKey)
+	}
+	if len(builder.items) > MaxTransactItems {
+		return nil, permanent("event needs %d writes, more than one transaction holds (%d)", len(builder.items), MaxTransactItems)
+	}
+	return builder.items, nil
+}
+
+// putLedger adds the ledger Put: a forced re-run is conditioned on the ledger item it read being
+// unchanged, any other event on the ledger condition (absent, or its dedup window over).
+func (p *plan) putLedger(builder *transactionBuilder, shared *deps) error {
+	if p.ledgerPrev != "" {
+		return builder.put(shared.cfg.LedgerTable, p.ledger, "recorded_at = :prev", nil,
+			map[string]types.AttributeValue{":prev": &types.AttributeValueMemberS{Value: p.ledgerPrev}})
+	}
+	cond, vals := ledgerCondition(shared.now())
+	return builder.put(shared.cfg.LedgerTable, p.ledger, cond, nil, vals)
+}
