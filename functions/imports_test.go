@@ -77,3 +77,20 @@ func TestProductLinksNoTooling(t *testing.T) {
 		}
 	}
 }
+
+// TestDomainPackagesArePure fails when a domain package (policy, decisions, association, timeline,
+// identities, the canonical event, item shapes) depends on the AWS SDK or the Lambda runtime: they
+// stay pure so they are table-tested without a cloud.
+func TestDomainPackagesArePure(t *testing.T) {
+	for _, pkg := range []string{"canonical", "identity", "policy", "decide", "association", "timeline", "store"} {
+		out, err := exec.Command("go", "list", "-deps", "../shared/"+pkg).CombinedOutput()
+		if err != nil {
+			t.Fatalf("go list -deps ../shared/%s: %v\n%s", pkg, err, out)
+		}
+		for _, dep := range strings.Fields(string(out)) {
+			if strings.HasPrefix(dep, "github.com/aws/") || forbidden(dep) != "" {
+				t.Errorf("shared/%s depends on %s: domain packages import no AWS SDK, Lambda runtime, tooling or testing", pkg, dep)
+			}
+		}
+	}
+}

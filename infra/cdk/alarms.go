@@ -191,6 +191,12 @@ func (c *crmsync) alarmSpecs() []alarmSpec {
 			EvaluationPeriods: 1, Threshold: 0, Comparison: gt, TreatMissingData: notBreaching,
 		},
 		alarmSpec{
+			ID:                "SecretsStaleAlarm",
+			Description:       "Runbook: docs/runbooks/secrets-stale.md - Secrets Manager failed to answer and a function served a cached connector secret past its TTL (any function, 5 minutes); after the grace period deliveries will be refused with 503.",
+			Metric:            crmsyncMetric("SecretsStale", "", "", "Sum", 300),
+			EvaluationPeriods: 1, Threshold: 0, Comparison: gt, TreatMissingData: notBreaching,
+		},
+		alarmSpec{
 			ID:                "DriftAboveSlaAlarm",
 			Description:       "Runbook: docs/runbooks/drift-above-sla.md - the daily parity run found more than 0.1 % of the contacts changed in its window differing from their recomputation from the ledger (the SLA of config/reconcile.yaml).",
 			Metric:            crmsyncMetric("DriftPercent", "Job", "parity", "Maximum", 86400),

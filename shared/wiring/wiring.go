@@ -16,7 +16,9 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 
 	"github.com/crmsync/crmsync/config"
+	"github.com/crmsync/crmsync/shared/emf"
 	"github.com/crmsync/crmsync/shared/policy"
+	"github.com/crmsync/crmsync/shared/secrets"
 )
 
 // Env is what a function is built from.
@@ -80,6 +82,29 @@ func List(getenv func(string) string, name string) []string {
 		}
 	}
 	return out
+}
+
+// SecretsStaleMetric counts uses of a cached secret past its TTL because Secrets Manager failed
+// (SecretsStaleAlarm watches its rollup).
+const SecretsStaleMetric = "SecretsStale"
+
+// StaleSecrets returns the secrets cache option every function uses: on a Secrets Manager error a
+// cached secret is served for SECRET_GRACE_SECONDS (default one hour) past its TTL, and each such
+// use is logged (the secret's id, never its value) and counted as SecretsStale under dims.
+func StaleSecrets(env Env, dims map[string]string) (secrets.Option, error) {
+	grace, err := PositiveInt(env.Getenv, "SECRET_GRACE_SECONDS", 3600)
+	if err != nil {
+		return nil, err
+	}
+	metrics := emf.New(env.Stdout, env.Clock())
+	log := env.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return secrets.StaleOnError(time.Duration(grace)*time.Second, func(id string, age time.Duration, err error) {
+		log.Warn("secret served stale", "secret_id", id, "age_seconds", int(age.Seconds()), "error", err.Error())
+		metrics.Emit(dims, emf.Metric{Name: SecretsStaleMetric, Value: 1, Unit: emf.Count})
+	}), nil
 }
 
 // LoadPolicy returns the policy at path, or the one embedded at build when path is empty.

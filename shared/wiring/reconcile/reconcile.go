@@ -80,13 +80,17 @@ func New(env wiring.Env) (*reconcile.Runner, error) {
 	if err != nil {
 		return nil, err
 	}
+	stale, err := wiring.StaleSecrets(env, nil)
+	if err != nil {
+		return nil, err
+	}
 	now := env.Clock()
 	cfg := reconcile.Config{Job: env.Getenv("JOB"), LedgerTable: vars["LEDGER_TABLE"], CRMTable: vars["CRM_TABLE"],
 		QueueURL: vars["INGEST_QUEUE_URL"], DLQURL: vars["DLQ_URL"], Bucket: vars["QUARANTINE_BUCKET"]}
 	return reconcile.New(cfg, reconcile.Deps{
 		DynamoDB: dynamodb.NewFromConfig(env.AWS), SQS: sqs.NewFromConfig(env.AWS),
 		S3: s3.NewFromConfig(env.AWS, func(o *s3.Options) { o.UsePathStyle = true }), Worker: w,
-		Secrets: secrets.New(secretsmanager.NewFromConfig(env.AWS), 5*time.Minute, now), Sources: listers(env),
+		Secrets: secrets.New(secretsmanager.NewFromConfig(env.AWS), 5*time.Minute, now, stale), Sources: listers(env),
 		Settings: settings, Policy: pol, Now: now, Log: env.Log, Metrics: env.Stdout,
 	})
 }

@@ -21,7 +21,8 @@ import (
 )
 
 // Build builds a webhook function: CONNECTOR, SECRET_ID, INGEST_QUEUE_URL, QUARANTINE_BUCKET,
-// PUBLIC_BASE_URL, MAX_BODY_BYTES, SECRET_TTL_SECONDS, REPLAY_TABLE (when the connector needs it).
+// PUBLIC_BASE_URL, MAX_BODY_BYTES, SECRET_TTL_SECONDS, SECRET_GRACE_SECONDS, REPLAY_TABLE (when the
+// connector needs it).
 func Build(_ context.Context, env wiring.Env) (lambda.Handler, error) {
 	vars, err := wiring.Required(env.Getenv, "CONNECTOR", "SECRET_ID", "INGEST_QUEUE_URL", "QUARANTINE_BUCKET")
 	if err != nil {
@@ -39,11 +40,15 @@ func Build(_ context.Context, env wiring.Env) (lambda.Handler, error) {
 	if err != nil {
 		return nil, err
 	}
+	stale, err := wiring.StaleSecrets(env, map[string]string{"Connector": vars["CONNECTOR"]})
+	if err != nil {
+		return nil, err
+	}
 	now := env.Clock()
 	cfg := ingest.Config{SecretID: vars["SECRET_ID"], QueueURL: vars["INGEST_QUEUE_URL"], Bucket: vars["QUARANTINE_BUCKET"],
 		ReplayTable: env.Getenv("REPLAY_TABLE"), PublicBaseURL: env.Getenv("PUBLIC_BASE_URL"), MaxBodyBytes: maxBody}
 	d := ingest.Deps{
-		Secrets: secrets.New(secretsmanager.NewFromConfig(env.AWS), time.Duration(ttl)*time.Second, now),
+		Secrets: secrets.New(secretsmanager.NewFromConfig(env.AWS), time.Duration(ttl)*time.Second, now, stale),
 		SQS:     sqs.NewFromConfig(env.AWS),
 		S3:      s3.NewFromConfig(env.AWS, func(o *s3.Options) { o.UsePathStyle = true }),
 		Now:     now, Log: env.Log, Metrics: emf.New(env.Stdout, now),

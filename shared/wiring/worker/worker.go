@@ -46,10 +46,14 @@ func New(env wiring.Env) (*worker.Worker, error) {
 	if err != nil {
 		return nil, err
 	}
+	stale, err := wiring.StaleSecrets(env, nil)
+	if err != nil {
+		return nil, err
+	}
 	now := env.Clock()
 	return worker.New(worker.Config{
 		LedgerTable: vars["LEDGER_TABLE"], CRMTable: vars["CRM_TABLE"], Policy: pol, Clock: now,
-		Hydrators: hydrators(env), Secrets: secrets.New(secretsmanager.NewFromConfig(env.AWS), 5*time.Minute, now),
+		Hydrators: hydrators(env), Secrets: secrets.New(secretsmanager.NewFromConfig(env.AWS), 5*time.Minute, now, stale),
 		RetentionDays: int(days), Log: env.Log, Metrics: env.Stdout,
 	}, dynamodb.NewFromConfig(env.AWS))
 }
