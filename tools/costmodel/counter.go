@@ -30,6 +30,7 @@ type Op struct {
 	Operation string
 }
 
+// String is the operation as "<Service> <Operation>", e.g. "DynamoDB GetItem".
 func (o Op) String() string { return o.Service + " " + o.Operation }
 
 // DynamoUnits are DynamoDB capacity units, computed by the published rules: a read is 1 unit per
@@ -466,167 +467,207 @@ func (w write) apply() {
 	}
 }
 
+// dynamo counts one DynamoDB operation's capacity units and keeps the item shadow up to date.
 func (c *Counter) dynamo(params, result any, err error) {
-	d := &c.u.DynamoDB
-	var ccf *ddbtypes.ConditionalCheckFailedException
-	single := func(name string, w write) {
-		units := WriteUnits(w.size())
-		d.Write += units
-		if !w.known {
-			d.Estimated++
-		}
-		if errors.As(err, &ccf) {
-			d.ConditionFailures++
-			c.traceWrite(name, w, units, 0, false)
-			return
-		}
-		if err != nil {
-			return
-		}
-		idx := w.t.indexWrites(w.old, w.new)
-		d.IndexWrite += idx
-		c.traceWrite(name, w, units, idx, false)
-		w.apply()
-	}
+	units := &c.u.DynamoDB
 	switch p := params.(type) {
 	case *dynamodb.CreateTableInput:
-		if err != nil {
-			return
-		}
-		t := &table{items: map[string]ddbexpr.Item{}, complete: true}
-		for _, k := range p.KeySchema {
-			if k.KeyType == ddbtypes.KeyTypeHash {
-				t.hash = aws.ToString(k.AttributeName)
-			} else {
-				t.rng = aws.ToString(k.AttributeName)
-			}
-		}
-		for _, g := range p.GlobalSecondaryIndexes {
-			idx := Index{Name: aws.ToString(g.IndexName), Projection: "ALL"}
-			for _, k := range g.KeySchema {
-				if k.KeyType == ddbtypes.KeyTypeHash {
-					idx.Hash = aws.ToString(k.AttributeName)
-				} else {
-					idx.Range = aws.ToString(k.AttributeName)
-				}
-			}
-			if g.Projection != nil {
-				idx.Projection = string(g.Projection.ProjectionType)
-				idx.Include = g.Projection.NonKeyAttributes
-			}
-			t.indexes = append(t.indexes, idx)
-		}
-		c.tables[aws.ToString(p.TableName)] = t
+		c.countCreateTable(p, err)
 	case *dynamodb.GetItemInput:
-		if err != nil {
-			return
-		}
-		o, _ := result.(*dynamodb.GetItemOutput)
-		if o == nil {
-			return
-		}
-		d.Read += ReadUnits(ddbexpr.ItemSize(o.Item), aws.ToBool(p.ConsistentRead))
-		d.Reported += reported(o.ConsumedCapacity)
-		if t := c.tables[aws.ToString(p.TableName)]; t != nil {
-			if len(o.Item) > 0 && p.ProjectionExpression == nil {
-				t.set(o.Item)
-			} else if len(o.Item) == 0 {
-				t.del(p.Key)
-			}
-		}
+		c.countGetItem(p, result, err)
 	case *dynamodb.QueryInput:
-		if err != nil {
-			return
-		}
-		o, _ := result.(*dynamodb.QueryOutput)
-		if o == nil {
-			return
-		}
-		consistent := p.IndexName == nil && aws.ToBool(p.ConsistentRead)
-		n := 0
-		for _, it := range o.Items {
-			n += ddbexpr.ItemSize(it)
-		}
-		if o.ScannedCount > o.Count {
-			// The filter dropped items that were read all the same: size them from the shadow.
-			if s, ok := c.scanned(p, int(o.ScannedCount)); ok {
-				n = s
-			} else {
-				d.Estimated++
-				if o.Count > 0 {
-					n += n / int(o.Count) * int(o.ScannedCount-o.Count)
-				}
-			}
-		}
-		d.Read += ReadUnits(n, consistent)
-		d.Reported += reported(o.ConsumedCapacity)
+		c.countQuery(p, result, err)
 	case *dynamodb.PutItemInput:
-		single(aws.ToString(p.TableName), c.put(aws.ToString(p.TableName), p.Item))
+		c.countSingleWrite(aws.ToString(p.TableName), c.put(aws.ToString(p.TableName), p.Item), err)
 		if o, ok := result.(*dynamodb.PutItemOutput); ok && o != nil {
-			d.Reported += reported(o.ConsumedCapacity)
+			units.Reported += reported(o.ConsumedCapacity)
 		}
 	case *dynamodb.UpdateItemInput:
-		single(aws.ToString(p.TableName), c.update(aws.ToString(p.TableName), p.Key, p.UpdateExpression, p.ExpressionAttributeNames, p.ExpressionAttributeValues))
+		c.countSingleWrite(aws.ToString(p.TableName), c.update(aws.ToString(p.TableName), p.Key, p.UpdateExpression, p.ExpressionAttributeNames, p.ExpressionAttributeValues), err)
 		if o, ok := result.(*dynamodb.UpdateItemOutput); ok && o != nil {
-			d.Reported += reported(o.ConsumedCapacity)
+			units.Reported += reported(o.ConsumedCapacity)
 		}
 	case *dynamodb.DeleteItemInput:
-		single(aws.ToString(p.TableName), c.del(aws.ToString(p.TableName), p.Key))
+		c.countSingleWrite(aws.ToString(p.TableName), c.del(aws.ToString(p.TableName), p.Key), err)
 	case *dynamodb.TransactWriteItemsInput:
-		d.Transactions++
-		d.TransactItems += len(p.TransactItems)
-		var ws []write
-		var names []string
-		for _, ti := range p.TransactItems {
-			switch {
-			case ti.Put != nil:
-				names = append(names, aws.ToString(ti.Put.TableName))
-				ws = append(ws, c.put(aws.ToString(ti.Put.TableName), ti.Put.Item))
-			case ti.Update != nil:
-				u := ti.Update
-				names = append(names, aws.ToString(u.TableName))
-				ws = append(ws, c.update(aws.ToString(u.TableName), u.Key, u.UpdateExpression, u.ExpressionAttributeNames, u.ExpressionAttributeValues))
-			case ti.Delete != nil:
-				names = append(names, aws.ToString(ti.Delete.TableName))
-				ws = append(ws, c.del(aws.ToString(ti.Delete.TableName), ti.Delete.Key))
-			case ti.ConditionCheck != nil:
-				w := c.del(aws.ToString(ti.ConditionCheck.TableName), ti.ConditionCheck.Key)
-				w.check = true
-				names = append(names, aws.ToString(ti.ConditionCheck.TableName))
-				ws = append(ws, w)
-			}
-		}
-		for _, w := range ws {
-			d.Write += 2 * WriteUnits(w.size())
-			if !w.known {
-				d.Estimated++
-			}
-		}
-		if err != nil {
-			var tce *ddbtypes.TransactionCanceledException
-			if errors.As(err, &tce) {
-				d.CanceledTransactions++
-			}
-			return
-		}
-		for i, w := range ws {
-			idx := 0.0
-			if !w.check {
-				idx = w.t.indexWrites(w.old, w.new)
-				d.IndexWrite += idx
-			}
-			c.traceWrite(names[i], w, 2*WriteUnits(w.size()), idx, true)
-			w.apply()
-		}
-		if o, ok := result.(*dynamodb.TransactWriteItemsOutput); ok && o != nil {
-			d.Reported += reported(ptrs(o.ConsumedCapacity)...)
-		}
+		c.countTransactWrite(p, result, err)
 	case *dynamodb.DescribeTableInput, *dynamodb.ListTablesInput, *dynamodb.UpdateTimeToLiveInput,
 		*dynamodb.DeleteTableInput, *dynamodb.DescribeTimeToLiveInput, *dynamodb.UpdateContinuousBackupsInput:
 		// Control plane: no capacity units.
 	default:
-		d.Estimated++ // Scan, batch and transactional reads are not on crmsync's per-event path
+		units.Estimated++ // Scan, batch and transactional reads are not on crmsync's per-event path
 	}
+}
+
+// countCreateTable starts a complete shadow of a table created through the counter, with its
+// key schema and global secondary indexes.
+func (c *Counter) countCreateTable(p *dynamodb.CreateTableInput, err error) {
+	if err != nil {
+		return
+	}
+	t := &table{items: map[string]ddbexpr.Item{}, complete: true}
+	t.hash, t.rng = keyAttributes(p.KeySchema)
+	for _, gsi := range p.GlobalSecondaryIndexes {
+		index := Index{Name: aws.ToString(gsi.IndexName), Projection: "ALL"}
+		index.Hash, index.Range = keyAttributes(gsi.KeySchema)
+		if gsi.Projection != nil {
+			index.Projection = string(gsi.Projection.ProjectionType)
+			index.Include = gsi.Projection.NonKeyAttributes
+		}
+		t.indexes = append(t.indexes, index)
+	}
+	c.tables[aws.ToString(p.TableName)] = t
+}
+
+// keyAttributes returns a key schema's hash and range attribute names (range "" when absent).
+func keyAttributes(schema []ddbtypes.KeySchemaElement) (hash, rng string) {
+	for _, element := range schema {
+		if element.KeyType == ddbtypes.KeyTypeHash {
+			hash = aws.ToString(element.AttributeName)
+		} else {
+			rng = aws.ToString(element.AttributeName)
+		}
+	}
+	return hash, rng
+}
+
+// countGetItem counts a GetItem's read units and records what it read in the shadow (a whole
+// item read, or its absence).
+func (c *Counter) countGetItem(p *dynamodb.GetItemInput, result any, err error) {
+	if err != nil {
+		return
+	}
+	o, _ := result.(*dynamodb.GetItemOutput)
+	if o == nil {
+		return
+	}
+	units := &c.u.DynamoDB
+	units.Read += ReadUnits(ddbexpr.ItemSize(o.Item), aws.ToBool(p.ConsistentRead))
+	units.Reported += reported(o.ConsumedCapacity)
+	if t := c.tables[aws.ToString(p.TableName)]; t != nil {
+		if len(o.Item) > 0 && p.ProjectionExpression == nil {
+			t.set(o.Item)
+		} else if len(o.Item) == 0 {
+			t.del(p.Key)
+		}
+	}
+}
+
+// countQuery counts a Query's read units: the items its key condition selected, those its
+// filter dropped included (sized from the shadow, or estimated).
+func (c *Counter) countQuery(p *dynamodb.QueryInput, result any, err error) {
+	if err != nil {
+		return
+	}
+	o, _ := result.(*dynamodb.QueryOutput)
+	if o == nil {
+		return
+	}
+	units := &c.u.DynamoDB
+	consistent := p.IndexName == nil && aws.ToBool(p.ConsistentRead)
+	size := 0
+	for _, it := range o.Items {
+		size += ddbexpr.ItemSize(it)
+	}
+	if o.ScannedCount > o.Count {
+		// The filter dropped items that were read all the same: size them from the shadow.
+		if scannedSize, ok := c.scanned(p, int(o.ScannedCount)); ok {
+			size = scannedSize
+		} else {
+			units.Estimated++
+			if o.Count > 0 {
+				size += size / int(o.Count) * int(o.ScannedCount-o.Count)
+			}
+		}
+	}
+	units.Read += ReadUnits(size, consistent)
+	units.Reported += reported(o.ConsumedCapacity)
+}
+
+// countSingleWrite counts a PutItem, UpdateItem or DeleteItem on table name: its write units
+// (charged even when its condition failed), its index writes, and applies it to the shadow when
+// it succeeded.
+func (c *Counter) countSingleWrite(name string, w write, err error) {
+	units := &c.u.DynamoDB
+	writeUnits := WriteUnits(w.size())
+	units.Write += writeUnits
+	if !w.known {
+		units.Estimated++
+	}
+	var conditionFailed *ddbtypes.ConditionalCheckFailedException
+	if errors.As(err, &conditionFailed) {
+		units.ConditionFailures++
+		c.traceWrite(name, w, writeUnits, 0, false)
+		return
+	}
+	if err != nil {
+		return
+	}
+	indexUnits := w.t.indexWrites(w.old, w.new)
+	units.IndexWrite += indexUnits
+	c.traceWrite(name, w, writeUnits, indexUnits, false)
+	w.apply()
+}
+
+// countTransactWrite counts a TransactWriteItems: twice the write units of every item (charged
+// even when the transaction was canceled), its index writes, and applies it to the shadow when
+// it succeeded.
+func (c *Counter) countTransactWrite(p *dynamodb.TransactWriteItemsInput, result any, err error) {
+	units := &c.u.DynamoDB
+	units.Transactions++
+	units.TransactItems += len(p.TransactItems)
+	writes, names := c.transactWrites(p.TransactItems)
+	for _, w := range writes {
+		units.Write += 2 * WriteUnits(w.size())
+		if !w.known {
+			units.Estimated++
+		}
+	}
+	if err != nil {
+		var canceled *ddbtypes.TransactionCanceledException
+		if errors.As(err, &canceled) {
+			units.CanceledTransactions++
+		}
+		return
+	}
+	for i, w := range writes {
+		indexUnits := 0.0
+		if !w.check {
+			indexUnits = w.t.indexWrites(w.old, w.new)
+			units.IndexWrite += indexUnits
+		}
+		c.traceWrite(names[i], w, 2*WriteUnits(w.size()), indexUnits, true)
+		w.apply()
+	}
+	if o, ok := result.(*dynamodb.TransactWriteItemsOutput); ok && o != nil {
+		units.Reported += reported(ptrs(o.ConsumedCapacity)...)
+	}
+}
+
+// transactWrites resolves a transaction's items against the shadow, with each one's table name.
+func (c *Counter) transactWrites(items []ddbtypes.TransactWriteItem) ([]write, []string) {
+	var writes []write
+	var names []string
+	for _, item := range items {
+		switch {
+		case item.Put != nil:
+			names = append(names, aws.ToString(item.Put.TableName))
+			writes = append(writes, c.put(aws.ToString(item.Put.TableName), item.Put.Item))
+		case item.Update != nil:
+			update := item.Update
+			names = append(names, aws.ToString(update.TableName))
+			writes = append(writes, c.update(aws.ToString(update.TableName), update.Key, update.UpdateExpression, update.ExpressionAttributeNames, update.ExpressionAttributeValues))
+		case item.Delete != nil:
+			names = append(names, aws.ToString(item.Delete.TableName))
+			writes = append(writes, c.del(aws.ToString(item.Delete.TableName), item.Delete.Key))
+		case item.ConditionCheck != nil:
+			w := c.del(aws.ToString(item.ConditionCheck.TableName), item.ConditionCheck.Key)
+			w.check = true
+			names = append(names, aws.ToString(item.ConditionCheck.TableName))
+			writes = append(writes, w)
+		}
+	}
+	return writes, names
 }
 
 func ptrs(cc []ddbtypes.ConsumedCapacity) []*ddbtypes.ConsumedCapacity {

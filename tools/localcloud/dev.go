@@ -101,6 +101,53 @@ type Dev struct {
 
 // Start brings up the local stack and returns once it serves; Close stops it.
 func Start(ctx context.Context, cfg Config) (d *Dev, err error) {
+	cfg = cfg.withDefaults()
+	if cfg.Factory == nil {
+		return nil, errors.New("local stack: no function factory")
+	}
+	log := newStackLogger(cfg.Out)
+	d = &Dev{Log: log, Endpoint: cfg.Endpoint}
+	defer func() {
+		if err != nil {
+			d.Close()
+		}
+	}()
+	if err = d.startOrFindMoto(ctx, cfg.Endpoint); err != nil {
+		return nil, err
+	}
+	template, err := samtemplate.Load(cfg.TemplatePath, samtemplate.Options{StackName: cfg.StackName, AccountID: AccountID})
+	if err != nil {
+		return nil, err
+	}
+	functionAWS, err := d.loadAWSConfigs(ctx, &cfg)
+	if err != nil {
+		return nil, err
+	}
+	if err = d.provision(ctx, cfg, template); err != nil {
+		return nil, err
+	}
+	if err = d.setUpAlarmMonitor(ctx, cfg); err != nil {
+		return nil, err
+	}
+	listener, err := net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
+		return nil, fmt.Errorf("serve HTTP API on %s: %w", cfg.HTTPAddr, err)
+	}
+	d.Addr = listener.Addr().String()
+	d.Fakes = &VendorFakes{Dir: cfg.FixturesDir}
+	d.Runtime = NewRuntime(log)
+	invoker := d.Alarms.Invoker(d.Runtime) // AWS/Lambda metrics for the local alarms
+	routes, rules, err := d.registerFunctions(ctx, cfg, functionAWS, invoker)
+	if err != nil {
+		listener.Close()
+		return nil, err
+	}
+	d.serve(cfg, listener, invoker, routes, rules)
+	return d, nil
+}
+
+// withDefaults fills in the configuration's defaults and serialises its log output.
+func (cfg Config) withDefaults() Config {
 	if cfg.Out == nil {
 		cfg.Out = os.Stdout
 	}
@@ -120,82 +167,99 @@ func Start(ctx context.Context, cfg Config) (d *Dev, err error) {
 	if cfg.Pollers <= 0 {
 		cfg.Pollers = 2
 	}
-	if cfg.Factory == nil {
-		return nil, errors.New("local stack: no function factory")
-	}
-	log := slog.New(slog.NewJSONHandler(cfg.Out, &slog.HandlerOptions{ReplaceAttr: lambdacontext.ReplaceAttr})).With("component", "crmsync-local")
-	d = &Dev{Log: log, Endpoint: cfg.Endpoint}
-	defer func() {
-		if err != nil {
-			d.Close()
-		}
-	}()
-	if d.moto, err = moto.Ensure(ctx, cfg.Endpoint); err != nil {
-		return nil, err
+	return cfg
+}
+
+// newStackLogger is the local stack's own JSON logger (not a function's).
+func newStackLogger(out io.Writer) *slog.Logger {
+	handler := slog.NewJSONHandler(out, &slog.HandlerOptions{ReplaceAttr: lambdacontext.ReplaceAttr})
+	return slog.New(handler).With("component", "crmsync-local")
+}
+
+// startOrFindMoto starts moto_server at endpoint unless something already answers there.
+func (d *Dev) startOrFindMoto(ctx context.Context, endpoint string) error {
+	server, err := moto.Ensure(ctx, endpoint)
+	d.moto = server
+	if err != nil {
+		return err
 	}
 	if d.moto != nil {
-		log.Info("started moto_server", "endpoint", cfg.Endpoint)
+		d.Log.Info("started moto_server", "endpoint", endpoint)
 	} else {
-		log.Info("using running AWS endpoint", "endpoint", cfg.Endpoint)
+		d.Log.Info("using running AWS endpoint", "endpoint", endpoint)
 	}
-	tmpl, err := samtemplate.Load(cfg.TemplatePath, samtemplate.Options{StackName: cfg.StackName, AccountID: AccountID})
-	if err != nil {
-		return nil, err
-	}
+	return nil
+}
+
+// loadAWSConfigs loads the stack's AWS configuration (d.AWS, for provisioning and the event
+// source mappings) and returns the functions' one. When the functions' DynamoDB traffic is to
+// be serialised, it starts the serializer; it sets cfg.FunctionEndpoint to the endpoint the
+// functions use.
+func (d *Dev) loadAWSConfigs(ctx context.Context, cfg *Config) (aws.Config, error) {
+	var err error
 	if d.AWS, err = awsclient.Load(ctx, cfg.Endpoint); err != nil {
-		return nil, err
+		return aws.Config{}, err
 	}
 	d.AWS.APIOptions = append(d.AWS.APIOptions, cfg.AWSOptions...)
-	fnAWS := d.AWS
+	functionAWS := d.AWS
 	if cfg.FunctionEndpoint == "" && cfg.SerializeDynamoDB {
 		if d.serializer, err = moto.Serialize(cfg.Endpoint); err != nil {
-			return nil, err
+			return aws.Config{}, err
 		}
 		cfg.FunctionEndpoint = d.serializer.URL
 	}
 	if cfg.FunctionEndpoint == "" {
 		cfg.FunctionEndpoint = cfg.Endpoint
-	} else {
-		if fnAWS, err = awsclient.Load(ctx, cfg.FunctionEndpoint); err != nil {
-			return nil, err
-		}
-		fnAWS.APIOptions = append(fnAWS.APIOptions, cfg.AWSOptions...)
+		return functionAWS, nil
 	}
+	if functionAWS, err = awsclient.Load(ctx, cfg.FunctionEndpoint); err != nil {
+		return aws.Config{}, err
+	}
+	functionAWS.APIOptions = append(functionAWS.APIOptions, cfg.AWSOptions...)
+	return functionAWS, nil
+}
+
+// provision creates the template's resources (with the dev secrets, if any) and logs them.
+func (d *Dev) provision(ctx context.Context, cfg Config, template *samtemplate.Template) error {
 	var secrets map[string]json.RawMessage
 	if cfg.DevSecretsPath != "" {
+		var err error
 		if secrets, err = LoadDevSecrets(cfg.DevSecretsPath); err != nil {
-			return nil, err
+			return err
 		}
 	}
-	if d.Stack, err = Provision(ctx, d.AWS, tmpl, ProvisionOptions{StackName: cfg.StackName, DevSecrets: secrets}); err != nil {
-		return nil, err
+	stack, err := Provision(ctx, d.AWS, template, ProvisionOptions{StackName: cfg.StackName, DevSecrets: secrets})
+	d.Stack = stack
+	if err != nil {
+		return err
 	}
 	for _, line := range d.Stack.Summary() {
-		log.Info("provisioned", "resource", line)
+		d.Log.Info("provisioned", "resource", line)
 	}
-	if !cfg.Alarms.Disabled {
-		alarmAWS, err := awsclient.Load(ctx, cfg.Endpoint) // its own clients: its sampling is not the functions' traffic
-		if err != nil {
-			return nil, err
-		}
-		if d.Alarms, err = NewAlarmMonitor(ctx, d.Stack, alarmAWS, log, cfg.Alarms); err != nil {
-			return nil, fmt.Errorf("alarms: %w", err)
-		}
-	}
+	return nil
+}
 
-	ln, err := net.Listen("tcp", cfg.HTTPAddr)
+// setUpAlarmMonitor builds the local evaluation of the template's alarms, unless disabled.
+func (d *Dev) setUpAlarmMonitor(ctx context.Context, cfg Config) error {
+	if cfg.Alarms.Disabled {
+		return nil
+	}
+	alarmAWS, err := awsclient.Load(ctx, cfg.Endpoint) // its own clients: its sampling is not the functions' traffic
 	if err != nil {
-		return nil, fmt.Errorf("serve HTTP API on %s: %w", cfg.HTTPAddr, err)
+		return err
 	}
-	d.Addr = ln.Addr().String()
-	public := cfg.PublicBaseURL
-	if public == "" {
-		public = "http://" + d.Addr
+	monitor, err := NewAlarmMonitor(ctx, d.Stack, alarmAWS, d.Log, cfg.Alarms)
+	d.Alarms = monitor
+	if err != nil {
+		return fmt.Errorf("alarms: %w", err)
 	}
-	fakeBase := "http://" + d.Addr + "/_vendor/"
-	d.Fakes = &VendorFakes{Dir: cfg.FixturesDir}
-	d.Runtime = NewRuntime(log)
-	inv := d.Alarms.Invoker(d.Runtime) // AWS/Lambda metrics for the local alarms
+	return nil
+}
+
+// registerFunctions builds every function's environment and handler, in logical id order,
+// registers it with the runtime and collects its HTTP routes, enabled schedules and event
+// source mappings.
+func (d *Dev) registerFunctions(ctx context.Context, cfg Config, functionAWS aws.Config, invoker Invoker) ([]APIRoute, []ScheduledRule, error) {
 	var routes []APIRoute
 	var rules []ScheduledRule
 	ids := make([]string, 0, len(d.Stack.Functions))
@@ -205,77 +269,123 @@ func Start(ctx context.Context, cfg Config) (d *Dev, err error) {
 	sort.Strings(ids)
 	for _, id := range ids {
 		fn := d.Stack.Functions[id]
-		env := map[string]string{}
-		for k, v := range fn.Env {
-			env[k] = v
-		}
-		if env["PUBLIC_BASE_URL"] == "" && hasKey(fn.Env, "PUBLIC_BASE_URL") {
-			env["PUBLIC_BASE_URL"] = public
-		}
-		for k := range fn.Env {
-			if prefix, ok := BaseURLEnv[k]; ok {
-				if real := cfg.Getenv("CRMSYNC_" + k); real != "" {
-					env[k] = real
-				} else {
-					env[k] = fakeBase + prefix
-				}
-			}
-		}
-		env["AWS_REGION"] = d.AWS.Region
-		env["AWS_LAMBDA_FUNCTION_NAME"] = d.Stack.Physical[id].Ref
-		env["AWS_LAMBDA_FUNCTION_MEMORY_SIZE"] = strconv.Itoa(fn.MemorySize)
-		env["AWS_LAMBDA_LOG_FORMAT"] = "JSON"
-		env[awsclient.EndpointEnv] = cfg.FunctionEndpoint
-		fn.Env = env
+		fn.Env = d.functionEnvironment(cfg, id, fn)
 		d.Stack.Functions[id] = fn
-		fenv := FunctionEnv{Getenv: func(k string) string { return env[k] }, AWS: fnAWS,
-			Log: slog.New(NewLogHandler(cfg.Out, id, slog.LevelInfo)), Stdout: d.Alarms.Writer(cfg.Out)}
-		h, err := cfg.Factory(ctx, fn, fenv)
-		if err != nil {
-			ln.Close()
-			return nil, fmt.Errorf("function %s: %w", id, err)
+		if err := d.registerFunction(ctx, cfg, functionAWS, id, fn); err != nil {
+			return nil, nil, err
 		}
-		build := func() (lambda.Handler, error) { return cfg.Factory(ctx, fn, fenv) }
-		d.Runtime.RegisterFactory(fn, d.Stack.Physical[id].Attrs["Arn"], h, build)
 		for _, r := range fn.Routes {
 			routes = append(routes, APIRoute{Method: r.Method, Path: r.Path, Function: id, Authorizer: r.Authorizer})
 		}
-		for _, s := range fn.Schedules {
-			if !s.Enabled {
-				continue
-			}
-			expr, err := ParseSchedule(s.Expression)
-			if err != nil {
-				ln.Close()
-				return nil, fmt.Errorf("function %s schedule %s: %w", id, s.Name, err)
-			}
-			rules = append(rules, ScheduledRule{Name: id + "-" + s.Name, Function: id, Expr: expr, Input: s.Input})
+		functionRules, err := scheduledRules(id, fn)
+		if err != nil {
+			return nil, nil, err
 		}
-		for _, src := range fn.SQS {
-			url, err := queueURLForARN(d.Stack, src.Queue)
-			if err != nil {
-				ln.Close()
-				return nil, fmt.Errorf("function %s event %s: %w", id, src.Name, err)
-			}
-			for i := 0; i < cfg.Pollers; i++ {
-				d.mappings = append(d.mappings, &EventSourceMapping{SQS: d.Alarms.ObserveQueue(sqs.NewFromConfig(d.AWS), url), Invoker: inv,
-					Function: id, QueueURL: url, QueueARN: src.Queue, Region: d.AWS.Region, BatchSize: src.BatchSize,
-					ReportFail: src.ReportBatchItemFailed, WaitSeconds: cfg.PollWait, Log: log})
+		rules = append(rules, functionRules...)
+		if err := d.addEventSourceMappings(cfg, invoker, id, fn); err != nil {
+			return nil, nil, err
+		}
+	}
+	return routes, rules, nil
+}
+
+// functionEnvironment is the environment a function runs with locally: the template's, with
+// PUBLIC_BASE_URL pointing at the local HTTP API, vendor base URLs at the vendor fakes (or at
+// CRMSYNC_<VAR> when set), and the Lambda runtime's variables.
+func (d *Dev) functionEnvironment(cfg Config, id string, fn samtemplate.Function) map[string]string {
+	public := cfg.PublicBaseURL
+	if public == "" {
+		public = "http://" + d.Addr
+	}
+	fakeBase := "http://" + d.Addr + "/_vendor/"
+	env := map[string]string{}
+	for k, v := range fn.Env {
+		env[k] = v
+	}
+	if env["PUBLIC_BASE_URL"] == "" && hasKey(fn.Env, "PUBLIC_BASE_URL") {
+		env["PUBLIC_BASE_URL"] = public
+	}
+	for k := range fn.Env {
+		if prefix, ok := BaseURLEnv[k]; ok {
+			if real := cfg.Getenv("CRMSYNC_" + k); real != "" {
+				env[k] = real
+			} else {
+				env[k] = fakeBase + prefix
 			}
 		}
 	}
-	d.Scheduler = &Scheduler{Rules: rules, Invoker: inv, Region: d.AWS.Region, Log: log}
+	env["AWS_REGION"] = d.AWS.Region
+	env["AWS_LAMBDA_FUNCTION_NAME"] = d.Stack.Physical[id].Ref
+	env["AWS_LAMBDA_FUNCTION_MEMORY_SIZE"] = strconv.Itoa(fn.MemorySize)
+	env["AWS_LAMBDA_LOG_FORMAT"] = "JSON"
+	env[awsclient.EndpointEnv] = cfg.FunctionEndpoint
+	return env
+}
+
+// registerFunction builds the function's handler from its environment (fn.Env) and registers
+// it, with the factory that rebuilds it, with the runtime.
+func (d *Dev) registerFunction(ctx context.Context, cfg Config, functionAWS aws.Config, id string, fn samtemplate.Function) error {
+	env := fn.Env
+	functionEnv := FunctionEnv{Getenv: func(k string) string { return env[k] }, AWS: functionAWS,
+		Log: slog.New(NewLogHandler(cfg.Out, id, slog.LevelInfo)), Stdout: d.Alarms.Writer(cfg.Out)}
+	handler, err := cfg.Factory(ctx, fn, functionEnv)
+	if err != nil {
+		return fmt.Errorf("function %s: %w", id, err)
+	}
+	build := func() (lambda.Handler, error) { return cfg.Factory(ctx, fn, functionEnv) }
+	d.Runtime.RegisterFactory(fn, d.Stack.Physical[id].Attrs["Arn"], handler, build)
+	return nil
+}
+
+// scheduledRules is the function's enabled schedules as scheduler rules.
+func scheduledRules(id string, fn samtemplate.Function) ([]ScheduledRule, error) {
+	var rules []ScheduledRule
+	for _, s := range fn.Schedules {
+		if !s.Enabled {
+			continue
+		}
+		expr, err := ParseSchedule(s.Expression)
+		if err != nil {
+			return nil, fmt.Errorf("function %s schedule %s: %w", id, s.Name, err)
+		}
+		rules = append(rules, ScheduledRule{Name: id + "-" + s.Name, Function: id, Expr: expr, Input: s.Input})
+	}
+	return rules, nil
+}
+
+// addEventSourceMappings adds cfg.Pollers event source mappings for each of the function's SQS
+// event sources.
+func (d *Dev) addEventSourceMappings(cfg Config, invoker Invoker, id string, fn samtemplate.Function) error {
+	for _, src := range fn.SQS {
+		url, err := queueURLForARN(d.Stack, src.Queue)
+		if err != nil {
+			return fmt.Errorf("function %s event %s: %w", id, src.Name, err)
+		}
+		for i := 0; i < cfg.Pollers; i++ {
+			d.mappings = append(d.mappings, &EventSourceMapping{SQS: d.Alarms.ObserveQueue(sqs.NewFromConfig(d.AWS), url), Invoker: invoker,
+				Function: id, QueueURL: url, QueueARN: src.Queue, Region: d.AWS.Region, BatchSize: src.BatchSize,
+				ReportFail: src.ReportBatchItemFailed, WaitSeconds: cfg.PollWait, Log: d.Log})
+		}
+	}
+	return nil
+}
+
+// serve starts the HTTP API (with the vendor fakes and the /_local endpoints) on listener, the
+// event source mappings' pollers (unless cfg.NoEventSources), the alarm monitor and the
+// schedule timers (unless cfg.NoSchedules), then logs the routes.
+func (d *Dev) serve(cfg Config, listener net.Listener, invoker Invoker, routes []APIRoute, rules []ScheduledRule) {
+	d.Scheduler = &Scheduler{Rules: rules, Invoker: invoker, Region: d.AWS.Region, Log: d.Log}
 	mux := http.NewServeMux()
 	mux.Handle("/_vendor/", http.StripPrefix("/_vendor", d.Fakes))
 	mux.HandleFunc("POST /_local/schedules/{name}", d.runSchedule)
 	mux.HandleFunc("GET /_local/stack", d.describe)
 	mux.Handle("GET /_local/alarms", d.Alarms)
-	api := &HTTPAPI{Routes: routes, Invoker: inv, Log: log, Extra: mux}
+	api := &HTTPAPI{Routes: routes, Invoker: invoker, Log: d.Log, Extra: mux}
 	d.srv = &http.Server{Handler: api, ReadHeaderTimeout: 10 * time.Second}
 	runCtx, cancel := context.WithCancel(context.Background())
 	d.cancel = cancel
 	d.wg.Add(1)
-	go func() { defer d.wg.Done(); _ = d.srv.Serve(ln) }()
+	go func() { defer d.wg.Done(); _ = d.srv.Serve(listener) }()
 	for _, m := range d.mappings {
 		if cfg.NoEventSources {
 			break
@@ -290,9 +400,8 @@ func Start(ctx context.Context, cfg Config) (d *Dev, err error) {
 		go func() { defer d.wg.Done(); d.Scheduler.Run(runCtx) }()
 	}
 	for _, r := range routes {
-		log.Info("route", "route", r.Method+" http://"+d.Addr+r.Path, "function", r.Function)
+		d.Log.Info("route", "route", r.Method+" http://"+d.Addr+r.Path, "function", r.Function)
 	}
-	return d, nil
 }
 
 func hasKey(m map[string]string, k string) bool { _, ok := m[k]; return ok }
@@ -363,6 +472,7 @@ type syncWriter struct {
 	w  io.Writer
 }
 
+// Write writes p to the underlying writer, one write at a time.
 func (s *syncWriter) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -64,121 +64,160 @@ func (r *Report) diff(format string, args ...any) {
 }
 
 // Compare checks every person's expected state against the actual CRM.
-func Compare(expected map[string]*Person, a *Actual) Report {
-	var r Report
+func Compare(expected map[string]*Person, actual *Actual) Report {
+	var report Report
 	ids := make([]string, 0, len(expected))
 	for id := range expected {
 		ids = append(ids, id)
 	}
 	sort.Strings(ids)
 	claimed := map[string]bool{} // contacts some person accounts for
-	seenUnassoc := map[string]bool{}
-	for _, x := range expected {
-		for aid := range x.Activities {
-			seenUnassoc[aid] = true // a person's activity left unassociated counts against that person
+	seenUnassociated := map[string]bool{}
+	for _, person := range expected {
+		for activityID := range person.Activities {
+			seenUnassociated[activityID] = true // a person's activity left unassociated counts against that person
 		}
 	}
 	for _, id := range ids {
-		x := expected[id]
-		r.People++
-		var recDiffs, tlDiffs []string
-		var actual map[string]*Timeline
-		if x.HasContact {
-			r.Contacts++
-			owners := map[string]bool{}
-			for _, ident := range x.Identities {
-				if o := a.Owners[ident]; o != "" {
-					owners[o] = true
-				}
-			}
-			switch {
-			case len(owners) == 0:
-				recDiffs = append(recDiffs, "no contact owns its identities")
-			case len(owners) > 1:
-				recDiffs = append(recDiffs, fmt.Sprintf("identities split across %d contacts", len(owners)))
-			}
-			for cid := range owners {
-				claimed[cid] = true
-			}
-			var c *Contact
-			for cid := range owners {
-				if len(owners) == 1 {
-					c = a.Contacts[cid]
-					if c == nil {
-						recDiffs = append(recDiffs, "identity claimed for contact "+cid+" with no profile")
-					}
-				}
-			}
-			if c != nil {
-				recDiffs = append(recDiffs, compareContact(x, c, a)...)
-				actual = c.Activities
-				for aid := range x.Activities {
-					if actual[aid] == nil && a.Unassociated[aid] != nil {
-						tlDiffs = append(tlDiffs, "activity "+aid+" left unassociated")
-					}
-				}
-			}
-		} else {
-			for _, ident := range x.Identities {
-				if o := a.Owners[ident]; o != "" {
-					recDiffs = append(recDiffs, "no event proposes contact fields, yet "+ident+" is claimed by "+o)
-				}
-			}
-			actual = map[string]*Timeline{}
-			for aid := range x.Activities {
-				if t := a.Unassociated[aid]; t != nil {
-					actual[aid] = t
-					seenUnassoc[aid] = true
-				}
-			}
-		}
-		if actual != nil || len(x.Activities) > 0 {
-			tlDiffs = append(tlDiffs, compareTimeline(x.Activities, actual)...)
-		}
-		if len(recDiffs) > 0 {
-			r.DivergedRecords++
-			r.diff("person %s record: %s", id, strings.Join(recDiffs, "; "))
-		}
-		if len(tlDiffs) > 0 {
-			r.DivergedTimelines++
-			r.diff("person %s timeline: %s", id, strings.Join(tlDiffs, "; "))
+		report.comparePerson(id, expected[id], actual, claimed, seenUnassociated)
+	}
+	report.countOrphanContacts(actual, claimed)
+	report.countStrayActivities(actual, seenUnassociated)
+	report.countDuplicates(actual)
+	return report
+}
+
+// comparePerson compares one person's record and timeline, counting and describing how they
+// diverge; it marks the contacts the person accounts for as claimed, and the unassociated
+// activities that are theirs as seen.
+func (r *Report) comparePerson(id string, person *Person, actual *Actual, claimed, seenUnassociated map[string]bool) {
+	r.People++
+	var recordDiffs, timelineDiffs []string
+	var timeline map[string]*Timeline
+	if person.HasContact {
+		r.Contacts++
+		recordDiffs, timelineDiffs, timeline = comparePersonWithContact(person, actual, claimed)
+	} else {
+		recordDiffs, timeline = comparePersonWithoutContact(person, actual, seenUnassociated)
+	}
+	if timeline != nil || len(person.Activities) > 0 {
+		timelineDiffs = append(timelineDiffs, compareTimeline(person.Activities, timeline)...)
+	}
+	if len(recordDiffs) > 0 {
+		r.DivergedRecords++
+		r.diff("person %s record: %s", id, strings.Join(recordDiffs, "; "))
+	}
+	if len(timelineDiffs) > 0 {
+		r.DivergedTimelines++
+		r.diff("person %s timeline: %s", id, strings.Join(timelineDiffs, "; "))
+	}
+}
+
+// comparePersonWithContact finds the one contact owning the person's identities (marking every
+// owner claimed) and compares it; timeline is that contact's activities (nil when there is no
+// such contact), timelineDiffs the person's activities left unassociated instead.
+func comparePersonWithContact(person *Person, actual *Actual, claimed map[string]bool) (recordDiffs, timelineDiffs []string, timeline map[string]*Timeline) {
+	owners := map[string]bool{}
+	for _, identity := range person.Identities {
+		if owner := actual.Owners[identity]; owner != "" {
+			owners[owner] = true
 		}
 	}
+	switch {
+	case len(owners) == 0:
+		recordDiffs = append(recordDiffs, "no contact owns its identities")
+	case len(owners) > 1:
+		recordDiffs = append(recordDiffs, fmt.Sprintf("identities split across %d contacts", len(owners)))
+	}
+	for contactID := range owners {
+		claimed[contactID] = true
+	}
+	var contact *Contact
+	for contactID := range owners {
+		if len(owners) == 1 {
+			contact = actual.Contacts[contactID]
+			if contact == nil {
+				recordDiffs = append(recordDiffs, "identity claimed for contact "+contactID+" with no profile")
+			}
+		}
+	}
+	if contact == nil {
+		return recordDiffs, nil, nil
+	}
+	recordDiffs = append(recordDiffs, compareContact(person, contact, actual)...)
+	timeline = contact.Activities
+	for activityID := range person.Activities {
+		if timeline[activityID] == nil && actual.Unassociated[activityID] != nil {
+			timelineDiffs = append(timelineDiffs, "activity "+activityID+" left unassociated")
+		}
+	}
+	return recordDiffs, timelineDiffs, timeline
+}
+
+// comparePersonWithoutContact checks that no contact claims the identities of a person no event
+// proposes contact fields for; timeline is the person's activities found unassociated (marked
+// seen).
+func comparePersonWithoutContact(person *Person, actual *Actual, seenUnassociated map[string]bool) (recordDiffs []string, timeline map[string]*Timeline) {
+	for _, identity := range person.Identities {
+		if owner := actual.Owners[identity]; owner != "" {
+			recordDiffs = append(recordDiffs, "no event proposes contact fields, yet "+identity+" is claimed by "+owner)
+		}
+	}
+	timeline = map[string]*Timeline{}
+	for activityID := range person.Activities {
+		if activity := actual.Unassociated[activityID]; activity != nil {
+			timeline[activityID] = activity
+			seenUnassociated[activityID] = true
+		}
+	}
+	return recordDiffs, timeline
+}
+
+// countOrphanContacts counts (as diverged records) the contacts no person claimed.
+func (r *Report) countOrphanContacts(actual *Actual, claimed map[string]bool) {
 	var orphans []string
-	for cid := range a.Contacts {
-		if !claimed[cid] {
-			orphans = append(orphans, cid)
+	for contactID := range actual.Contacts {
+		if !claimed[contactID] {
+			orphans = append(orphans, contactID)
 		}
 	}
 	sort.Strings(orphans)
-	for _, cid := range orphans {
+	for _, contactID := range orphans {
 		r.DivergedRecords++
-		r.diff("contact %s belongs to no generated person", cid)
+		r.diff("contact %s belongs to no generated person", contactID)
 	}
+}
+
+// countStrayActivities counts (as diverged timelines) the unassociated activities of no person.
+func (r *Report) countStrayActivities(actual *Actual, seenUnassociated map[string]bool) {
 	var stray []string
-	for aid := range a.Unassociated {
-		if !seenUnassoc[aid] {
-			stray = append(stray, aid)
+	for activityID := range actual.Unassociated {
+		if !seenUnassociated[activityID] {
+			stray = append(stray, activityID)
 		}
 	}
 	sort.Strings(stray)
-	for _, aid := range stray {
+	for _, activityID := range stray {
 		r.DivergedTimelines++
-		r.diff("activity %s is unassociated and belongs to no generated person", aid)
+		r.diff("activity %s is unassociated and belongs to no generated person", activityID)
 	}
-	for aid, homes := range a.Homes {
+}
+
+// countDuplicates counts the activities held live in more than one place and the audit entries
+// written more than once.
+func (r *Report) countDuplicates(actual *Actual) {
+	for activityID, homes := range actual.Homes {
 		if len(homes) > 1 {
 			r.DuplicateActivities++
-			r.diff("activity %s is held in %d places: %v", aid, len(homes), homes)
+			r.diff("activity %s is held in %d places: %v", activityID, len(homes), homes)
 		}
 	}
-	for k, n := range a.Audits {
+	for key, n := range actual.Audits {
 		if n > 1 {
 			r.DuplicateAudits++
-			r.diff("audit entry %s written %d times", k, n)
+			r.diff("audit entry %s written %d times", key, n)
 		}
 	}
-	return r
 }
 
 func compareContact(x *Person, c *Contact, a *Actual) []string {

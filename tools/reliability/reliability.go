@@ -199,6 +199,51 @@ func Run(ctx context.Context, o Options) (*Verdict, error) {
 		return nil, err
 	}
 	start := time.Now()
+	rules, err := faultRules(o)
+	if err != nil {
+		return nil, err
+	}
+	endpoint, stopMoto, err := ensureEndpoint(ctx, o.Endpoint)
+	if err != nil {
+		return nil, err
+	}
+	defer stopMoto()
+	h := &harness{o: o, endpoint: endpoint}
+	if err := h.startFaultProxy(); err != nil {
+		return nil, err
+	}
+	defer h.proxy.Close()
+	h.crash = NewCrasher(o.CrashRate, o.Seed)
+	if err := h.startStack(ctx); err != nil {
+		return nil, err
+	}
+	defer h.dev.Close()
+	if err := h.prepare(ctx); err != nil {
+		return nil, err
+	}
+	plan, err := h.planLoad(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := h.enableFaults(rules); err != nil {
+		return nil, err
+	}
+	stats, sendTime, err := h.send(ctx, plan)
+	if err != nil {
+		return nil, err
+	}
+	drained, drainTime := h.drainAndDisableFaults(ctx)
+	v, err := h.judgeAfterConsistencyJob(ctx, plan, stats)
+	if err != nil {
+		return nil, err
+	}
+	v.Drained = drained
+	v.Send, v.Drain, v.Wall = sendTime, drainTime, time.Since(start)
+	return v, nil
+}
+
+// faultRules is the run's fault rules: o.Faults, plus SQSRefusal when asked for.
+func faultRules(o Options) ([]awsproxy.Rule, error) {
 	rules, err := awsproxy.ParseRules(o.Faults)
 	if err != nil {
 		return nil, err
@@ -206,77 +251,130 @@ func Run(ctx context.Context, o Options) (*Verdict, error) {
 	if o.SQSRefusal {
 		rules = append(rules, SQSRefusal)
 	}
-	endpoint := o.Endpoint
-	if endpoint == "" {
-		if endpoint, err = moto.FreeEndpoint(); err != nil {
-			return nil, err
-		}
-		m, err := StartMoto(ctx, endpoint)
-		if err != nil {
-			return nil, err
-		}
-		defer m.Stop()
-	}
+	return rules, nil
+}
 
-	// The fault proxy, in front of moto, with an observer counting committed ledger writes.
-	obs := newObserver()
-	proxy, err := awsproxy.New(awsproxy.Config{Target: endpoint, Seed: o.Seed, Hold: o.Hold, Observe: obs.observe})
-	if err != nil {
-		return nil, err
+// ensureEndpoint returns the moto endpoint to use: the given one, or a moto_server started on a
+// free port, which stop stops (stop does nothing otherwise).
+func ensureEndpoint(ctx context.Context, endpoint string) (_ string, stop func(), _ error) {
+	if endpoint != "" {
+		return endpoint, func() {}, nil
 	}
-	proxyURL, err := proxy.Start("127.0.0.1:0")
+	endpoint, err := moto.FreeEndpoint()
 	if err != nil {
-		return nil, err
+		return "", nil, err
 	}
-	defer proxy.Close()
+	server, err := StartMoto(ctx, endpoint)
+	if err != nil {
+		return "", nil, err
+	}
+	return endpoint, server.Stop, nil
+}
 
-	crash := NewCrasher(o.CrashRate, o.Seed)
-	stack := fmt.Sprintf("rel%d", time.Now().UnixNano()%1e9)
+// harness is one run's moving parts: the fault proxy in front of moto, the crash injector, the
+// local stack and what the load generator needs of it.
+type harness struct {
+	o         Options
+	endpoint  string
+	stackName string
+	observer  *observer
+	proxy     *awsproxy.Proxy
+	proxyURL  string
+	crash     *Crasher
+	dev       *localcloud.Dev
+	base      string // the HTTP API's base URL
+	queueURL  string // the ingest queue
+	queue     *sqs.Client
+	secrets   map[string]connector.Secret
+}
+
+// startFaultProxy starts the fault proxy in front of moto, with an observer counting committed
+// ledger writes. No fault is injected until enableFaults.
+func (h *harness) startFaultProxy() error {
+	h.observer = newObserver()
+	proxy, err := awsproxy.New(awsproxy.Config{Target: h.endpoint, Seed: h.o.Seed, Hold: h.o.Hold, Observe: h.observer.observe})
+	if err != nil {
+		return err
+	}
+	if h.proxyURL, err = proxy.Start("127.0.0.1:0"); err != nil {
+		return err
+	}
+	h.proxy = proxy
+	return nil
+}
+
+// startStack starts the local stack with the functions' AWS traffic going through the fault
+// proxy and the worker wrapped by the crash injector.
+func (h *harness) startStack(ctx context.Context) error {
+	o := h.o
+	h.stackName = fmt.Sprintf("rel%d", time.Now().UnixNano()%1e9)
 	d, err := localcloud.Start(ctx, localcloud.Config{
-		TemplatePath: filepath.Join(o.Root, "template.yaml"), Endpoint: endpoint, FunctionEndpoint: proxyURL,
+		TemplatePath: filepath.Join(o.Root, "template.yaml"), Endpoint: h.endpoint, FunctionEndpoint: h.proxyURL,
 		HTTPAddr: "127.0.0.1:0", DevSecretsPath: filepath.Join(o.Root, "config", "dev-secrets.json"),
-		FixturesDir: filepath.Join(o.Root, "events", "vendor"), StackName: stack, Factory: Factory(crash, o.SecretTTL),
+		FixturesDir: filepath.Join(o.Root, "events", "vendor"), StackName: h.stackName, Factory: Factory(h.crash, o.SecretTTL),
 		Out: o.FunctionLog, NoSchedules: true, Pollers: o.Pollers,
 		Alarms: localcloud.AlarmOptions{Disabled: true}, // not under test; spares the CPU
 	})
 	if err != nil {
-		return nil, fmt.Errorf("start local stack: %w", err)
+		return fmt.Errorf("start local stack: %w", err)
 	}
-	defer d.Close()
-	obs.table = d.Stack.Physical["LedgerTable"].Ref
-	base := "http://" + d.Addr
-	queueURL := d.Stack.Physical["IngestQueue"].Ref
-	sqsc := sqs.NewFromConfig(d.AWS)
-	if _, err := sqsc.SetQueueAttributes(ctx, &sqs.SetQueueAttributesInput{QueueUrl: aws.String(queueURL),
-		Attributes: map[string]string{"VisibilityTimeout": strconv.Itoa(int(o.Visibility / time.Second))}}); err != nil {
-		return nil, fmt.Errorf("set visibility timeout: %w", err)
-	}
-	secrets, err := samples.DevSecrets(filepath.Join(o.Root, "config", "dev-secrets.json"))
-	if err != nil {
-		return nil, err
-	}
-	fmt.Fprintf(o.Log, "local stack %s up: HTTP API %s, moto %s, fault proxy %s\n", stack, base, endpoint, proxyURL)
+	h.dev = d
+	h.observer.table = d.Stack.Physical["LedgerTable"].Ref
+	h.base = "http://" + d.Addr
+	h.queueURL = d.Stack.Physical["IngestQueue"].Ref
+	h.queue = sqs.NewFromConfig(d.AWS)
+	return nil
+}
 
+// prepare sets the ingest queue's visibility timeout for the run and reads the webhooks'
+// secrets.
+func (h *harness) prepare(ctx context.Context) error {
+	if _, err := h.queue.SetQueueAttributes(ctx, &sqs.SetQueueAttributesInput{QueueUrl: aws.String(h.queueURL),
+		Attributes: map[string]string{"VisibilityTimeout": strconv.Itoa(int(h.o.Visibility / time.Second))}}); err != nil {
+		return fmt.Errorf("set visibility timeout: %w", err)
+	}
+	secrets, err := samples.DevSecrets(filepath.Join(h.o.Root, "config", "dev-secrets.json"))
+	if err != nil {
+		return err
+	}
+	h.secrets = secrets
+	fmt.Fprintf(h.o.Log, "local stack %s up: HTTP API %s, moto %s, fault proxy %s\n", h.stackName, h.base, h.endpoint, h.proxyURL)
+	return nil
+}
+
+// planLoad plans the load and installs its vendor fixtures in the vendor fakes.
+func (h *harness) planLoad(ctx context.Context) (*loadgen.Plan, error) {
+	o := h.o
 	plan := loadgen.NewPlan(loadgen.Options{Events: o.Events, People: o.People, DupRate: o.DupRate, LateShare: o.LateShare,
 		ReorderRate: o.ReorderRate, Seed: o.Seed, Now: time.Now()})
-	if err := putFixtures(ctx, base, plan.Fixtures); err != nil {
+	if err := putFixtures(ctx, h.base, plan.Fixtures); err != nil {
 		return nil, err
 	}
 	fmt.Fprintf(o.Log, "plan: %d unique events across %d people (%v), %d duplicates (%d after the dedup window), %d out of order, %d vendor fixtures\n",
 		len(plan.Unique), o.People, plan.BySource, plan.Duplicates, plan.Late, plan.OutOfOrder, len(plan.Fixtures))
+	return plan, nil
+}
 
-	// Faults on: AWS faults through the proxy, crashes in the worker.
-	proxy.Reset()
-	if err := proxy.SetRules(rules); err != nil {
-		return nil, err
+// enableFaults turns the faults on: AWS faults through the proxy (its counts reset), crashes in
+// the worker.
+func (h *harness) enableFaults(rules []awsproxy.Rule) error {
+	h.proxy.Reset()
+	if err := h.proxy.SetRules(rules); err != nil {
+		return err
 	}
-	crash.Enable(true)
-	fmt.Fprintf(o.Log, "faults: %s; worker crash rate %.3g\n", awsproxy.String(rules), o.CrashRate)
+	h.crash.Enable(true)
+	fmt.Fprintf(h.o.Log, "faults: %s; worker crash rate %.3g\n", awsproxy.String(rules), h.o.CrashRate)
+	return nil
+}
 
+// send sends the plan's deliveries as the vendors would, logging progress, and returns the
+// sender's statistics and how long sending took.
+func (h *harness) send(ctx context.Context, plan *loadgen.Plan) (*loadgen.Stats, time.Duration, error) {
+	o := h.o
 	sendStart := time.Now()
 	var lastLog atomic.Int64
-	sender := &loadgen.Sender{BaseURL: base, Secrets: secrets, Concurrency: o.Concurrency, Seed: o.Seed,
-		Late: lateSender(sqsc, queueURL, base, secrets, o.Seed),
+	sender := &loadgen.Sender{BaseURL: h.base, Secrets: h.secrets, Concurrency: o.Concurrency, Seed: o.Seed,
+		Late: lateSender(h.queue, h.queueURL, h.base, h.secrets, o.Seed),
 		Progress: func(done, total int) {
 			if now := time.Now().UnixNano(); now-lastLog.Load() >= int64(o.ProgressEvery) {
 				lastLog.Store(now)
@@ -285,52 +383,62 @@ func Run(ctx context.Context, o Options) (*Verdict, error) {
 		}}
 	stats, err := sender.Run(ctx, plan)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	sendTime := time.Since(sendStart)
 	fmt.Fprintf(o.Log, "sent %d deliveries in %s: %d HTTP requests %v\n", stats.Sends, sendTime.Round(time.Second), stats.Requests, stats.Statuses)
+	return stats, sendTime, nil
+}
 
+// drainAndDisableFaults waits for the ingest queue to drain (up to o.DrainTimeout), then turns
+// the faults off and logs the endpoint's latency by API. It returns whether the queue drained
+// and how long the wait took.
+func (h *harness) drainAndDisableFaults(ctx context.Context) (bool, time.Duration) {
+	o := h.o
 	drainStart := time.Now()
-	drained := waitDrained(ctx, sqsc, queueURL, o.DrainTimeout, o.Log, o.ProgressEvery)
+	drained := waitDrained(ctx, h.queue, h.queueURL, o.DrainTimeout, o.Log, o.ProgressEvery)
 	drainTime := time.Since(drainStart)
-	crash.Enable(false)
-	_ = proxy.SetRules(nil)
+	h.crash.Enable(false)
+	_ = h.proxy.SetRules(nil)
 	fmt.Fprintf(o.Log, "queue drained=%v in %s; reading the CRM\n", drained, drainTime.Round(time.Second))
 
 	fmt.Fprintln(o.Log, "endpoint latency by API (as the proxy saw it):")
-	for _, l := range obs.latencies() {
+	for _, l := range h.observer.latencies() {
 		fmt.Fprintln(o.Log, "  "+l)
 	}
-	// What the pipeline itself converged to, before any reconciliation.
-	pre, err := readState(ctx, d)
-	if err != nil {
-		return nil, err
-	}
-	preRep := compare(plan, stats, pre)
+	return drained, drainTime
+}
 
-	// Then the consistency job, as scheduled in production: it re-associates activities left
-	// unassociated by a race between an activity and the event creating its contact.
-	reassociated, recErr := runConsistency(ctx, d)
-	if recErr == nil {
-		waitDrained(ctx, sqsc, queueURL, 2*time.Minute, o.Log, o.ProgressEvery)
-	}
-	st, err := readState(ctx, d)
+// judgeAfterConsistencyJob compares what the pipeline itself converged to with the oracle, runs
+// the consistency job as scheduled in production (it re-associates activities left unassociated
+// by a race between an activity and the event creating its contact), then judges the state it
+// leaves; the divergences before the job are findings of the verdict.
+func (h *harness) judgeAfterConsistencyJob(ctx context.Context, plan *loadgen.Plan, stats *loadgen.Stats) (*Verdict, error) {
+	before, err := readState(ctx, h.dev)
 	if err != nil {
 		return nil, err
 	}
-	v := judge(o, plan, stats, st, obs, proxy, crash)
-	v.DivergedBeforeReconcile = preRep.DivergedRecords + preRep.DivergedTimelines
-	v.Reassociated = reassociated
-	if recErr != nil {
-		v.Findings = append(v.Findings, "consistency job failed: "+recErr.Error())
+	beforeReport := compare(plan, stats, before)
+
+	reassociated, consistencyErr := runConsistency(ctx, h.dev)
+	if consistencyErr == nil {
+		waitDrained(ctx, h.queue, h.queueURL, 2*time.Minute, h.o.Log, h.o.ProgressEvery)
 	}
-	for _, d := range preRep.Diffs {
+	after, err := readState(ctx, h.dev)
+	if err != nil {
+		return nil, err
+	}
+	v := judge(h.o, plan, stats, after, h.observer, h.proxy, h.crash)
+	v.DivergedBeforeReconcile = beforeReport.DivergedRecords + beforeReport.DivergedTimelines
+	v.Reassociated = reassociated
+	if consistencyErr != nil {
+		v.Findings = append(v.Findings, "consistency job failed: "+consistencyErr.Error())
+	}
+	for _, diff := range beforeReport.Diffs {
 		if len(v.Findings) < 80 {
-			v.Findings = append(v.Findings, "before the consistency job: "+d)
+			v.Findings = append(v.Findings, "before the consistency job: "+diff)
 		}
 	}
-	v.Drained = drained
-	v.Send, v.Drain, v.Wall = sendTime, drainTime, time.Since(start)
 	return v, nil
 }
 

@@ -162,119 +162,162 @@ func scan(ctx context.Context, c *dynamodb.Client, table string, each func(map[s
 // readState reads the ledger, the CRM table, the dead-letter queue and the quarantine bucket
 // directly (not through the fault proxy).
 func readState(ctx context.Context, d *localcloud.Dev) (*state, error) {
-	ddb := dynamodb.NewFromConfig(d.AWS)
-	st := &state{ledger: map[string]string{}, reasons: map[string]string{}, outcomes: map[string]int{}, dlq: map[string]bool{},
+	client := dynamodb.NewFromConfig(d.AWS)
+	st := newState()
+	if err := st.readLedger(ctx, client, d.Stack.Physical["LedgerTable"].Ref); err != nil {
+		return nil, err
+	}
+	crm := crmReader{actual: st.actual, activities: map[string]map[string]*oracle.Timeline{}}
+	if err := scan(ctx, client, d.Stack.Physical["CrmTable"].Ref, crm.add); err != nil {
+		return nil, err
+	}
+	crm.attachActivities()
+	if err := st.readDLQ(ctx, sqs.NewFromConfig(d.AWS), d.Stack.Physical["IngestDLQ"].Ref); err != nil {
+		return nil, err
+	}
+	quarantined, err := countQuarantined(ctx, d.AWS, d.Stack.Physical["QuarantineBucket"].Ref)
+	if err != nil {
+		return nil, err
+	}
+	st.quarantined = quarantined
+	return st, nil
+}
+
+// newState is an empty state.
+func newState() *state {
+	return &state{ledger: map[string]string{}, reasons: map[string]string{}, outcomes: map[string]int{}, dlq: map[string]bool{},
 		actual: &oracle.Actual{Owners: map[string]string{}, Contacts: map[string]*oracle.Contact{}, Unassociated: map[string]*oracle.Timeline{},
 			Homes: map[string][]string{}, DomainAccounts: map[string]string{}, Accounts: map[string]string{}, Audits: map[string]int{}}}
-	err := scan(ctx, ddb, d.Stack.Physical["LedgerTable"].Ref, func(it map[string]types.AttributeValue) error {
-		var l struct {
+}
+
+// readLedger reads every ledger item's outcome (and a rejection's reason).
+func (st *state) readLedger(ctx context.Context, client *dynamodb.Client, table string) error {
+	return scan(ctx, client, table, func(it map[string]types.AttributeValue) error {
+		var entry struct {
 			Key     string `dynamodbav:"pk"`
 			Outcome string `dynamodbav:"outcome"`
 			Reason  string `dynamodbav:"reason"`
 		}
-		if err := attributevalue.UnmarshalMap(it, &l); err != nil {
+		if err := attributevalue.UnmarshalMap(it, &entry); err != nil {
 			return err
 		}
-		st.ledger[l.Key] = l.Outcome
-		st.outcomes[l.Outcome]++
-		if l.Outcome == "REJECTED" {
-			st.reasons[l.Key] = l.Reason
+		st.ledger[entry.Key] = entry.Outcome
+		st.outcomes[entry.Outcome]++
+		if entry.Outcome == "REJECTED" {
+			st.reasons[entry.Key] = entry.Reason
 		}
 		return nil
 	})
-	if err != nil {
-		return nil, err
-	}
-	a := st.actual
-	activities := map[string]map[string]*oracle.Timeline{} // contact id -> activities
-	err = scan(ctx, ddb, d.Stack.Physical["CrmTable"].Ref, func(it map[string]types.AttributeValue) error {
-		var c crmItem
-		if err := attributevalue.UnmarshalMap(it, &c); err != nil {
-			return err
-		}
-		switch {
-		case c.SK == "PROFILE" && strings.HasPrefix(c.PK, "CONTACT#"):
-			oc := &oracle.Contact{ID: c.ID, Identities: c.Identities, AccountID: c.AccountID, Fields: map[string]oracle.Field{}}
-			for f, v := range c.Fields {
-				oc.Fields[f] = oracle.Field{Value: v.Value, Source: v.Source, EventKey: v.EventKey}
-			}
-			a.Contacts[c.ID] = oc
-		case c.SK == "PROFILE" && strings.HasPrefix(c.PK, "ACCOUNT#"):
-			a.Accounts[c.ID] = c.Fields["name"].Value
-		case c.SK == "IDENT":
-			rest := strings.TrimPrefix(c.PK, "IDENT#")
-			kind, value, _ := strings.Cut(rest, "#")
-			a.Owners[kind+":"+value] = c.ContactID
-		case c.SK == "DOMAIN":
-			a.DomainAccounts[strings.TrimPrefix(c.PK, "DOMAIN#")] = c.Account
-		case strings.HasPrefix(c.SK, "ACT#"):
-			if c.MovedTo != "" {
-				return nil // a tombstone: the activity lives under its contact now
-			}
-			var doc activityDoc
-			if err := json.Unmarshal([]byte(c.Doc), &doc); err != nil {
-				return fmt.Errorf("activity %s/%s: %w", c.PK, c.SK, err)
-			}
-			t := &oracle.Timeline{ID: c.ActivityID, Type: doc.Type, Status: doc.Status, Canceled: doc.Canceled}
-			for _, e := range doc.Entries {
-				t.Keys = append(t.Keys, e.Key)
-			}
-			sort.Strings(t.Keys)
-			a.Homes[c.ActivityID] = append(a.Homes[c.ActivityID], c.PK)
-			if c.PK == "UNASSOC" {
-				a.Unassociated[c.ActivityID] = t
-				return nil
-			}
-			cid := strings.TrimPrefix(c.PK, "CONTACT#")
-			if activities[cid] == nil {
-				activities[cid] = map[string]*oracle.Timeline{}
-			}
-			activities[cid][c.ActivityID] = t
-		case strings.HasPrefix(c.SK, "AUDIT#"):
-			a.Audits[c.EventKey+"|"+c.Entity+"|"+c.Field+"|"+c.RerunBy]++
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, err
-	}
-	for cid, acts := range activities {
-		if c := a.Contacts[cid]; c != nil {
-			c.Activities = acts
-		} else {
-			a.Contacts[cid] = &oracle.Contact{ID: cid, Activities: acts} // activities under a contact with no profile
-		}
-	}
-	for _, c := range a.Contacts {
-		if c.Activities == nil {
-			c.Activities = map[string]*oracle.Timeline{}
-		}
-	}
+}
 
-	// Dead letters: read every message (without deleting) for its key.
-	q := sqs.NewFromConfig(d.AWS)
-	dlqURL := d.Stack.Physical["IngestDLQ"].Ref
+// crmReader decodes the CRM table's items into what the oracle compares.
+type crmReader struct {
+	actual     *oracle.Actual
+	activities map[string]map[string]*oracle.Timeline // contact id -> activities
+}
+
+// add decodes one CRM table item by kind: contact or account profile, identity claim, domain
+// claim, live activity or audit entry.
+func (r *crmReader) add(it map[string]types.AttributeValue) error {
+	var item crmItem
+	if err := attributevalue.UnmarshalMap(it, &item); err != nil {
+		return err
+	}
+	actual := r.actual
+	switch {
+	case item.SK == "PROFILE" && strings.HasPrefix(item.PK, "CONTACT#"):
+		contact := &oracle.Contact{ID: item.ID, Identities: item.Identities, AccountID: item.AccountID, Fields: map[string]oracle.Field{}}
+		for name, field := range item.Fields {
+			contact.Fields[name] = oracle.Field{Value: field.Value, Source: field.Source, EventKey: field.EventKey}
+		}
+		actual.Contacts[item.ID] = contact
+	case item.SK == "PROFILE" && strings.HasPrefix(item.PK, "ACCOUNT#"):
+		actual.Accounts[item.ID] = item.Fields["name"].Value
+	case item.SK == "IDENT":
+		rest := strings.TrimPrefix(item.PK, "IDENT#")
+		kind, value, _ := strings.Cut(rest, "#")
+		actual.Owners[kind+":"+value] = item.ContactID
+	case item.SK == "DOMAIN":
+		actual.DomainAccounts[strings.TrimPrefix(item.PK, "DOMAIN#")] = item.Account
+	case strings.HasPrefix(item.SK, "ACT#"):
+		return r.addActivity(item)
+	case strings.HasPrefix(item.SK, "AUDIT#"):
+		actual.Audits[item.EventKey+"|"+item.Entity+"|"+item.Field+"|"+item.RerunBy]++
+	}
+	return nil
+}
+
+// addActivity records a live activity (a tombstone is skipped: the activity lives under its
+// contact now) in its home partition: a contact's, or UNASSOC.
+func (r *crmReader) addActivity(item crmItem) error {
+	if item.MovedTo != "" {
+		return nil
+	}
+	var document activityDoc
+	if err := json.Unmarshal([]byte(item.Doc), &document); err != nil {
+		return fmt.Errorf("activity %s/%s: %w", item.PK, item.SK, err)
+	}
+	timeline := &oracle.Timeline{ID: item.ActivityID, Type: document.Type, Status: document.Status, Canceled: document.Canceled}
+	for _, entry := range document.Entries {
+		timeline.Keys = append(timeline.Keys, entry.Key)
+	}
+	sort.Strings(timeline.Keys)
+	r.actual.Homes[item.ActivityID] = append(r.actual.Homes[item.ActivityID], item.PK)
+	if item.PK == "UNASSOC" {
+		r.actual.Unassociated[item.ActivityID] = timeline
+		return nil
+	}
+	contactID := strings.TrimPrefix(item.PK, "CONTACT#")
+	if r.activities[contactID] == nil {
+		r.activities[contactID] = map[string]*oracle.Timeline{}
+	}
+	r.activities[contactID][item.ActivityID] = timeline
+	return nil
+}
+
+// attachActivities gives every contact its activities (an empty map when it has none); a
+// contact id holding activities but no profile gets a contact of its own.
+func (r *crmReader) attachActivities() {
+	for contactID, activities := range r.activities {
+		if contact := r.actual.Contacts[contactID]; contact != nil {
+			contact.Activities = activities
+		} else {
+			r.actual.Contacts[contactID] = &oracle.Contact{ID: contactID, Activities: activities} // activities under a contact with no profile
+		}
+	}
+	for _, contact := range r.actual.Contacts {
+		if contact.Activities == nil {
+			contact.Activities = map[string]*oracle.Timeline{}
+		}
+	}
+}
+
+// readDLQ reads every dead-letter message (without deleting it) for its event key.
+func (st *state) readDLQ(ctx context.Context, client *sqs.Client, queueURL string) error {
 	for {
-		out, err := q.ReceiveMessage(ctx, &sqs.ReceiveMessageInput{QueueUrl: aws.String(dlqURL), MaxNumberOfMessages: 10, VisibilityTimeout: 300})
+		out, err := client.ReceiveMessage(ctx, &sqs.ReceiveMessageInput{QueueUrl: aws.String(queueURL), MaxNumberOfMessages: 10, VisibilityTimeout: 300})
 		if err != nil {
-			return nil, fmt.Errorf("read the DLQ: %w", err)
+			return fmt.Errorf("read the DLQ: %w", err)
 		}
 		if len(out.Messages) == 0 {
-			break
+			return nil
 		}
 		for _, m := range out.Messages {
-			var k struct {
+			var message struct {
 				Key string `json:"key"`
 			}
-			_ = json.Unmarshal([]byte(aws.ToString(m.Body)), &k)
-			st.dlq[k.Key] = true
+			_ = json.Unmarshal([]byte(aws.ToString(m.Body)), &message)
+			st.dlq[message.Key] = true
 		}
 	}
-	objs, err := s3.NewFromConfig(d.AWS, func(o *s3.Options) { o.UsePathStyle = true }).ListObjectsV2(ctx,
-		&s3.ListObjectsV2Input{Bucket: aws.String(d.Stack.Physical["QuarantineBucket"].Ref)})
+}
+
+// countQuarantined counts the quarantine bucket's objects.
+func countQuarantined(ctx context.Context, cfg aws.Config, bucket string) (int, error) {
+	listing, err := s3.NewFromConfig(cfg, func(o *s3.Options) { o.UsePathStyle = true }).ListObjectsV2(ctx,
+		&s3.ListObjectsV2Input{Bucket: aws.String(bucket)})
 	if err != nil {
-		return nil, fmt.Errorf("list quarantine: %w", err)
+		return 0, fmt.Errorf("list quarantine: %w", err)
 	}
-	st.quarantined = int(aws.ToInt32(objs.KeyCount))
-	return st, nil
+	return int(aws.ToInt32(listing.KeyCount)), nil
 }

@@ -80,15 +80,7 @@ func Load(path string, opts Options) (*Template, error) {
 
 // Parse parses template YAML.
 func Parse(data []byte, opts Options) (*Template, error) {
-	if opts.StackName == "" {
-		opts.StackName = "crmsync-local"
-	}
-	if opts.Region == "" {
-		opts.Region = "us-east-1"
-	}
-	if opts.AccountID == "" {
-		opts.AccountID = "000000000000"
-	}
+	opts = opts.withDefaults()
 	// First pass, unprocessed, to learn parameter defaults and resource ids.
 	rawJSON, err := intrinsics.ProcessYAML(data, &intrinsics.ProcessorOptions{NoProcess: true})
 	if err != nil {
@@ -98,155 +90,218 @@ func Parse(data []byte, opts Options) (*Template, error) {
 	if err := json.Unmarshal(rawJSON, &raw); err != nil {
 		return nil, err
 	}
+	resolver := newIntrinsicResolver(opts, parameterValues(raw, opts.Parameters), resourceIDs(raw))
+	document, err := resolver.process(rawJSON)
+	if err != nil {
+		return nil, err
+	}
+	return newTemplate(document), nil
+}
+
+// withDefaults fills in the stack name, region and account id of a local stack.
+func (opts Options) withDefaults() Options {
+	if opts.StackName == "" {
+		opts.StackName = "crmsync-local"
+	}
+	if opts.Region == "" {
+		opts.Region = "us-east-1"
+	}
+	if opts.AccountID == "" {
+		opts.AccountID = "000000000000"
+	}
+	return opts
+}
+
+// parameterValues is every template parameter's default ("" when it has none), overridden by
+// overrides.
+func parameterValues(raw map[string]any, overrides map[string]string) map[string]any {
 	params := map[string]any{}
-	if ps, ok := raw["Parameters"].(map[string]any); ok {
-		for name, p := range ps {
-			if pm, ok := p.(map[string]any); ok {
-				if d, ok := pm["Default"]; ok {
-					params[name] = d
+	if declared, ok := raw["Parameters"].(map[string]any); ok {
+		for name, definition := range declared {
+			if parameter, ok := definition.(map[string]any); ok {
+				if value, ok := parameter["Default"]; ok {
+					params[name] = value
 				} else {
 					params[name] = ""
 				}
 			}
 		}
 	}
-	for k, v := range opts.Parameters {
+	for k, v := range overrides {
 		params[k] = v
 	}
+	return params
+}
+
+// resourceIDs is the set of the template's resource logical ids.
+func resourceIDs(raw map[string]any) map[string]bool {
 	resources := map[string]bool{}
-	if rs, ok := raw["Resources"].(map[string]any); ok {
-		for id := range rs {
+	if declared, ok := raw["Resources"].(map[string]any); ok {
+		for id := range declared {
 			resources[id] = true
 		}
 	}
+	return resources
+}
+
+// intrinsicResolver resolves Ref, Fn::GetAtt and Fn::Sub: pseudo parameters and parameters to
+// their values, resources to tokens (see Resolve).
+type intrinsicResolver struct {
+	pseudo    map[string]any
+	params    map[string]any
+	resources map[string]bool
+}
+
+// newIntrinsicResolver resolves with the stack's pseudo parameters (from opts), the parameters'
+// values and the resource ids.
+func newIntrinsicResolver(opts Options, params map[string]any, resources map[string]bool) *intrinsicResolver {
 	pseudo := map[string]any{
 		"AWS::AccountId": opts.AccountID, "AWS::Region": opts.Region, "AWS::StackName": opts.StackName,
 		"AWS::Partition": "aws", "AWS::URLSuffix": "amazonaws.com", "AWS::NoValue": nil,
 		"AWS::StackId": "arn:aws:cloudformation:" + opts.Region + ":" + opts.AccountID + ":stack/" + opts.StackName + "/local",
 	}
-	ref := func(name string) any {
-		if v, ok := pseudo[name]; ok {
-			return v
-		}
-		if v, ok := params[name]; ok {
-			return v
-		}
-		if resources[name] {
-			return refToken(name)
-		}
-		return nil
-	}
-	getAtt := func(in any) any {
-		var parts []string
-		switch v := in.(type) {
-		case []any:
-			for _, p := range v {
-				if s, ok := p.(string); ok {
-					parts = append(parts, s)
-				}
-			}
-		case string:
-			parts = strings.SplitN(v, ".", 2)
-		}
-		if len(parts) != 2 || !resources[parts[0]] {
-			return nil
-		}
-		return attToken(parts[0], parts[1])
-	}
-	subRE := regexp.MustCompile(`\$\{([^}]+)\}`)
-	sub := func(in any) any {
-		var src string
-		vars := map[string]any{}
-		switch v := in.(type) {
-		case string:
-			src = v
-		case []any:
-			if len(v) != 2 {
-				return nil
-			}
-			src, _ = v[0].(string)
-			if m, ok := v[1].(map[string]any); ok {
-				vars = m
-			}
-		default:
-			return nil
-		}
-		return subRE.ReplaceAllStringFunc(src, func(m string) string {
-			name := m[2 : len(m)-1]
-			if strings.HasPrefix(name, "!") {
-				return "${" + name[1:] + "}"
-			}
-			var val any
-			if v, ok := vars[name]; ok {
-				val = v
-			} else if strings.Contains(name, ".") {
-				val = getAtt(name)
-			} else {
-				val = ref(name)
-			}
-			if val == nil {
-				return ""
-			}
-			return fmt.Sprint(val)
-		})
-	}
-	conds := map[string]any{}
-	opt := &intrinsics.ProcessorOptions{
+	return &intrinsicResolver{pseudo: pseudo, params: params, resources: resources}
+}
+
+// process resolves the intrinsics of the unprocessed template JSON and decodes the result.
+func (r *intrinsicResolver) process(rawJSON []byte) (map[string]any, error) {
+	options := &intrinsics.ProcessorOptions{
 		IntrinsicHandlerOverrides: map[string]intrinsics.IntrinsicHandler{
 			"Ref": func(_ string, in, _ any) any {
 				s, _ := in.(string)
-				return ref(s)
+				return r.ref(s)
 			},
-			"Fn::GetAtt": func(_ string, in, _ any) any { return getAtt(in) },
-			"Fn::Sub":    func(_ string, in, _ any) any { return sub(in) },
+			"Fn::GetAtt": func(_ string, in, _ any) any { return r.getAtt(in) },
+			"Fn::Sub":    func(_ string, in, _ any) any { return r.sub(in) },
 		},
 	}
-	processed, err := intrinsics.ProcessJSON(rawJSON, opt)
+	processed, err := intrinsics.ProcessJSON(rawJSON, options)
 	if err != nil {
 		return nil, err
 	}
-	var doc map[string]any
-	if err := json.Unmarshal(processed, &doc); err != nil {
+	var document map[string]any
+	if err := json.Unmarshal(processed, &document); err != nil {
 		return nil, err
 	}
-	if cs, ok := doc["Conditions"].(map[string]any); ok {
-		for k, v := range cs {
-			conds[k] = v
-		}
+	return document, nil
+}
+
+// ref resolves a Ref: a pseudo parameter, a parameter or a resource's token (nil otherwise).
+func (r *intrinsicResolver) ref(name string) any {
+	if v, ok := r.pseudo[name]; ok {
+		return v
 	}
-	t := &Template{Raw: doc, Resources: map[string]Resource{}, Outputs: map[string]string{}}
+	if v, ok := r.params[name]; ok {
+		return v
+	}
+	if r.resources[name] {
+		return refToken(name)
+	}
+	return nil
+}
+
+// getAtt resolves a Fn::GetAtt (list or "Resource.Attribute" form) to its token, nil when it
+// does not name a resource's attribute.
+func (r *intrinsicResolver) getAtt(in any) any {
+	var parts []string
+	switch v := in.(type) {
+	case []any:
+		for _, p := range v {
+			if s, ok := p.(string); ok {
+				parts = append(parts, s)
+			}
+		}
+	case string:
+		parts = strings.SplitN(v, ".", 2)
+	}
+	if len(parts) != 2 || !r.resources[parts[0]] {
+		return nil
+	}
+	return attToken(parts[0], parts[1])
+}
+
+// subVarRE matches a Fn::Sub variable, ${Name}.
+var subVarRE = regexp.MustCompile(`\$\{([^}]+)\}`)
+
+// sub resolves a Fn::Sub (string or [string, variables] form); ${!Name} stays a literal ${Name}.
+func (r *intrinsicResolver) sub(in any) any {
+	var source string
+	vars := map[string]any{}
+	switch v := in.(type) {
+	case string:
+		source = v
+	case []any:
+		if len(v) != 2 {
+			return nil
+		}
+		source, _ = v[0].(string)
+		if m, ok := v[1].(map[string]any); ok {
+			vars = m
+		}
+	default:
+		return nil
+	}
+	return subVarRE.ReplaceAllStringFunc(source, func(m string) string {
+		name := m[2 : len(m)-1]
+		if strings.HasPrefix(name, "!") {
+			return "${" + name[1:] + "}"
+		}
+		var value any
+		if v, ok := vars[name]; ok {
+			value = v
+		} else if strings.Contains(name, ".") {
+			value = r.getAtt(name)
+		} else {
+			value = r.ref(name)
+		}
+		if value == nil {
+			return ""
+		}
+		return fmt.Sprint(value)
+	})
+}
+
+// newTemplate builds the model of a processed template: its resources (Globals merged into
+// functions) and its outputs' string values.
+func newTemplate(document map[string]any) *Template {
+	t := &Template{Raw: document, Resources: map[string]Resource{}, Outputs: map[string]string{}}
 	globals := map[string]any{}
-	if g, ok := doc["Globals"].(map[string]any); ok {
-		if f, ok := g["Function"].(map[string]any); ok {
-			globals = f
+	if section, ok := document["Globals"].(map[string]any); ok {
+		if functionGlobals, ok := section["Function"].(map[string]any); ok {
+			globals = functionGlobals
 		}
 	}
-	rs, _ := doc["Resources"].(map[string]any)
-	for id, r := range rs {
-		rm, _ := r.(map[string]any)
-		res := Resource{LogicalID: id}
-		res.Type, _ = rm["Type"].(string)
-		res.Condition, _ = rm["Condition"].(string)
-		res.Properties, _ = rm["Properties"].(map[string]any)
-		if res.Properties == nil {
-			res.Properties = map[string]any{}
-		}
-		res.Metadata, _ = rm["Metadata"].(map[string]any)
-		if res.Type == TypeFunction {
-			res.Properties = mergeGlobals(globals, res.Properties)
-		}
-		t.Resources[id] = res
+	resources, _ := document["Resources"].(map[string]any)
+	for id, definition := range resources {
+		t.Resources[id] = newResource(id, definition, globals)
 	}
-	if outs, ok := doc["Outputs"].(map[string]any); ok {
-		for name, o := range outs {
-			if om, ok := o.(map[string]any); ok {
-				if v, ok := om["Value"].(string); ok {
+	if outputs, ok := document["Outputs"].(map[string]any); ok {
+		for name, definition := range outputs {
+			if output, ok := definition.(map[string]any); ok {
+				if v, ok := output["Value"].(string); ok {
 					t.Outputs[name] = v
 				}
 			}
 		}
 	}
-	return t, nil
+	return t
+}
+
+// newResource decodes one resource's definition, merging globals into a function's properties.
+func newResource(id string, definition any, globals map[string]any) Resource {
+	fields, _ := definition.(map[string]any)
+	res := Resource{LogicalID: id}
+	res.Type, _ = fields["Type"].(string)
+	res.Condition, _ = fields["Condition"].(string)
+	res.Properties, _ = fields["Properties"].(map[string]any)
+	if res.Properties == nil {
+		res.Properties = map[string]any{}
+	}
+	res.Metadata, _ = fields["Metadata"].(map[string]any)
+	if res.Type == TypeFunction {
+		res.Properties = mergeGlobals(globals, res.Properties)
+	}
+	return res
 }
 
 // mergeGlobals applies SAM's Globals rules: function values win; maps (Environment.Variables)

@@ -52,107 +52,140 @@ type costRun struct {
 	last delivery
 }
 
+// runCostScenarios measures each scenario's exact AWS usage alone, on a warm pipeline: a
+// journey's events, a late status callback, CRM edits (one a no-op) and the two kinds of
+// duplicate.
 func runCostScenarios(ctx context.Context, s *benchStack, t *benchTraffic) ([]costScenario, error) {
 	esm, err := s.workerMapping()
 	if err != nil {
 		return nil, err
 	}
-	r := &costRun{s: s, t: t, esm: esm, now: time.Now()}
+	run := &costRun{s: s, t: t, esm: esm, now: time.Now()}
+	if err := run.warmUp(ctx); err != nil {
+		return nil, err
+	}
+	subject := person(1)
+	scenarios, completed, err := run.journeyScenarios(ctx, subject)
+	if err != nil {
+		return nil, err
+	}
+	late, err := run.lateCallbackScenario(ctx, subject)
+	if err != nil {
+		return nil, err
+	}
+	scenarios = append(scenarios, late)
+	edits, err := run.crmEditScenarios(ctx, subject)
+	if err != nil {
+		return nil, err
+	}
+	scenarios = append(scenarios, edits...)
+	duplicates, err := run.duplicateScenarios(ctx, completed)
+	if err != nil {
+		return nil, err
+	}
+	return append(scenarios, duplicates...), nil
+}
 
-	// Warm every function (its secret cached, as in a warm Lambda container) with a person of
-	// its own, so the figures below are those of a warm pipeline.
-	for i, st := range []step{stepTypeform, stepMetaLead, stepGenericLead, stepCalendly, stepCallRinging, stepGraphMail, stepMailDelivered} {
-		if _, err := r.one(ctx, "warm-up", "", st, person(9000+i), 0); err != nil {
-			return nil, fmt.Errorf("warm-up: %w", err)
+// warmUp runs every function once (its secret cached, as in a warm Lambda container) with a
+// person of its own, so the figures measured after it are those of a warm pipeline.
+func (r *costRun) warmUp(ctx context.Context) error {
+	for i, warmStep := range []step{stepTypeform, stepMetaLead, stepGenericLead, stepCalendly, stepCallRinging, stepGraphMail, stepMailDelivered} {
+		if _, err := r.one(ctx, "warm-up", "", warmStep, person(9000+i), 0); err != nil {
+			return fmt.Errorf("warm-up: %w", err)
 		}
 	}
+	return nil
+}
 
-	var out []costScenario
-	add := func(sc costScenario, err error) error {
-		if err != nil {
-			return err
-		}
-		out = append(out, sc)
-		return nil
-	}
-	p := person(1)
+// journeyScenarios measures the subject's journey step by step, then the first events of other
+// connectors' leads; completed is the call-completed delivery (the duplicates re-send it).
+func (r *costRun) journeyScenarios(ctx context.Context, subject person) (scenarios []costScenario, completed delivery, err error) {
 	steps := []struct {
-		name string
-		st   step
-		p    person
-		note string
+		name   string
+		step   step
+		person person
+		note   string
 	}{
-		{"lead, new contact (typeform)", stepTypeform, p, "creates the contact, its identity claims and account"},
-		{"meeting scheduled (calendly)", stepCalendly, p, ""},
-		{"call ringing (twilio), new call", stepCallRinging, p, ""},
-		{"call in-progress (twilio)", stepCallInProgress, p, ""},
-		{"call-status update: completed (twilio)", stepCallCompleted, p, "the design's reference event"},
-		{"mail created (msgraph, hydrated)", stepGraphMail, p, "hydration calls the vendor API, not AWS"},
-		{"email delivered (mailgun)", stepMailDelivered, p, "includes the replay-cache PutItem"},
-		{"email opened (mailgun)", stepMailOpened, p, ""},
+		{"lead, new contact (typeform)", stepTypeform, subject, "creates the contact, its identity claims and account"},
+		{"meeting scheduled (calendly)", stepCalendly, subject, ""},
+		{"call ringing (twilio), new call", stepCallRinging, subject, ""},
+		{"call in-progress (twilio)", stepCallInProgress, subject, ""},
+		{"call-status update: completed (twilio)", stepCallCompleted, subject, "the design's reference event"},
+		{"mail created (msgraph, hydrated)", stepGraphMail, subject, "hydration calls the vendor API, not AWS"},
+		{"email delivered (mailgun)", stepMailDelivered, subject, "includes the replay-cache PutItem"},
+		{"email opened (mailgun)", stepMailOpened, subject, ""},
 		{"lead, new contact (meta-leads, hydrated)", stepMetaLead, person(6), ""},
 		{"lead, new contact (generic)", stepGenericLead, person(8), ""},
 	}
-	var completed delivery
-	for _, x := range steps {
-		sc, err := r.one(ctx, x.name, classApplied, x.st, x.p, 0)
-		if err := add(sc, err); err != nil {
-			return nil, err
+	for _, journeyStep := range steps {
+		scenario, err := r.one(ctx, journeyStep.name, classApplied, journeyStep.step, journeyStep.person, 0)
+		if err != nil {
+			return nil, delivery{}, err
 		}
-		out[len(out)-1].Note = x.note
-		if x.st == stepCallCompleted {
+		scenario.Note = journeyStep.note
+		scenarios = append(scenarios, scenario)
+		if journeyStep.step == stepCallCompleted {
 			completed = r.last
 		}
 	}
+	return scenarios, completed, nil
+}
 
-	// A status callback that arrives after the call completed (Twilio does not guarantee order):
-	// the status never regresses, but the callback joins the call's history.
-	late, err := r.t.buildLate(p, s.base, r.now)
+// lateCallbackScenario measures a status callback that arrives after the call completed (Twilio
+// does not guarantee order): the status never regresses, but the callback joins the call's
+// history.
+func (r *costRun) lateCallbackScenario(ctx context.Context, subject person) (costScenario, error) {
+	late, err := r.t.buildLate(subject, r.s.base, r.now)
 	if err != nil {
-		return nil, err
+		return costScenario{}, err
 	}
-	sc, err := r.measure(ctx, "late status callback after completed (twilio)", classApplied, late)
-	if err := add(sc, err); err != nil {
-		return nil, err
+	scenario, err := r.measure(ctx, "late status callback after completed (twilio)", classApplied, late)
+	if err != nil {
+		return costScenario{}, err
 	}
-	out[len(out)-1].Note = "out of order: its proposals are refused and audited; the call's history gains it"
+	scenario.Note = "out of order: its proposals are refused and audited; the call's history gains it"
+	return scenario, nil
+}
 
-	// CRM edits: one that changes a field, then one that sends values the contact already has
-	// (CRM integrations send whole records): a no-op.
+// crmEditScenarios measures two CRM edits: one that changes a field, then one that sends values
+// the contact already has (CRM integrations send whole records): a no-op.
+func (r *costRun) crmEditScenarios(ctx context.Context, subject person) ([]costScenario, error) {
 	at := r.now.Add(-time.Hour)
-	edit, err := crmChange(p, "bench-chg-1", map[string]string{"job_title": "CTO"}, at)
+	edit, err := crmChange(subject, "bench-chg-1", map[string]string{"job_title": "CTO"}, at)
 	if err != nil {
 		return nil, err
 	}
-	sc, err = r.measure(ctx, "CRM edit (POST /crm/changes)", classApplied, edit)
-	if err := add(sc, err); err != nil {
-		return nil, err
-	}
-	same, err := crmChange(p, "bench-chg-2", map[string]string{"first_name": "Ada", "last_name": "Lovelace"}, at.Add(time.Minute))
+	changed, err := r.measure(ctx, "CRM edit (POST /crm/changes)", classApplied, edit)
 	if err != nil {
 		return nil, err
 	}
-	sc, err = r.measure(ctx, "CRM sends the contact's unchanged name", classNoop, same)
-	if err := add(sc, err); err != nil {
+	same, err := crmChange(subject, "bench-chg-2", map[string]string{"first_name": "Ada", "last_name": "Lovelace"}, at.Add(time.Minute))
+	if err != nil {
 		return nil, err
 	}
-	out[len(out)-1].Note = "nothing changes: the ledger item is the only write"
+	unchanged, err := r.measure(ctx, "CRM sends the contact's unchanged name", classNoop, same)
+	if err != nil {
+		return nil, err
+	}
+	unchanged.Note = "nothing changes: the ledger item is the only write"
+	return []costScenario{changed, unchanged}, nil
+}
 
-	// Duplicate 1: the vendor retries a delivery inside SQS's 5-minute deduplication window.
-	sc, err = r.measure(ctx, "vendor retry within 5 min (twilio completed again)", classDuplicate, completed)
-	if err := add(sc, err); err != nil {
+// duplicateScenarios measures the two kinds of duplicate of the completed delivery: the
+// vendor's retry inside SQS's 5-minute deduplication window, and the same event after it (a late
+// retry, or a redelivery), which the worker's ledger read catches.
+func (r *costRun) duplicateScenarios(ctx context.Context, completed delivery) ([]costScenario, error) {
+	retry, err := r.measure(ctx, "vendor retry within 5 min (twilio completed again)", classDuplicate, completed)
+	if err != nil {
 		return nil, err
 	}
-	out[len(out)-1].Note = "SQS FIFO deduplication drops it: the worker never sees it"
-
-	// Duplicate 2: the same event after the SQS window (a late retry, or a redelivery): the
-	// worker's ledger read catches it.
-	sc, err = r.redeliver(ctx, "redelivery after the SQS window (twilio completed again)", completed)
-	if err := add(sc, err); err != nil {
+	retry.Note = "SQS FIFO deduplication drops it: the worker never sees it"
+	redelivery, err := r.redeliver(ctx, "redelivery after the SQS window (twilio completed again)", completed)
+	if err != nil {
 		return nil, err
 	}
-	out[len(out)-1].Note = "the worker's strongly consistent ledger read catches it"
-	return out, nil
+	redelivery.Note = "the worker's strongly consistent ledger read catches it"
+	return []costScenario{retry, redelivery}, nil
 }
 
 // buildLate is a Twilio "initiated" callback (sequence 0, before ringing) for the person's call,
@@ -246,6 +279,7 @@ func (r *costRun) redeliver(ctx context.Context, name string, d delivery) (costS
 // lateDedup gives every message a deduplication id SQS has not seen, as after its 5-minute window.
 type lateDedup struct{ *sqs.Client }
 
+// SendMessageBatch sends the batch with every entry's deduplication id made one SQS has not seen.
 func (l lateDedup) SendMessageBatch(ctx context.Context, in *sqs.SendMessageBatchInput, o ...func(*sqs.Options)) (*sqs.SendMessageBatchOutput, error) {
 	for i := range in.Entries {
 		in.Entries[i].MessageDeduplicationId = aws.String(aws.ToString(in.Entries[i].MessageDeduplicationId)[:60] + "-late")
@@ -258,12 +292,12 @@ func (r *costRun) result(ctx context.Context, name, class string, d delivery, be
 	lam, logs := r.s.fns.since(fnBefore)
 	sc := costScenario{Name: name, Class: class, Usage: u, Lambda: lam, Logs: logs, Writes: r.s.counter.StopTrace()}
 	if len(d.keys) > 0 {
-		led, err := r.s.ledger(ctx, d.keys[0])
+		ledgerItem, err := r.s.ledger(ctx, d.keys[0])
 		if err != nil {
 			return sc, err
 		}
-		if led != nil {
-			sc.Outcome, sc.Reason = led.Outcome, led.Reason
+		if ledgerItem != nil {
+			sc.Outcome, sc.Reason = ledgerItem.Outcome, ledgerItem.Reason
 		}
 	}
 	return sc, nil

@@ -45,38 +45,91 @@ type loadResult struct {
 // vendor retry; endToEnd waits for the worker (the stack's event source mapping) to drain the
 // queue and checks every event's ledger outcome.
 func runLoad(ctx context.Context, s *benchStack, t *benchTraffic, first, persons, concurrency int, endToEnd bool) (*loadResult, error) {
-	now := time.Now()
-	r := &loadResult{EndToEnd: endToEnd, Persons: persons, Concurrency: concurrency, ByStep: map[string]int{}, ByConnector: map[string]int{},
+	result := &loadResult{EndToEnd: endToEnd, Persons: persons, Concurrency: concurrency, ByStep: map[string]int{}, ByConnector: map[string]int{},
 		Statuses: map[int]int{}, Outcomes: map[string]int{}, ConnectorLatencies: map[string][]time.Duration{}}
-	type job struct{ ds []delivery }
-	var jobs []job
-	keys := map[string]bool{}
-	n := 0
+	jobs, err := planLoadJobs(ctx, s, t, first, persons)
+	if err != nil {
+		return nil, err
+	}
+	keys := result.tallyDeliveries(jobs)
+
+	before, fnBefore := s.counter.Snapshot(), s.fns.snapshot()
+	if !endToEnd {
+		// Without the worker, consume the queue (uncounted) so it stays as short as in service:
+		// moto's FIFO send slows down as a queue grows.
+		stop := s.consume(ctx)
+		defer stop()
+	}
+	start := time.Now()
+	err = result.postLoadJobs(ctx, s, jobs, concurrency)
+	result.PostWall = time.Since(start)
+	if err != nil {
+		return nil, err
+	}
+	result.sortLatencies()
+	if !endToEnd {
+		result.recordUsage(s, before, fnBefore)
+		return result, nil
+	}
+	if err := waitQueueDrained(ctx, s); err != nil {
+		return nil, err
+	}
+	result.DrainWall = time.Since(start)
+	// The event source mapping keeps polling an empty queue; stop counting at the drain.
+	result.recordUsage(s, before, fnBefore)
+	s.fns.mu.Lock()
+	result.MetricSeries = len(s.fns.series)
+	s.fns.mu.Unlock()
+
+	if err := s.outcomes(ctx, keys, result); err != nil {
+		return nil, err
+	}
+	result.Workload = costmodel.Workload{Events: result.Events, HTTPRequests: result.Deliveries, Lambda: result.Lambda, AWS: result.Usage, LogBytes: result.LogBytes}
+	return result, nil
+}
+
+// loadJob is one person's deliveries, posted in journey order by one sender.
+type loadJob struct{ deliveries []delivery }
+
+// planLoadJobs builds the journeys of persons people from person first, installing the vendor
+// fixtures their deliveries need; every twentieth delivery (but Mailgun's) is followed by its
+// vendor retry.
+func planLoadJobs(ctx context.Context, s *benchStack, t *benchTraffic, first, persons int) ([]loadJob, error) {
+	now := time.Now()
+	var jobs []loadJob
+	planned := 0
 	for i := 0; i < persons; i++ {
-		p := person(first + i)
-		var j job
-		for _, st := range p.journey() {
-			d, err := t.build(st, p, 0, s.base, now)
+		subject := person(first + i)
+		var job loadJob
+		for _, journeyStep := range subject.journey() {
+			d, err := t.build(journeyStep, subject, 0, s.base, now)
 			if err != nil {
 				return nil, err
 			}
 			if err := installFixture(ctx, s.client, s.base, d); err != nil {
 				return nil, err
 			}
-			j.ds = append(j.ds, d)
-			n++
+			job.deliveries = append(job.deliveries, d)
+			planned++
 			// Mailgun tokens are single-use (the replay cache refuses a second use), so a Mailgun
 			// retry would be refused; retries are drawn from the other connectors.
-			if n%20 == 0 && d.connector != "mailgun" {
+			if planned%20 == 0 && d.connector != "mailgun" {
 				retry := d
 				retry.label = "retry"
-				j.ds = append(j.ds, retry)
+				job.deliveries = append(job.deliveries, retry)
 			}
 		}
-		jobs = append(jobs, j)
+		jobs = append(jobs, job)
 	}
-	for _, j := range jobs {
-		for _, d := range j.ds {
+	return jobs, nil
+}
+
+// tallyDeliveries counts the jobs' deliveries, retries, steps and connectors, and returns the
+// distinct canonical event keys they carry (their number is Events).
+func (r *loadResult) tallyDeliveries(jobs []loadJob) map[string]bool {
+	keys := map[string]bool{}
+	for _, job := range jobs {
+		for _, d := range job.deliveries {
 			r.Deliveries++
 			if d.label == "retry" {
 				r.Retries++
@@ -90,31 +143,28 @@ func runLoad(ctx context.Context, s *benchStack, t *benchTraffic, first, persons
 		}
 	}
 	r.Events = len(keys)
+	return keys
+}
 
-	before, fnBefore := s.counter.Snapshot(), s.fns.snapshot()
-	if !endToEnd {
-		// Without the worker, consume the queue (uncounted) so it stays as short as in service:
-		// moto's FIFO send slows down as a queue grows.
-		stop := s.consume(ctx)
-		defer stop()
-	}
-	queue := make(chan job)
+// postLoadJobs posts the jobs, concurrency senders at a time, recording each delivery's latency
+// and status; it returns the first posting error once every job was posted.
+func (r *loadResult) postLoadJobs(ctx context.Context, s *benchStack, jobs []loadJob, concurrency int) error {
+	queue := make(chan loadJob)
 	var mu sync.Mutex
 	var firstErr error
 	var wg sync.WaitGroup
-	start := time.Now()
 	for w := 0; w < concurrency; w++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for j := range queue {
-				for _, d := range j.ds {
-					t0 := time.Now()
+			for job := range queue {
+				for _, d := range job.deliveries {
+					postStart := time.Now()
 					status, err := post(ctx, s.client, s.base, d)
-					lat := time.Since(t0)
+					latency := time.Since(postStart)
 					mu.Lock()
-					r.Latencies = append(r.Latencies, lat)
-					r.ConnectorLatencies[d.connector] = append(r.ConnectorLatencies[d.connector], lat)
+					r.Latencies = append(r.Latencies, latency)
+					r.ConnectorLatencies[d.connector] = append(r.ConnectorLatencies[d.connector], latency)
 					r.Statuses[status]++
 					if err != nil && firstErr == nil {
 						firstErr = err
@@ -124,54 +174,48 @@ func runLoad(ctx context.Context, s *benchStack, t *benchTraffic, first, persons
 			}
 		}()
 	}
-	for _, j := range jobs {
-		queue <- j
+	for _, job := range jobs {
+		queue <- job
 	}
 	close(queue)
 	wg.Wait()
-	r.PostWall = time.Since(start)
-	if firstErr != nil {
-		return nil, firstErr
-	}
-	for _, l := range r.ConnectorLatencies {
-		sort.Slice(l, func(i, j int) bool { return l[i] < l[j] })
+	return firstErr
+}
+
+// sortLatencies sorts the latencies, overall and per connector.
+func (r *loadResult) sortLatencies() {
+	for _, latencies := range r.ConnectorLatencies {
+		sort.Slice(latencies, func(i, j int) bool { return latencies[i] < latencies[j] })
 	}
 	sort.Slice(r.Latencies, func(i, j int) bool { return r.Latencies[i] < r.Latencies[j] })
-	if !endToEnd {
-		r.Usage = s.counter.Snapshot().Sub(before)
-		r.Lambda, r.LogBytes = s.fns.since(fnBefore)
-		return r, nil
-	}
-	// Drained: nothing visible or in flight, twice in a row.
+}
+
+// recordUsage records the AWS usage and the functions' Lambda use and log bytes since before.
+func (r *loadResult) recordUsage(s *benchStack, before costmodel.Usage, fnBefore map[string]fnStat) {
+	r.Usage = s.counter.Snapshot().Sub(before)
+	r.Lambda, r.LogBytes = s.fns.since(fnBefore)
+}
+
+// waitQueueDrained waits until the ingest queue holds nothing visible or in flight, twice in a
+// row, for at most 10 minutes.
+func waitQueueDrained(ctx context.Context, s *benchStack) error {
 	deadline := time.Now().Add(10 * time.Minute)
 	for quiet := 0; quiet < 2; {
-		vis, inflight, err := s.queueDepth(ctx)
+		visible, inFlight, err := s.queueDepth(ctx)
 		if err != nil {
-			return nil, err
+			return err
 		}
-		if vis == 0 && inflight == 0 {
+		if visible == 0 && inFlight == 0 {
 			quiet++
 		} else {
 			quiet = 0
 		}
 		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("the queue did not drain in 10 minutes (%d visible, %d in flight)", vis, inflight)
+			return fmt.Errorf("the queue did not drain in 10 minutes (%d visible, %d in flight)", visible, inFlight)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	r.DrainWall = time.Since(start)
-	// The event source mapping keeps polling an empty queue; stop counting at the drain.
-	r.Usage = s.counter.Snapshot().Sub(before)
-	r.Lambda, r.LogBytes = s.fns.since(fnBefore)
-	s.fns.mu.Lock()
-	r.MetricSeries = len(s.fns.series)
-	s.fns.mu.Unlock()
-
-	if err := s.outcomes(ctx, keys, r); err != nil {
-		return nil, err
-	}
-	r.Workload = costmodel.Workload{Events: r.Events, HTTPRequests: r.Deliveries, Lambda: r.Lambda, AWS: r.Usage, LogBytes: r.LogBytes}
-	return r, nil
+	return nil
 }
 
 // consume receives and deletes the ingest queue's messages until stopped, without counting.

@@ -326,9 +326,10 @@ func (r *benchResults) renderFindings(w writer) {
 	w("- **Webhook CPU and allocations.** Profiling the Twilio handler: phone-number parsing and validation (nyaruka/phonenumbers, " +
 		"regexp-heavy) is about a third of it, form decoding (url.ParseQuery) and JSON (canonical event, EMF lines, the log line) most of " +
 		"the rest; the connector alone (verify + parse + keys + message) already exceeds the budget for most connectors (Connector/* below).\n")
-	w("- **Bootstrap size.** Every binary imports shared/wiring, which builds every kind of function, so each links the worker, " +
-		"reconcile, CRM-change and policy (YAML) code and the DynamoDB, S3, SQS and Secrets Manager clients, plus the SDK's SSO/STS " +
-		"credential providers from config.LoadDefaultConfig; splitting app per function kind is the lever.\n")
+	if len(r.Cold) > 0 {
+		w("- **Bootstrap size.** Each bootstrap is built per function kind from `functions/<kind>`; its size is listed per function " +
+			"in the table under Bootstraps and cold start.\n")
+	}
 	if lines := r.moneyLines(true); lines != nil {
 		var dw float64
 		for _, l := range lines {
