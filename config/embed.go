@@ -17,3 +17,10 @@ var PolicyYAML []byte
 //
 //go:embed reconcile.yaml
 var ReconcileYAML []byte
+
+// CrmRolesYAML is the content of config/crm-roles.yaml: which IAM principals may act in which CRM
+// roles on POST /crm/changes. Load it with crmchange.ParsePrincipals("config/crm-roles.yaml",
+// config.CrmRolesYAML).
+//
+//go:embed crm-roles.yaml
+var CrmRolesYAML []byte

@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/credentials"
+
 	"github.com/crmsync/crmsync/shared/connector/registry"
 )
 
@@ -465,5 +467,43 @@ func TestPolicyValidateBrokenReportsEachMistake(t *testing.T) {
 	}
 	if !strings.Contains(err.Error(), "problem(s)") {
 		t.Errorf("error %v does not count the problems", err)
+	}
+}
+
+// The lock role comes from IAM, not from the body: the local stack reports a request signed with
+// key K as principal arn:aws:iam::123456789012:user/K, and config/dev-crm-roles.yaml maps only
+// user/test. A principal holding no CRM role cannot lock as admin, and a principal cannot act in
+// a role it does not hold; nothing is queued for either. (Before, any signed caller could lock as
+// admin by saying so in the body.)
+func TestCrmChangesRoleComesFromIAM(t *testing.T) {
+	s := startStack(t, false)
+	ref, err := resolveLocal(context.Background(), stackOptions{api: s.publicBase()}, http.DefaultClient)
+	if err != nil {
+		t.Fatal(err)
+	}
+	intern := *ref
+	intern.AWS = ref.AWS.Copy()
+	intern.AWS.Credentials = credentials.NewStaticCredentialsProvider("intern", "intern-secret", "")
+	lock := []byte(`{"change_id":"chg-iam-1","contact":{"email":"ada@example.com"},"actor":{"email":"eve@example.com","role":"admin"},` +
+		`"fields":{"phone":"+14155550100"},"lock":["phone"]}`)
+	status, body, err := signedRequest(context.Background(), &intern, "POST", "/crm/changes", lock)
+	if err != nil || status != 403 || !strings.Contains(string(body), "arn:aws:iam::123456789012:user/intern holds no CRM role") {
+		t.Errorf("lock by a principal without a CRM role = %d %s %v, want 403 naming the principal", status, body, err)
+	}
+	support := []byte(`{"change_id":"chg-iam-2","contact":{"email":"ada@example.com"},"actor":{"email":"alice@example.com","role":"support"},` +
+		`"fields":{"phone":"+14155550100"}}`)
+	status, body, err = signedRequest(context.Background(), ref, "POST", "/crm/changes", support)
+	if err != nil || status != 403 || !strings.Contains(string(body), "not as support") {
+		t.Errorf("change in a role the principal does not hold = %d %s %v, want 403", status, body, err)
+	}
+	if got := s.drain(); len(got) != 0 {
+		t.Errorf("refused changes queued %v", keysOf(got))
+	}
+	if _, err := s.crmsync("crm", "set", "--contact", "ada@example.com", "--field", "phone=+14155550100", "--actor", "alice@example.com",
+		"--role", "admin", "--lock", "--change-id", "chg-iam-3"); err != nil {
+		t.Fatalf("lock by the ops tool's principal acting as admin: %v", err)
+	}
+	if got := s.drain(); len(got) != 1 {
+		t.Errorf("the allowed lock queued %d events, want 1", len(got))
 	}
 }

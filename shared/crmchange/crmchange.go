@@ -13,7 +13,11 @@
 //	 "lock": ["phone"], "unlock": [],
 //	 "occurred_at": "2026-11-20T10:00:00Z"}
 //
-// Answers: 202 when enqueued, 400 with a specific message for bad input, 405/413/415 for the wrong
+// The caller's IAM principal (requestContext.authorizer.iam.userArn) must hold the requested
+// actor.role in the roles file (Principals, config/crm-roles.yaml); otherwise 403.
+//
+// Answers: 202 when enqueued, 400 with a specific message for bad input, 403 when the principal
+// does not hold the role, 405/413/415 for the wrong
 // method, size or media type, 503 when SQS did not accept the event (the caller retries with the
 // same change id; duplicates are harmless).
 package crmchange
@@ -315,6 +319,9 @@ type Config struct {
 	QueueURL string
 	// Policy validates field names and lock roles.
 	Policy *policy.Policy
+	// Principals maps the caller's IAM principal to the CRM roles it may act in; a change whose
+	// actor.role the principal does not hold is refused with 403.
+	Principals *Principals
 }
 
 // Deps are the handler's collaborators.
@@ -402,6 +409,9 @@ func (h *Handler) handle(ctx context.Context, ev events.APIGatewayV2HTTPRequest)
 			return failure(400, "invalid_change", inv.Msg), "Invalid", ""
 		}
 		return failure(500, "internal", ""), "Invalid", ""
+	}
+	if why := h.cfg.Principals.authorize(caller, ce.Actor.Role); why != "" {
+		return failure(403, "forbidden", why), "Forbidden", ""
 	}
 	if err := ingest.Enqueue(ctx, h.d.SQS, h.cfg.QueueURL, []canonical.Event{*ce}); err != nil {
 		h.d.Log.ErrorContext(ctx, "enqueue failed", "key", ce.Key, "error", err.Error())

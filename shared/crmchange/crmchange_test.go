@@ -142,7 +142,9 @@ func request(body string) events.APIGatewayV2HTTPRequest {
 func TestHandle(t *testing.T) {
 	body, _ := json.Marshal(good())
 	q := &fakeSQS{}
-	h := New(Config{QueueURL: "https://sqs/q.fifo", Policy: testPolicy(t)}, Deps{SQS: q, Now: func() time.Time { return now }})
+	h := New(Config{QueueURL: "https://sqs/q.fifo", Policy: testPolicy(t), Principals: testPrincipals(t,
+		"principals: [{arn: \"arn:aws:iam::123456789012:user/crm\", roles: [admin, revops]}]")},
+		Deps{SQS: q, Now: func() time.Time { return now }})
 
 	resp, _ := h.Handle(context.Background(), request(string(body)))
 	if resp.StatusCode != 202 || !strings.Contains(resp.Body, `"key":"crm:chg-1"`) {

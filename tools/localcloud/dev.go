@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -76,6 +77,10 @@ type Config struct {
 	AWSOptions []func(*middleware.Stack) error
 	// Alarms tunes the local evaluation of template.yaml's alarms (see AlarmMonitor).
 	Alarms AlarmOptions
+	// CrmRolesPath is the dev-only roles file the CRM changes function authorizes with
+	// (CRM_ROLES_PATH): which local principals (LocalPrincipal) may act in which CRM roles.
+	// Default: dev-crm-roles.yaml beside DevSecretsPath.
+	CrmRolesPath string
 }
 
 // Dev is a running local stack.
@@ -166,6 +171,9 @@ func (cfg Config) withDefaults() Config {
 	}
 	if cfg.Pollers <= 0 {
 		cfg.Pollers = 2
+	}
+	if cfg.CrmRolesPath == "" && cfg.DevSecretsPath != "" {
+		cfg.CrmRolesPath = filepath.Join(filepath.Dir(cfg.DevSecretsPath), "dev-crm-roles.yaml")
 	}
 	return cfg
 }
@@ -319,6 +327,9 @@ func (d *Dev) functionEnvironment(cfg Config, id string, fn samtemplate.Function
 	env["AWS_LAMBDA_FUNCTION_MEMORY_SIZE"] = strconv.Itoa(fn.MemorySize)
 	env["AWS_LAMBDA_LOG_FORMAT"] = "JSON"
 	env[awsclient.EndpointEnv] = cfg.FunctionEndpoint
+	if cfg.CrmRolesPath != "" {
+		env["CRM_ROLES_PATH"] = cfg.CrmRolesPath
+	}
 	return env
 }
 

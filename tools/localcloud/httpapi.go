@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -190,6 +191,9 @@ func (a *HTTPAPI) event(r *http.Request, route *APIRoute, params map[string]stri
 			},
 		},
 	}
+	if route.Authorizer == "AWS_IAM" {
+		ev.RequestContext.Authorizer = &events.APIGatewayV2HTTPRequestContextAuthorizerDescription{IAM: iamCaller(r.Header.Get("Authorization"))}
+	}
 	if len(params) > 0 {
 		ev.PathParameters = params
 	}
@@ -250,4 +254,24 @@ func writeResponse(w http.ResponseWriter, out []byte) {
 	}
 	w.WriteHeader(resp.StatusCode)
 	_, _ = w.Write(body)
+}
+
+// LocalPrincipal is the IAM principal the local stack reports for a request signed with access
+// key id: a user of the local account named after the key (the ops tool signs with "test", so its
+// requests come from arn:aws:iam::123456789012:user/test). API Gateway reports the signer's real
+// principal; locally there is no IAM, so the key names it.
+func LocalPrincipal(accessKeyID string) string {
+	return "arn:aws:iam::" + AccountID + ":user/" + accessKeyID
+}
+
+var credentialRe = regexp.MustCompile(`Credential=([A-Za-z0-9_+=,.@-]+)/`)
+
+// iamCaller is the IAM authorizer context of a SigV4-signed request (see LocalPrincipal).
+func iamCaller(authorization string) *events.APIGatewayV2HTTPRequestContextAuthorizerIAMDescription {
+	m := credentialRe.FindStringSubmatch(authorization)
+	if m == nil {
+		return &events.APIGatewayV2HTTPRequestContextAuthorizerIAMDescription{}
+	}
+	return &events.APIGatewayV2HTTPRequestContextAuthorizerIAMDescription{AccessKey: m[1], AccountID: AccountID,
+		CallerID: m[1], UserARN: LocalPrincipal(m[1]), UserID: m[1]}
 }

@@ -8,13 +8,14 @@ import (
 	"github.com/aws/aws-lambda-go/lambda"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 
+	"github.com/crmsync/crmsync/config"
 	"github.com/crmsync/crmsync/shared/crmchange"
 	"github.com/crmsync/crmsync/shared/emf"
 	"github.com/crmsync/crmsync/shared/wiring"
 )
 
 // Build builds the CRM changes function: INGEST_QUEUE_URL, POLICY_PATH (empty = the policy
-// embedded at build).
+// embedded at build), CRM_ROLES_PATH (empty = config/crm-roles.yaml embedded at build).
 func Build(_ context.Context, env wiring.Env) (lambda.Handler, error) {
 	vars, err := wiring.Required(env.Getenv, "INGEST_QUEUE_URL")
 	if err != nil {
@@ -24,9 +25,21 @@ func Build(_ context.Context, env wiring.Env) (lambda.Handler, error) {
 	if err != nil {
 		return nil, err
 	}
+	principals, err := loadPrincipals(env.Getenv("CRM_ROLES_PATH"))
+	if err != nil {
+		return nil, &wiring.ConfigError{Var: "CRM_ROLES_PATH", Problem: err.Error()}
+	}
 	now := env.Clock()
-	h := crmchange.New(crmchange.Config{QueueURL: vars["INGEST_QUEUE_URL"], Policy: pol}, crmchange.Deps{
+	h := crmchange.New(crmchange.Config{QueueURL: vars["INGEST_QUEUE_URL"], Policy: pol, Principals: principals}, crmchange.Deps{
 		SQS: sqs.NewFromConfig(env.AWS), Now: now, Log: env.Log, Metrics: emf.New(env.Stdout, now),
 	})
 	return lambda.NewHandler(h.Handle), nil
+}
+
+// loadPrincipals returns the roles file at path, or the one embedded at build when path is empty.
+func loadPrincipals(path string) (*crmchange.Principals, error) {
+	if path == "" {
+		return crmchange.ParsePrincipals("config/crm-roles.yaml (embedded)", config.CrmRolesYAML)
+	}
+	return crmchange.LoadPrincipals(path)
 }
