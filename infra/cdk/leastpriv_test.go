@@ -209,9 +209,10 @@ func leastPrivilegeProblems(t *testing.T, tpl *template, fn string, iam *fnIAM) 
 		g.add([]string{dlq}, "sqs:GetQueueAttributes")
 		g.add([]string{arnOf(env["QUARANTINE_BUCKET"])}, "s3:ListBucket")
 	case fn == "CrmChangesFunction":
-		queue := arnOf(env["INGEST_QUEUE_URL"])
+		queue, crm := arnOf(env["INGEST_QUEUE_URL"]), arnOf(env["CRM_TABLE"])
 		g.add([]string{queue}, "sqs:SendMessage")
-		required = append(required, stmt{Action: "sqs:SendMessage", Resource: queue})
+		g.add([]string{crm}, "dynamodb:GetItem") // identity items only (a LeadingKeys condition)
+		required = append(required, stmt{Action: "sqs:SendMessage", Resource: queue}, stmt{Action: "dynamodb:GetItem", Resource: crm})
 	default:
 		bad("no least-privilege rule for this function: add one to leastpriv_test.go")
 	}

@@ -419,9 +419,13 @@ func (c *crmsync) crmChangesFunction() {
 		Description: "crmsync CRM changes - POST /crm/changes (IAM-authorized)",
 		Env: map[string]*string{
 			"INGEST_QUEUE_URL": c.ingestQueue.QueueUrl(),
-			"POLICY_PATH":      jsii.String(""), // empty = the policy embedded at build
+			"CRM_TABLE":        c.crm.TableName(), // identity items: every CRM edit of a contact in its FIFO group
+			"POLICY_PATH":      jsii.String(""),   // empty = the policy embedded at build
 		},
-		Role: c.samStyleRole(id, allow([]string{"sqs:SendMessage"}, c.ingestQueue.QueueArn())),
+		Role: c.samStyleRole(id, allow([]string{"sqs:SendMessage"}, c.ingestQueue.QueueArn()),
+			sidAllow("IdentityLookup", []string{"dynamodb:GetItem"},
+				map[string]any{"ForAllValues:StringLike": map[string]any{"dynamodb:LeadingKeys": []string{"IDENT#*"}}},
+				c.crm.TableArn())),
 	})
 	c.route("/crm/changes", []string{"POST"}, fn, id, true)
 }

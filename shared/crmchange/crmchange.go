@@ -37,12 +37,17 @@ import (
 	"time"
 
 	"github.com/aws/aws-lambda-go/events"
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/feature/dynamodb/attributevalue"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	ddbtypes "github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 
 	"github.com/crmsync/crmsync/shared/canonical"
 	"github.com/crmsync/crmsync/shared/emf"
 	"github.com/crmsync/crmsync/shared/identity"
 	"github.com/crmsync/crmsync/shared/ingest"
 	"github.com/crmsync/crmsync/shared/policy"
+	"github.com/crmsync/crmsync/shared/store"
 	"github.com/crmsync/crmsync/shared/worker"
 )
 
@@ -322,12 +327,24 @@ type Config struct {
 	// Principals maps the caller's IAM principal to the CRM roles it may act in; a change whose
 	// actor.role the principal does not hold is refused with 403.
 	Principals *Principals
+	// CRMTable is the CRM table whose identity items say which contact an email or phone belongs
+	// to, so every CRM edit of one contact travels in that contact's FIFO group. Empty: edits are
+	// grouped by the identity they name.
+	CRMTable string
+}
+
+// IdentityAPI is the DynamoDB call the handler makes: one strongly consistent read of an identity
+// item (IDENT#email#... or IDENT#phone#...).
+type IdentityAPI interface {
+	GetItem(ctx context.Context, in *dynamodb.GetItemInput, optFns ...func(*dynamodb.Options)) (*dynamodb.GetItemOutput, error)
 }
 
 // Deps are the handler's collaborators.
 type Deps struct {
 	// SQS sends to the ingest queue.
 	SQS ingest.SQSAPI
+	// Identities reads identity items of Config.CRMTable; nil: edits are grouped by identity.
+	Identities IdentityAPI
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
 	// Log receives one line per request (event key, never personal data); discarded when nil.
@@ -413,11 +430,45 @@ func (h *Handler) handle(ctx context.Context, ev events.APIGatewayV2HTTPRequest)
 	if why := h.cfg.Principals.authorize(caller, ce.Actor.Role); why != "" {
 		return failure(403, "forbidden", why), "Forbidden", ""
 	}
+	h.groupByContact(ctx, ce)
 	if err := ingest.Enqueue(ctx, h.d.SQS, h.cfg.QueueURL, []canonical.Event{*ce}); err != nil {
 		h.d.Log.ErrorContext(ctx, "enqueue failed", "key", ce.Key, "error", err.Error())
 		return failure(503, "unavailable", ""), "EnqueueFailures", ce.Key
 	}
 	return respond(202, Accepted{Status: "accepted", ChangeID: req.ChangeID, Key: ce.Key}), "Enqueued", ce.Key
+}
+
+// groupByContact moves a change addressed by email or phone into its contact's FIFO group
+// (contact:<id>) when the identity already belongs to a contact, so that every CRM edit of one
+// contact is ordered with the others however the CRM addressed it. The payload hash, which covers
+// how the change was addressed, is unchanged; the worker still resolves the contact by identity.
+// A change for a contact that does not exist yet, or when the read fails, keeps its identity's
+// group (decisions do not depend on processing order, so that costs ordering, never correctness).
+func (h *Handler) groupByContact(ctx context.Context, ev *canonical.Event) {
+	if h.d.Identities == nil || h.cfg.CRMTable == "" || ev.ExternalIDs[worker.ContactIDKey] != "" {
+		return
+	}
+	var pk string
+	switch {
+	case len(ev.Subject.Emails) > 0:
+		pk = store.IdentEmailPK(ev.Subject.Emails[0])
+	case len(ev.Subject.Phones) > 0:
+		pk = store.IdentPhonePK(ev.Subject.Phones[0])
+	default:
+		return
+	}
+	out, err := h.d.Identities.GetItem(ctx, &dynamodb.GetItemInput{TableName: aws.String(h.cfg.CRMTable), ConsistentRead: aws.Bool(true),
+		Key:                  map[string]ddbtypes.AttributeValue{"pk": &ddbtypes.AttributeValueMemberS{Value: pk}, "sk": &ddbtypes.AttributeValueMemberS{Value: store.SKIdent}},
+		ProjectionExpression: aws.String("contact_id")})
+	if err != nil {
+		h.d.Log.WarnContext(ctx, "identity lookup failed; change grouped by identity", "key", ev.Key, "error", err.Error())
+		return
+	}
+	var claim store.IdentityClaim
+	if out.Item == nil || attributevalue.UnmarshalMap(out.Item, &claim) != nil || claim.ContactID == "" {
+		return
+	}
+	ev.GroupKey = worker.ContactGroupKey(claim.ContactID)
 }
 
 // decode parses the body strictly: unknown members and trailing data are errors.

@@ -6,6 +6,7 @@ import (
 	"context"
 
 	"github.com/aws/aws-lambda-go/lambda"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 
 	"github.com/crmsync/crmsync/config"
@@ -15,7 +16,8 @@ import (
 )
 
 // Build builds the CRM changes function: INGEST_QUEUE_URL, POLICY_PATH (empty = the policy
-// embedded at build), CRM_ROLES_PATH (empty = config/crm-roles.yaml embedded at build).
+// embedded at build), CRM_ROLES_PATH (empty = config/crm-roles.yaml embedded at build), CRM_TABLE
+// (whose identity items group every CRM edit of a contact in that contact's FIFO group).
 func Build(_ context.Context, env wiring.Env) (lambda.Handler, error) {
 	vars, err := wiring.Required(env.Getenv, "INGEST_QUEUE_URL")
 	if err != nil {
@@ -30,9 +32,12 @@ func Build(_ context.Context, env wiring.Env) (lambda.Handler, error) {
 		return nil, &wiring.ConfigError{Var: "CRM_ROLES_PATH", Problem: err.Error()}
 	}
 	now := env.Clock()
-	h := crmchange.New(crmchange.Config{QueueURL: vars["INGEST_QUEUE_URL"], Policy: pol, Principals: principals}, crmchange.Deps{
-		SQS: sqs.NewFromConfig(env.AWS), Now: now, Log: env.Log, Metrics: emf.New(env.Stdout, now),
-	})
+	cfg := crmchange.Config{QueueURL: vars["INGEST_QUEUE_URL"], Policy: pol, Principals: principals, CRMTable: env.Getenv("CRM_TABLE")}
+	d := crmchange.Deps{SQS: sqs.NewFromConfig(env.AWS), Now: now, Log: env.Log, Metrics: emf.New(env.Stdout, now)}
+	if cfg.CRMTable != "" {
+		d.Identities = dynamodb.NewFromConfig(env.AWS)
+	}
+	h := crmchange.New(cfg, d)
 	return lambda.NewHandler(h.Handle), nil
 }
 
