@@ -66,7 +66,14 @@ type Config struct {
 	ReplayTable   string // required for connectors whose verification yields a nonce
 	PublicBaseURL string // e.g. https://hooks.example.com; empty = rebuilt from the request
 	MaxBodyBytes  int64
+	// DeadlineMargin is how long before the invocation's deadline the handler stops waiting on
+	// AWS and answers 503, so the vendor gets an answer (and retries) rather than a timeout.
+	// Default DefaultDeadlineMargin.
+	DeadlineMargin time.Duration
 }
+
+// DefaultDeadlineMargin is the DeadlineMargin when none is configured.
+const DefaultDeadlineMargin = 500 * time.Millisecond
 
 // Handler handles one connector's webhook deliveries.
 type Handler struct {
@@ -97,6 +104,9 @@ func New(cfg Config, conn connector.Connector, d Deps) *Handler {
 	if cfg.MaxBodyBytes <= 0 {
 		cfg.MaxBodyBytes = DefaultMaxBody
 	}
+	if cfg.DeadlineMargin <= 0 {
+		cfg.DeadlineMargin = DefaultDeadlineMargin
+	}
 	if d.Now == nil {
 		d.Now = time.Now
 	}
@@ -124,6 +134,11 @@ func (h *Handler) count(name string, v float64) {
 // Handle answers one API Gateway HTTP API (payload 2.0) request.
 func (h *Handler) Handle(ctx context.Context, ev events.APIGatewayV2HTTPRequest) (events.APIGatewayV2HTTPResponse, error) {
 	start := h.now()
+	if deadline, ok := ctx.Deadline(); ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, deadline.Add(-h.cfg.DeadlineMargin))
+		defer cancel()
+	}
 	resp, outcome := h.handle(ctx, ev, start)
 	h.metrics.Emit(map[string]string{"Connector": h.conn.Name()},
 		emf.Metric{Name: "HandlingLatency", Value: float64(h.now().Sub(start).Microseconds()) / 1000, Unit: emf.Milliseconds})

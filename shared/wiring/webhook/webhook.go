@@ -21,8 +21,8 @@ import (
 )
 
 // Build builds a webhook function: CONNECTOR, SECRET_ID, INGEST_QUEUE_URL, QUARANTINE_BUCKET,
-// PUBLIC_BASE_URL, MAX_BODY_BYTES, SECRET_TTL_SECONDS, SECRET_GRACE_SECONDS, REPLAY_TABLE (when the
-// connector needs it).
+// PUBLIC_BASE_URL, MAX_BODY_BYTES, SECRET_TTL_SECONDS, SECRET_GRACE_SECONDS, DEADLINE_MARGIN_MS,
+// REPLAY_TABLE (when the connector needs it).
 func Build(_ context.Context, env wiring.Env) (lambda.Handler, error) {
 	vars, err := wiring.Required(env.Getenv, "CONNECTOR", "SECRET_ID", "INGEST_QUEUE_URL", "QUARANTINE_BUCKET")
 	if err != nil {
@@ -40,13 +40,18 @@ func Build(_ context.Context, env wiring.Env) (lambda.Handler, error) {
 	if err != nil {
 		return nil, err
 	}
+	margin, err := wiring.PositiveInt(env.Getenv, "DEADLINE_MARGIN_MS", ingest.DefaultDeadlineMargin.Milliseconds())
+	if err != nil {
+		return nil, err
+	}
 	stale, err := wiring.StaleSecrets(env, map[string]string{"Connector": vars["CONNECTOR"]})
 	if err != nil {
 		return nil, err
 	}
 	now := env.Clock()
 	cfg := ingest.Config{SecretID: vars["SECRET_ID"], QueueURL: vars["INGEST_QUEUE_URL"], Bucket: vars["QUARANTINE_BUCKET"],
-		ReplayTable: env.Getenv("REPLAY_TABLE"), PublicBaseURL: env.Getenv("PUBLIC_BASE_URL"), MaxBodyBytes: maxBody}
+		ReplayTable: env.Getenv("REPLAY_TABLE"), PublicBaseURL: env.Getenv("PUBLIC_BASE_URL"), MaxBodyBytes: maxBody,
+		DeadlineMargin: time.Duration(margin) * time.Millisecond}
 	d := ingest.Deps{
 		Secrets: secrets.New(secretsmanager.NewFromConfig(env.AWS), time.Duration(ttl)*time.Second, now, stale),
 		SQS:     sqs.NewFromConfig(env.AWS),
