@@ -1,19 +1,19 @@
 // Package samtemplate owns reading crmsync's SAM template (template.yaml) into the model the
 // local stack and the tests use: functions with their merged Globals, environment, HTTP routes,
 // SQS event sources and schedules; queues, tables, secrets, buckets, topics and alarms with their
-// properties. YAML short-form intrinsics and their resolution come from goformation; references
-// to resources are resolved in a second step, once the resources exist (see Resolve).
+// properties. That includes decoding the template's YAML with its short-form intrinsics (!Ref,
+// !Sub, …; see decodeYAML) and resolving the intrinsic functions a local stack can evaluate:
+// parameters, pseudo parameters, conditions, mappings and string functions (see evaluator).
+// References to resources are resolved in a second step, once the resources exist (see Resolve).
 package samtemplate
 
 import (
-	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"regexp"
 	"sort"
 	"strings"
-
-	"github.com/awslabs/goformation/v7/intrinsics"
 )
 
 // Resource type names the local stack understands.
@@ -81,17 +81,20 @@ func Load(path string, opts Options) (*Template, error) {
 // Parse parses template YAML.
 func Parse(data []byte, opts Options) (*Template, error) {
 	opts = opts.withDefaults()
-	// First pass, unprocessed, to learn parameter defaults and resource ids.
-	rawJSON, err := intrinsics.ProcessYAML(data, &intrinsics.ProcessorOptions{NoProcess: true})
+	decoded, err := decodeYAML(data)
 	if err != nil {
 		return nil, err
 	}
-	var raw map[string]any
-	if err := json.Unmarshal(rawJSON, &raw); err != nil {
-		return nil, err
+	if decoded == nil {
+		return nil, errors.New("empty template")
 	}
+	raw, ok := decoded.(map[string]any)
+	if !ok {
+		return nil, fmt.Errorf("template is %s, not a mapping", describe(decoded))
+	}
+	// The unresolved template gives the parameter defaults and the resource ids.
 	resolver := newIntrinsicResolver(opts, parameterValues(raw, opts.Parameters), resourceIDs(raw))
-	document, err := resolver.process(rawJSON)
+	document, err := newEvaluator(resolver, opts.Region, raw).document()
 	if err != nil {
 		return nil, err
 	}
@@ -161,29 +164,6 @@ func newIntrinsicResolver(opts Options, params map[string]any, resources map[str
 		"AWS::StackId": "arn:aws:cloudformation:" + opts.Region + ":" + opts.AccountID + ":stack/" + opts.StackName + "/local",
 	}
 	return &intrinsicResolver{pseudo: pseudo, params: params, resources: resources}
-}
-
-// process resolves the intrinsics of the unprocessed template JSON and decodes the result.
-func (r *intrinsicResolver) process(rawJSON []byte) (map[string]any, error) {
-	options := &intrinsics.ProcessorOptions{
-		IntrinsicHandlerOverrides: map[string]intrinsics.IntrinsicHandler{
-			"Ref": func(_ string, in, _ any) any {
-				s, _ := in.(string)
-				return r.ref(s)
-			},
-			"Fn::GetAtt": func(_ string, in, _ any) any { return r.getAtt(in) },
-			"Fn::Sub":    func(_ string, in, _ any) any { return r.sub(in) },
-		},
-	}
-	processed, err := intrinsics.ProcessJSON(rawJSON, options)
-	if err != nil {
-		return nil, err
-	}
-	var document map[string]any
-	if err := json.Unmarshal(processed, &document); err != nil {
-		return nil, err
-	}
-	return document, nil
 }
 
 // ref resolves a Ref: a pseudo parameter, a parameter or a resource's token (nil otherwise).
