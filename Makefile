@@ -15,12 +15,13 @@ GO_BUILD = CGO_ENABLED=0 GOOS=$(GOOS) GOARCH=$(GOARCH) go build -tags lambda.nor
 WEBHOOK_FUNCTIONS := WebhookTwilioFunction WebhookCalendlyFunction WebhookTypeformFunction \
 	WebhookMetaLeadsFunction WebhookMsgraphFunction WebhookMailgunFunction WebhookGenericFunction
 RECONCILE_FUNCTIONS := ReconcileParityFunction ReconcileConsistencyFunction ReconcileMappingReviewFunction
-FUNCTIONS := $(WEBHOOK_FUNCTIONS) WorkerFunction CrmChangesFunction $(RECONCILE_FUNCTIONS)
+FUNCTIONS := $(WEBHOOK_FUNCTIONS) WorkerFunction CrmChangesFunction $(RECONCILE_FUNCTIONS) GraphSubscriptionsFunction
 
 $(foreach f,$(WEBHOOK_FUNCTIONS),$(eval PKG_$(f) := ./functions/webhook))
 PKG_WorkerFunction := ./functions/worker
 PKG_CrmChangesFunction := ./functions/crmchanges
 $(foreach f,$(RECONCILE_FUNCTIONS),$(eval PKG_$(f) := ./functions/reconcile))
+PKG_GraphSubscriptionsFunction := ./functions/graphsubs
 
 .PHONY: dist lint-template $(addprefix build-,$(FUNCTIONS)) FORCE
 

@@ -11,7 +11,7 @@ const module = "github.com/crmsync/crmsync"
 
 // product are the packages whose dependencies must stay product: every deployed function and the
 // ops tool.
-var product = []string{"./functions/webhook", "./functions/worker", "./functions/reconcile", "./functions/crmchanges", "./cmd/crmsync"}
+var product = []string{"./functions/webhook", "./functions/worker", "./functions/reconcile", "./functions/crmchanges", "./functions/graphsubs", "./cmd/crmsync"}
 
 // forbidden returns why a dependency may not be linked into a deployed binary or the ops tool,
 // or "" when it may: package testing, and any package of the repository outside shared/ and

@@ -80,8 +80,9 @@ func build(t *testing.T, id, dir string) string {
 
 // eventsFor lists the events/ files meant for a function: webhook-<connector>*.json for the
 // webhook function of that connector, sqs-*.json for functions with an SQS source,
-// schedule-<job>.json for the reconcile function of that job, and crm-*.json for the function
-// serving POST /crm/changes.
+// schedule-<job>.json for the reconcile function of that job, crm-*.json for the function
+// serving POST /crm/changes, and graphsubs-*.json (its schedule's input, a lifecycle handshake)
+// for the function serving POST /webhooks/msgraph/lifecycle.
 func eventsFor(t *testing.T, fn samtemplate.Function) []string {
 	t.Helper()
 	all, err := filepath.Glob(filepath.Join(root, "events", "*.json"))
@@ -99,6 +100,8 @@ func eventsFor(t *testing.T, fn samtemplate.Function) []string {
 		case fn.Env["JOB"] != "" && base == "schedule-"+fn.Env["JOB"]+".json":
 			out = append(out, p)
 		case servesRoute(fn, "/crm/changes") && strings.HasPrefix(base, "crm-"):
+			out = append(out, p)
+		case servesRoute(fn, "/webhooks/msgraph/lifecycle") && strings.HasPrefix(base, "graphsubs-"):
 			out = append(out, p)
 		}
 	}
@@ -283,6 +286,8 @@ func TestBootstrapsUnderRIE(t *testing.T) {
 					if len(resp.BatchItemFailures) != 0 {
 						t.Errorf("%s: %d batch item failures, want none\nlogs:\n%s", name, len(resp.BatchItemFailures), r.logs)
 					}
+				case strings.HasPrefix(name, "graphsubs-"):
+					checkGraphSubs(t, r, name, raw)
 				case strings.HasPrefix(name, "schedule-"):
 					var want struct{ Job string }
 					_ = json.Unmarshal(raw, &want)
@@ -297,5 +302,31 @@ func TestBootstrapsUnderRIE(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// checkGraphSubs invokes the Graph subscriptions function with one of its events: an HTTP API
+// request (the lifecycle route: a validation handshake is answered with its token) or its
+// schedule's input (a run report; the template configures no mailbox, so it keeps none).
+func checkGraphSubs(t *testing.T, r *rie, name string, raw []byte) {
+	t.Helper()
+	var req events.APIGatewayV2HTTPRequest
+	if err := json.Unmarshal(raw, &req); err == nil && req.RequestContext.HTTP.Method != "" {
+		var resp events.APIGatewayV2HTTPResponse
+		if err := json.Unmarshal(r.invoke(t, raw), &resp); err != nil {
+			t.Fatalf("%s: answer is not an HTTP API response: %v", name, err)
+		}
+		if tok := req.QueryStringParameters["validationToken"]; resp.StatusCode != 200 || resp.Body != tok {
+			t.Errorf("%s: status %d body %q, want 200 and the validation token %q\nlogs:\n%s", name, resp.StatusCode, resp.Body, tok, r.logs)
+		}
+		return
+	}
+	var rep struct {
+		Subscriptions []json.RawMessage `json:"subscriptions"`
+		Errors        *int              `json:"errors"`
+	}
+	out := r.invoke(t, raw)
+	if err := json.Unmarshal(out, &rep); err != nil || rep.Errors == nil || *rep.Errors != 0 {
+		t.Errorf("%s: answer %s, want a run report without errors\nlogs:\n%s", name, out, r.logs)
 	}
 }

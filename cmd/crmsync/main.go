@@ -34,6 +34,7 @@ func newRoot() *cobra.Command {
 	// Operations against a running stack (local or AWS).
 	root.AddCommand(newReplayCmd(), newRebuildCmd(), newExplainCmd(), newQuarantineCmd())
 	root.AddCommand(newStatusCmd(), newDLQCmd(), newReconcileCmd(), newBackfillCmd())
+	root.AddCommand(newGraphCmd())
 	return root
 }
 

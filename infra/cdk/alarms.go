@@ -226,5 +226,11 @@ func (c *crmsync) alarmSpecs() []alarmSpec {
 			Metric:            crmsyncMetric("JobOverdue", "Job", "mapping-review", "Maximum", 3600),
 			EvaluationPeriods: 26, DatapointsToAlarm: 26, Threshold: 0, Comparison: gt, TreatMissingData: breaching,
 		},
+		alarmSpec{
+			ID:                "GraphSubscriptionsAlarm",
+			Description:       "Runbook: docs/runbooks/graph-subscriptions.md - for two hours in a row a Microsoft Graph mail or calendar subscription was missing, failed its last create, renew, reauthorize or resync, or expired within 12 hours (GRAPH_ALARM_MARGIN_MINUTES), or the subscriptions function did not report (missing data is breaching); when a subscription lapses Graph stops notifying.",
+			Metric:            crmsyncMetric("GraphSubscriptionsAtRisk", "", "", "Maximum", 3600),
+			EvaluationPeriods: 2, DatapointsToAlarm: 2, Threshold: 0, Comparison: gt, TreatMissingData: breaching,
+		},
 	)
 }

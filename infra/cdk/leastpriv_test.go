@@ -15,6 +15,8 @@ package main
 //     that queue), reads and writes the ledger and CRM tables, reads the two hydration secrets, and
 //     writes its own log group; no managed policy at all;
 //   - reconcile: the tables, the queue depths, sending to the ingest queue, listing the quarantine.
+//   - Graph subscriptions: its own state table (Scan, Get, Put, Update), the ledger read by key and
+//     through ByGroup only, sending to the ingest queue, and the msgraph secret.
 
 import (
 	"fmt"
@@ -213,6 +215,16 @@ func leastPrivilegeProblems(t *testing.T, tpl *template, fn string, iam *fnIAM) 
 		g.add([]string{queue}, "sqs:SendMessage")
 		g.add([]string{crm}, "dynamodb:GetItem") // identity items only (a LeadingKeys condition)
 		required = append(required, stmt{Action: "sqs:SendMessage", Resource: queue}, stmt{Action: "dynamodb:GetItem", Resource: crm})
+	case fn == "GraphSubscriptionsFunction":
+		state, ledger, queue := arnOf(env["SUBSCRIPTION_TABLE"]), arnOf(env["LEDGER_TABLE"]), arnOf(env["INGEST_QUEUE_URL"])
+		byGroup := strings.TrimSuffix(ledger, "}") + "}/index/ByGroup"
+		g.add([]string{state}, "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:Scan")
+		g.add([]string{ledger}, "dynamodb:GetItem")
+		g.add([]string{byGroup}, "dynamodb:Query")
+		g.add([]string{queue}, "sqs:SendMessage")
+		required = append(required, stmt{Action: "secretsmanager:GetSecretValue", Resource: env["MSGRAPH_SECRET_ID"]},
+			stmt{Action: "dynamodb:UpdateItem", Resource: state}, stmt{Action: "dynamodb:Query", Resource: byGroup},
+			stmt{Action: "sqs:SendMessage", Resource: queue})
 	default:
 		bad("no least-privilege rule for this function: add one to leastpriv_test.go")
 	}

@@ -103,5 +103,5 @@ func FunctionIDs() []string {
 	for _, j := range reconcileJobs {
 		ids = append(ids, j.ID)
 	}
-	return ids
+	return append(ids, "GraphSubscriptionsFunction")
 }

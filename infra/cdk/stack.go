@@ -38,11 +38,12 @@ type crmsync struct {
 	stack awscdk.Stack
 	cfg   StackConfig
 
-	stage, alarmEmail, publicBaseURL, internalEmailDomains awscdk.CfnParameter
+	stage, alarmEmail, publicBaseURL, internalEmailDomains, graphMailboxes awscdk.CfnParameter
 
 	api                    awsapigatewayv2.HttpApi
 	ingestQueue, ingestDLQ awssqs.Queue
 	ledger, crm, replay    awsdynamodb.Table
+	graphSubscriptions     awsdynamodb.Table
 	quarantine             awss3.Bucket
 	secrets                map[string]awssecretsmanager.Secret // by connector Name
 	alarmTopic             awssns.Topic
@@ -82,6 +83,7 @@ func NewCrmsyncStack(scope constructs.Construct, id string, props *awscdk.StackP
 	c.workerFunction()
 	c.crmChangesFunction()
 	c.reconcileFunctions()
+	c.graphSubscriptionsFunction()
 	c.alarms()
 	c.dashboard()
 	c.outputs()
@@ -111,6 +113,11 @@ func (c *crmsync) parameters() {
 		Type:        jsii.String("String"),
 		Default:     jsii.String(""),
 		Description: jsii.String("Comma-separated email domains of your own people (e.g. example.com); the worker uses them to tell mail your people sent from mail they received when it hydrates Graph messages."),
+	})
+	c.graphMailboxes = awscdk.NewCfnParameter(c.stack, jsii.String("GraphMailboxes"), &awscdk.CfnParameterProps{
+		Type:        jsii.String("String"),
+		Default:     jsii.String(""),
+		Description: jsii.String("Comma-separated Microsoft Graph user ids or addresses whose mail and calendar crmsync keeps change-notification subscriptions for (the Graph subscriptions function); empty = none. Needs PublicBaseUrl (Graph calls back over https) and the msgraph secret's app credentials."),
 	})
 }
 
@@ -227,6 +234,9 @@ func (c *crmsync) tables() {
 		gsi{"ByChange", "change_day", "updated_at"},
 	)
 	c.replay = c.table("ReplayTable", "pk", "", awscdk.RemovalPolicy_DESTROY)
+	// One item per (mailbox, resource) Graph subscription (shared/graphsub): operational state Graph
+	// can recreate, kept apart from the CRM and the ledger.
+	c.graphSubscriptions = c.table("GraphSubscriptionTable", "pk", "", awscdk.RemovalPolicy_DESTROY)
 }
 
 // ---------------------------------------------------------------------------- quarantine bucket
@@ -541,6 +551,8 @@ func (c *crmsync) outputs() {
 	for _, k := range connectors {
 		out(k.OutputID(), "URL to configure in "+k.Source+" for webhook deliveries", apiURL("/webhooks/"+k.Source))
 	}
+	out("GraphLifecycleUrl", "lifecycleNotificationUrl the Graph subscriptions function gives Graph (with PublicBaseUrl, under it)",
+		apiURL("/webhooks/msgraph/lifecycle"))
 	out("CrmChangesUrl", "IAM-authorized (SigV4, service execute-api) URL the CRM posts its changes to", apiURL("/crm/changes"))
 	out("HttpApiUrl", "Base URL of the HTTP API", apiURL(""))
 	out("IngestQueueUrl", "", c.ingestQueue.QueueUrl())
@@ -548,6 +560,58 @@ func (c *crmsync) outputs() {
 	out("LedgerTableName", "", c.ledger.TableName())
 	out("CrmTableName", "", c.crm.TableName())
 	out("ReplayTableName", "", c.replay.TableName())
+	out("GraphSubscriptionTableName", "", c.graphSubscriptions.TableName())
 	out("QuarantineBucketName", "", c.quarantine.BucketName())
 	out("AlarmTopicArn", "", c.alarmTopic.TopicArn())
+}
+
+// ---------------------------------------------------------------------------- Graph subscriptions
+
+// graphSubscriptionsFunction keeps the Graph mail and calendar subscriptions (shared/graphsub): a
+// schedule, and the lifecycle route Graph calls.
+func (c *crmsync) graphSubscriptionsFunction() {
+	const id = "GraphSubscriptionsFunction"
+	byGroup := awscdk.Fn_Join(jsii.String(""), jsii.Strings(*c.ledger.TableArn(), "/index/ByGroup"))
+	fn := c.function(fnSpec{
+		ID:          id,
+		Description: "crmsync Graph subscriptions - keep mail and calendar subscriptions, resync gaps",
+		TimeoutSec:  300,
+		Env: map[string]*string{
+			"SUBSCRIPTION_TABLE":                  c.graphSubscriptions.TableName(),
+			"LEDGER_TABLE":                        c.ledger.TableName(),
+			"INGEST_QUEUE_URL":                    c.ingestQueue.QueueUrl(),
+			"MSGRAPH_SECRET_ID":                   c.secrets["Msgraph"].SecretArn(),
+			"MSGRAPH_BASE_URL":                    jsii.String("https://graph.microsoft.com/v1.0"),
+			"MSGRAPH_LOGIN_BASE_URL":              jsii.String("https://login.microsoftonline.com"),
+			"PUBLIC_BASE_URL":                     c.publicBaseURL.ValueAsString(),
+			"GRAPH_MAILBOXES":                     c.graphMailboxes.ValueAsString(),
+			"INTERNAL_EMAIL_DOMAINS":              c.internalEmailDomains.ValueAsString(),
+			"GRAPH_SUBSCRIPTION_LIFETIME_MINUTES": jsii.String("4320"),
+			"GRAPH_RENEW_BEFORE_MINUTES":          jsii.String("1440"),
+			"GRAPH_ALARM_MARGIN_MINUTES":          jsii.String("720"),
+			"GRAPH_RESYNC_LOOKBACK_MINUTES":       jsii.String("1440"),
+			"GRAPH_RESYNC_MAX":                    jsii.String("500"),
+			"SECRET_TTL_SECONDS":                  jsii.String("300"),
+		},
+		Role: c.samStyleRole(id,
+			// its state items: list, read, write, record lifecycle requests
+			sidAllow("SubscriptionState", []string{"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:Scan"}, nil,
+				c.graphSubscriptions.TableArn()),
+			// resync: does the ledger hold the event's key
+			sidAllow("LedgerByKey", []string{"dynamodb:GetItem"}, nil, c.ledger.TableArn()),
+			// resync: does it hold an equivalent event of the same group
+			sidAllow("LedgerByGroup", []string{"dynamodb:Query"}, nil, byGroup),
+			// what the ledger lacks, through the same queue as webhooks
+			sidAllow("Resync", []string{"sqs:SendMessage"}, nil, c.ingestQueue.QueueArn()),
+			// client_state, tenant_id, client_id, client_secret
+			sidAllow("GraphCredentials", []string{"secretsmanager:GetSecretValue"}, nil, c.secrets["Msgraph"].SecretArn()),
+		),
+	})
+	c.route("/webhooks/msgraph/lifecycle", []string{"POST"}, fn, id, false)
+	awsevents.NewRule(c.stack, jsii.String(id+"Schedule"), &awsevents.RuleProps{
+		Schedule: awsevents.Schedule_Expression(jsii.String("rate(15 minutes)")),
+		Targets: &[]awsevents.IRuleTarget{awseventstargets.NewLambdaFunction(fn, &awseventstargets.LambdaFunctionProps{
+			Event: awsevents.RuleTargetInput_FromObject(map[string]string{"action": "ensure"}),
+		})},
+	})
 }

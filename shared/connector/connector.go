@@ -1,7 +1,8 @@
 // Package connector owns the contract between crmsync's webhook handling and each vendor
 // connector: the request a connector sees, the secret it verifies with, the small interface it
 // implements (handshake, verify, parse; optionally hydrate and list), and the sentinel errors
-// that decide the HTTP answer (401 for unauthenticated, quarantine for authentic but unusable).
+// that decide the HTTP answer (401 for unauthenticated, quarantine for authentic but unusable)
+// and what the worker does with a failed hydration (retry, reject, skip).
 package connector
 
 import (
@@ -24,9 +25,30 @@ var (
 	ErrUnusable = errors.New("unusable payload")
 	// ErrNotFound: a hydrate or list call found nothing (vendor 404): permanent.
 	ErrNotFound = errors.New("vendor object not found")
-	// ErrTransient: a vendor call failed in a way worth retrying (5xx, timeout, 429).
+	// ErrTransient: a vendor call failed in a way worth retrying (5xx, timeout, 429, the
+	// vendor's rate-limit codes).
 	ErrTransient = errors.New("transient vendor failure")
+	// ErrPermanent: a vendor call failed in a way retrying cannot fix (an expired or revoked
+	// token, a missing permission, an invalid parameter). Connectors wrap it with the vendor's
+	// error code and message; the event is recorded rejected, never retried to the DLQ.
+	ErrPermanent = errors.New("permanent vendor failure")
+	// ErrSkipped: hydration found nothing to apply on purpose (a draft, a deleted message).
+	// Errors made by Skip wrap it and ErrNotFound, so a worker that knows only ErrNotFound still
+	// never retries them.
+	ErrSkipped = errors.New("skipped")
 )
+
+// Skip returns an error that reports a thin event deliberately not applied; reason is short and
+// holds no personal data. It wraps ErrSkipped and ErrNotFound.
+func Skip(reason string) error { return &skipError{reason: reason} }
+
+type skipError struct{ reason string }
+
+// Error implements error.
+func (e *skipError) Error() string { return ErrSkipped.Error() + ": " + e.reason }
+
+// Unwrap returns ErrSkipped and ErrNotFound.
+func (e *skipError) Unwrap() []error { return []error{ErrSkipped, ErrNotFound} }
 
 // Request is what a connector sees of one HTTP delivery.
 type Request struct {
@@ -94,9 +116,43 @@ type Parsed struct {
 	// Ack, when set, is the answer to give once every event is enqueued (e.g. Graph's 202);
 	// otherwise 200 with an empty JSON body.
 	Ack *Response
-	// Notes are operational facts worth logging (e.g. a Graph lifecycle notification), never
-	// personal data.
+	// Notes are operational facts worth logging, never personal data.
 	Notes []string
+	// Rejected are the authentic items of a batched delivery (a Graph notification, a Meta
+	// change) that cannot be parsed or mapped; the other items' events are in Events. Each is
+	// quarantined on its own and the delivery is still acknowledged.
+	Rejected []Rejection
+	// Lifecycle are the authentic subscription lifecycle items of the delivery (Graph
+	// lifecycleEvent): no event, handed to whatever manages the subscriptions.
+	Lifecycle []Lifecycle
+	// Dropped counts the items dropped as unauthenticated (a Graph notification whose
+	// clientState does not match) while others in the same delivery authenticated.
+	Dropped int
+}
+
+// Rejection is one item of a delivery that Parse could not turn into an event.
+type Rejection struct {
+	// Index is the item's position in the delivery, counted as the connector documents it.
+	Index int
+	// Reason says what is wrong, without personal data.
+	Reason string
+	// Raw is the item alone, as a delivery of its own that Parse accepts (so it can be
+	// released from quarantine after a mapping fix).
+	Raw []byte
+}
+
+// Lifecycle is one subscription lifecycle notification of a delivery.
+type Lifecycle struct {
+	// Index is the item's position in the delivery.
+	Index int
+	// Event is the vendor's lifecycle event name (Graph: reauthorizationRequired,
+	// subscriptionRemoved, missed).
+	Event string
+	// SubscriptionID and TenantID identify the subscription it is about.
+	SubscriptionID string
+	TenantID       string
+	// Raw is the item as received.
+	Raw []byte
 }
 
 // Connector is one vendor's webhook adapter. Implementations are pure: no AWS, no network; the

@@ -1,7 +1,9 @@
 // Package ingest owns the webhook function's request path: body limits and content types,
 // handshakes, authentication with the connector's secret, the replay cache, quarantine of authentic
-// but unusable payloads, and the exactly-once enqueue of canonical events to the SQS FIFO queue.
-// It answers 2xx only after SQS accepted every event.
+// but unusable payloads (a whole delivery, or each unusable item of a batched one on its own), and
+// the exactly-once enqueue of canonical events to the SQS FIFO queue. It answers 2xx only after
+// SQS accepted every good event and every unusable item is stored; otherwise 5xx, so the vendor
+// re-sends (duplicates are harmless: SQS and the ledger deduplicate by event key).
 package ingest
 
 import (
@@ -181,14 +183,18 @@ func (h *Handler) handle(ctx context.Context, ev events.APIGatewayV2HTTPRequest,
 	ver, err := h.conn.Verify(req, sec, now)
 	if err != nil {
 		h.count("AuthFailures", 1)
-		h.log.WarnContext(ctx, "authentication failed", "reason", err.Error())
+		// What `crmsync verify` reports: which check failed, the URL verified against and when.
+		// Never the signature or the secret.
+		h.log.WarnContext(ctx, "authentication failed", "reason", err.Error(), "public_url", req.PublicURL,
+			"received_at", now.UTC().Format(time.RFC3339Nano))
 		return errorResponse(401, "unauthenticated"), "unauthenticated"
 	}
 	if ver.Nonce != "" {
 		if err := h.claimNonce(ctx, ver, body); err != nil {
 			if errors.Is(err, errReplay) {
 				h.count("AuthFailures", 1)
-				h.log.WarnContext(ctx, "replayed token refused")
+				h.log.WarnContext(ctx, "authentication failed", "reason", "replayed token with another body", "public_url", req.PublicURL,
+					"received_at", now.UTC().Format(time.RFC3339Nano))
 				return errorResponse(401, "unauthenticated"), "replay"
 			}
 			h.log.ErrorContext(ctx, "replay cache unavailable", "error", err.Error())
@@ -196,21 +202,12 @@ func (h *Handler) handle(ctx context.Context, ev events.APIGatewayV2HTTPRequest,
 		}
 	}
 	parsed, err := h.conn.Parse(req, sec)
-	if err == nil {
-		for i := range parsed.Events {
-			parsed.Events[i].ReceivedAt = now
-			if verr := parsed.Events[i].Validate(); verr != nil {
-				err = fmt.Errorf("%w: %v", connector.ErrUnusable, verr)
-				break
-			}
-		}
-	}
 	if err != nil {
 		reason := "unusable"
 		if !errors.Is(err, connector.ErrUnusable) {
 			reason = "parse_error"
 		}
-		if qerr := h.quarantine(ctx, req, err.Error(), now); qerr != nil {
+		if qerr := h.quarantine(ctx, req, held{reason: err.Error(), raw: req.Body, key: QuarantineKey(h.conn.Name(), req.Body, now), index: -1}, now); qerr != nil {
 			h.log.ErrorContext(ctx, "quarantine failed", "error", qerr.Error())
 			return errorResponse(503, "unavailable"), "quarantine_error"
 		}
@@ -218,36 +215,108 @@ func (h *Handler) handle(ctx context.Context, ev events.APIGatewayV2HTTPRequest,
 		h.log.WarnContext(ctx, "payload quarantined", "reason", reason)
 		return respond(202, `{"status":"quarantined"}`), "quarantined"
 	}
+	good, bad := h.sort(parsed, req.Body, now)
 	for _, note := range parsed.Notes {
 		h.log.InfoContext(ctx, "connector note", "note", note)
 	}
-	if err := h.enqueue(ctx, parsed.Events); errors.Is(err, ErrTooLarge) {
-		h.count("TooLarge", 1)
-		h.log.WarnContext(ctx, "delivery refused: an event is too large for the queue", "error", err.Error())
-		return errorResponse(413, "payload_too_large"), "event_too_large"
-	} else if err != nil {
-		h.count("EnqueueFailures", 1)
-		h.log.ErrorContext(ctx, "enqueue failed", "error", err.Error(), "events", len(parsed.Events))
-		return errorResponse(503, "unavailable"), "enqueue_error"
+	if parsed.Dropped > 0 {
+		h.count("ItemsDropped", float64(parsed.Dropped))
 	}
-	h.count("Enqueued", float64(len(parsed.Events)))
+	for _, lc := range parsed.Lifecycle {
+		// Handed to the subscription manager once it exists; until then logged and counted.
+		h.log.InfoContext(ctx, "lifecycle notification", "lifecycle_event", lc.Event, "subscription_id", lc.SubscriptionID,
+			"tenant_id", lc.TenantID, "item", lc.Index)
+	}
+	if len(parsed.Lifecycle) > 0 {
+		h.count("Lifecycle", float64(len(parsed.Lifecycle)))
+	}
+	if len(good) > 0 {
+		if err := h.enqueue(ctx, good); errors.Is(err, ErrTooLarge) {
+			h.count("TooLarge", 1)
+			h.log.WarnContext(ctx, "delivery refused: an event is too large for the queue", "error", err.Error())
+			return errorResponse(413, "payload_too_large"), "event_too_large"
+		} else if err != nil {
+			h.count("EnqueueFailures", 1)
+			h.log.ErrorContext(ctx, "enqueue failed", "error", err.Error(), "events", len(good))
+			return errorResponse(503, "unavailable"), "enqueue_error"
+		}
+		h.count("Enqueued", float64(len(good)))
+	}
+	// Each unusable item is quarantined alone; if one cannot be stored the vendor must re-send
+	// the delivery (the good items' duplicates are harmless: SQS and the ledger dedupe by key).
+	for _, b := range bad {
+		if err := h.quarantine(ctx, req, b, now); err != nil {
+			h.log.ErrorContext(ctx, "quarantine failed", "error", err.Error(), "item", b.index)
+			return errorResponse(503, "unavailable"), "quarantine_error"
+		}
+		h.log.WarnContext(ctx, "item quarantined", "reason", b.reason, "item", b.index)
+	}
+	if len(bad) > 0 {
+		h.count("Quarantined", float64(len(bad)))
+	}
 	// Vendor fields no mapping uses are counted per connector (the monthly mapping review lists
 	// which ones from the ledger, where each event keeps its own list).
 	unmapped := 0
-	for _, ev := range parsed.Events {
+	for _, ev := range good {
 		unmapped += len(ev.Unmapped)
 	}
 	if unmapped > 0 {
 		h.count("UnmappedFields", float64(unmapped))
+	}
+	outcome := "enqueued"
+	if len(bad) > 0 {
+		outcome = "partly_quarantined"
+		if len(good) == 0 {
+			outcome = "quarantined"
+		}
 	}
 	if parsed.Ack != nil {
 		ct := parsed.Ack.ContentType
 		if ct == "" {
 			ct = "application/json"
 		}
-		return events.APIGatewayV2HTTPResponse{StatusCode: parsed.Ack.Status, Headers: map[string]string{"content-type": ct}, Body: parsed.Ack.Body}, "enqueued"
+		return events.APIGatewayV2HTTPResponse{StatusCode: parsed.Ack.Status, Headers: map[string]string{"content-type": ct}, Body: parsed.Ack.Body}, outcome
 	}
-	return respond(200, `{"status":"accepted","events":`+strconv.Itoa(len(parsed.Events))+`}`), "enqueued"
+	if len(good) == 0 && len(bad) > 0 {
+		return respond(202, `{"status":"quarantined"}`), outcome
+	}
+	answer := `{"status":"accepted","events":` + strconv.Itoa(len(good))
+	if len(bad) > 0 {
+		answer += `,"quarantined":` + strconv.Itoa(len(bad))
+	}
+	return respond(200, answer+"}"), outcome
+}
+
+// held is one item to quarantine: its reason, the bytes to store, its object key and its
+// position in the delivery (-1 for a whole delivery).
+type held struct {
+	reason string
+	raw    []byte
+	key    string
+	index  int
+}
+
+// sort stamps the parsed events with the receipt time and splits them from what must be
+// quarantined: the connector's rejected items, each under a key of its own bytes (stable
+// across retries, however the vendor batches them), and any event that fails validation, kept
+// with the whole delivery under the delivery's key and the event's position.
+func (h *Handler) sort(parsed *connector.Parsed, body []byte, now time.Time) ([]canonical.Event, []held) {
+	var good []canonical.Event
+	var bad []held
+	for _, r := range parsed.Rejected {
+		bad = append(bad, held{reason: r.Reason, raw: r.Raw, key: QuarantineKey(h.conn.Name(), r.Raw, now), index: r.Index})
+	}
+	for i := range parsed.Events {
+		ev := parsed.Events[i]
+		ev.ReceivedAt = now
+		if err := ev.Validate(); err != nil {
+			key := strings.TrimSuffix(QuarantineKey(h.conn.Name(), body, now), ".json") + "-event" + strconv.Itoa(i) + ".json"
+			bad = append(bad, held{reason: fmt.Sprintf("%v: %v", connector.ErrUnusable, err), raw: body, key: key, index: i})
+			continue
+		}
+		good = append(good, ev)
+	}
+	return good, bad
 }
 
 // request builds the connector's view of the delivery, including the public URL the vendor
@@ -337,10 +406,15 @@ func QuarantineKey(connectorName string, body []byte, at time.Time) string {
 	return QuarantinePrefix + connectorName + "/" + at.UTC().Format("2006/01/02") + "/" + canonical.PayloadHash(body) + ".json"
 }
 
-// Quarantined is the stored form of a quarantined delivery: enough to re-run it after a fix.
+// Quarantined is the stored form of a quarantined delivery, or of one unusable item of a batched
+// delivery: enough to re-run it after a fix. For an item, Body is the item alone as a delivery
+// of its own (see connector.Rejection), Delivery the sha256 of the whole delivery it came in and
+// Item its position there; the request metadata is the whole delivery's.
 type Quarantined struct {
 	Connector  string            `json:"connector"`
 	Reason     string            `json:"reason"`
+	Delivery   string            `json:"delivery,omitempty"`
+	Item       *int              `json:"item,omitempty"`
 	ReceivedAt time.Time         `json:"received_at"`
 	Method     string            `json:"method"`
 	Path       string            `json:"path"`
@@ -350,19 +424,24 @@ type Quarantined struct {
 	Body       []byte            `json:"body"`
 }
 
-func (h *Handler) quarantine(ctx context.Context, req *connector.Request, reason string, now time.Time) error {
-	q := Quarantined{Connector: h.conn.Name(), Reason: reason, ReceivedAt: now, Method: req.Method, Path: req.Path,
-		RawQuery: req.RawQuery, Headers: req.Headers, PublicURL: req.PublicURL, Body: req.Body}
+// quarantine stores one held delivery or item under its key.
+func (h *Handler) quarantine(ctx context.Context, req *connector.Request, it held, now time.Time) error {
+	q := Quarantined{Connector: h.conn.Name(), Reason: it.reason, ReceivedAt: now, Method: req.Method, Path: req.Path,
+		RawQuery: req.RawQuery, Headers: req.Headers, PublicURL: req.PublicURL, Body: it.raw}
+	meta := map[string]string{"connector": h.conn.Name(), "reason": truncate(it.reason, 200)}
+	if it.index >= 0 {
+		idx := it.index
+		q.Delivery, q.Item = canonical.PayloadHash(req.Body), &idx
+		meta["delivery"], meta["item"] = q.Delivery, strconv.Itoa(idx)
+	}
 	b, err := json.Marshal(q)
 	if err != nil {
 		return err
 	}
-	key := QuarantineKey(h.conn.Name(), req.Body, now)
-	_, err = h.s3.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String(h.cfg.Bucket), Key: aws.String(key),
-		Body: strings.NewReader(string(b)), ContentType: aws.String("application/json"),
-		Metadata: map[string]string{"connector": h.conn.Name(), "reason": truncate(reason, 200)}})
+	_, err = h.s3.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String(h.cfg.Bucket), Key: aws.String(it.key),
+		Body: strings.NewReader(string(b)), ContentType: aws.String("application/json"), Metadata: meta})
 	if err != nil {
-		return fmt.Errorf("put %s: %w", key, err)
+		return fmt.Errorf("put %s: %w", it.key, err)
 	}
 	return nil
 }

@@ -106,7 +106,7 @@ func TestExpectedAlarms(t *testing.T) {
 	}
 	want := []string{"dlq-not-empty", "ingest-oldest-message-age", "worker-errors", "worker-throttles", "retry-rate",
 		"quarantined-payloads", "drift-above-sla", "missing-events", "job-heartbeat-parity", "job-heartbeat-consistency",
-		"job-heartbeat-mapping-review"}
+		"job-heartbeat-mapping-review", "graph-subscriptions"}
 	for _, c := range []string{"twilio", "calendly", "typeform", "meta-leads", "msgraph", "mailgun", "generic"} {
 		want = append(want, "auth-failures-"+c, "enqueue-failures-"+c)
 	}
@@ -121,7 +121,7 @@ func TestExpectedAlarms(t *testing.T) {
 	if a := byName["retry-rate"]; len(a.Queries) == 0 || a.Threshold != 5 {
 		t.Errorf("retry rate alarm = %+v", a)
 	}
-	for _, n := range []string{"job-heartbeat-parity", "job-heartbeat-consistency", "job-heartbeat-mapping-review"} {
+	for _, n := range []string{"job-heartbeat-parity", "job-heartbeat-consistency", "job-heartbeat-mapping-review", "graph-subscriptions"} {
 		if byName[n].TreatMissingData != MissingBreaching {
 			t.Errorf("%s: missing data is %s, want breaching", n, byName[n].TreatMissingData)
 		}

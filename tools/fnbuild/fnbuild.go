@@ -13,6 +13,7 @@ import (
 
 	"github.com/crmsync/crmsync/shared/wiring"
 	"github.com/crmsync/crmsync/shared/wiring/crmchanges"
+	"github.com/crmsync/crmsync/shared/wiring/graphsubs"
 	"github.com/crmsync/crmsync/shared/wiring/reconcile"
 	"github.com/crmsync/crmsync/shared/wiring/webhook"
 	"github.com/crmsync/crmsync/shared/wiring/worker"
@@ -29,6 +30,7 @@ const (
 	KindWorker     Kind = "worker"
 	KindReconcile  Kind = "reconcile"
 	KindCrmChanges Kind = "crmchanges"
+	KindGraphSubs  Kind = "graphsubs"
 )
 
 // KindOf maps a template function's logical id to its kind (the Makefile's build-<LogicalId>
@@ -41,6 +43,8 @@ func KindOf(logicalID string) (Kind, bool) {
 		return KindWorker, true
 	case logicalID == "CrmChangesFunction":
 		return KindCrmChanges, true
+	case logicalID == "GraphSubscriptionsFunction":
+		return KindGraphSubs, true
 	case strings.HasPrefix(logicalID, "Reconcile") && strings.HasSuffix(logicalID, "Function"):
 		return KindReconcile, true
 	}
@@ -61,6 +65,8 @@ func Build(ctx context.Context, logicalID string, env wiring.Env) (lambda.Handle
 		return worker.Build(ctx, env)
 	case KindCrmChanges:
 		return crmchanges.Build(ctx, env)
+	case KindGraphSubs:
+		return graphsubs.Build(ctx, env)
 	default:
 		return reconcile.Build(ctx, env)
 	}

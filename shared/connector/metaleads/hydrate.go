@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -19,8 +20,17 @@ import (
 // DefaultBaseURL is the Graph API base used when api.BaseURL is empty.
 const DefaultBaseURL = "https://graph.facebook.com/v21.0"
 
-// leadFields is the Graph field list requested for a lead.
-const leadFields = "id,created_time,field_data,ad_id,form_id,campaign_name"
+// leadFields are the lead fields the leads_retrieval permission reads. adFields are the ad and
+// campaign fields, which also need ads_management: requested only when the secret's ad_fields is
+// "true" (without the permission Graph refuses the whole request).
+const (
+	leadFields = "id,created_time,field_data,form_id"
+	adFields   = "ad_id,ad_name,adset_id,campaign_id,campaign_name"
+)
+
+// SecretAdFields is the secret field that, set to "true", makes hydration request the ad and
+// campaign fields (the access token's app then needs ads_management).
+const SecretAdFields = "ad_fields"
 
 // maxBody bounds how much of a Graph answer is read.
 const maxBody = 1 << 20
@@ -30,8 +40,11 @@ type Lead struct {
 	ID           flexString  `json:"id"`
 	CreatedTime  string      `json:"created_time"`
 	FieldData    []FieldData `json:"field_data"`
-	AdID         flexString  `json:"ad_id"`
 	FormID       flexString  `json:"form_id"`
+	AdID         flexString  `json:"ad_id"`
+	AdName       string      `json:"ad_name"`
+	AdsetID      flexString  `json:"adset_id"`
+	CampaignID   flexString  `json:"campaign_id"`
 	CampaignName string      `json:"campaign_name"`
 }
 
@@ -44,16 +57,20 @@ type FieldData struct {
 // graphError is Graph's error envelope.
 type graphError struct {
 	Error struct {
-		Code    int `json:"code"`
-		Subcode int `json:"error_subcode"`
+		Message     string `json:"message"`
+		Code        int    `json:"code"`
+		Subcode     int    `json:"error_subcode"`
+		IsTransient bool   `json:"is_transient"`
 	} `json:"error"`
 }
 
 // Hydrate fetches the lead behind a thin leadgen notification (GET {BaseURL}/{leadgen_id} with
-// the access_token) and turns the event into lead.submitted: Subject, Fields, Activity, GroupKey
-// from the lead's email/phone, OccurredAt from created_time; Hydrate is cleared. A 404 (or
-// Graph's "object does not exist", code 100/33) wraps connector.ErrNotFound; 429, 5xx, Graph's
-// throttling codes and network failures wrap connector.ErrTransient.
+// the access_token, fields id, created_time, field_data, form_id, plus the ad and campaign
+// fields when ad_fields is "true") and turns the event into lead.submitted: Subject, Fields,
+// Activity, GroupKey from the lead's email/phone, OccurredAt from created_time; Hydrate is
+// cleared. Errors (see classify): a 404 or a deleted lead wraps connector.ErrNotFound; 429,
+// 5xx, rate-limit codes and network failures wrap connector.ErrTransient; token, permission and
+// parameter errors wrap connector.ErrPermanent.
 func (*Connector) Hydrate(ctx context.Context, ev *canonical.Event, sec connector.Secret, api connector.API) error {
 	if ev == nil || ev.Hydrate == nil || ev.Hydrate.Object != "lead" || ev.Hydrate.Resource == "" {
 		return fmt.Errorf("%w: meta-leads: event has no lead to hydrate", connector.ErrUnusable)
@@ -64,16 +81,25 @@ func (*Connector) Hydrate(ctx context.Context, ev *canonical.Event, sec connecto
 	}
 	token := sec.Get(SecretAccessToken)
 	if token == "" {
-		return errors.New("meta-leads: no access_token configured")
+		return fmt.Errorf("%w: meta-leads: no access_token configured", connector.ErrPermanent)
 	}
-	lead, err := fetchLead(ctx, api, id, token)
+	fields := leadFields
+	withAds := strings.EqualFold(strings.TrimSpace(sec.Get(SecretAdFields)), "true")
+	if withAds {
+		fields += "," + adFields
+	}
+	lead, err := fetchLead(ctx, api, id, token, fields)
 	if err != nil {
 		return err
+	}
+	if !withAds {
+		// Only what was asked for is used, whatever the answer holds.
+		lead.AdName, lead.AdsetID, lead.CampaignID, lead.CampaignName = "", "", "", ""
 	}
 	return apply(ev, lead)
 }
 
-func fetchLead(ctx context.Context, api connector.API, id, token string) (*Lead, error) {
+func fetchLead(ctx context.Context, api connector.API, id, token, fields string) (*Lead, error) {
 	base := strings.TrimRight(api.BaseURL, "/")
 	if base == "" {
 		base = DefaultBaseURL
@@ -82,7 +108,7 @@ func fetchLead(ctx context.Context, api connector.API, id, token string) (*Lead,
 	if client == nil {
 		client = http.DefaultClient
 	}
-	q := url.Values{"access_token": {token}, "fields": {leadFields}}
+	q := url.Values{"access_token": {token}, "fields": {fields}}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/"+url.PathEscape(id)+"?"+q.Encode(), nil)
 	if err != nil {
 		return nil, errors.New("meta-leads: cannot build lead request")
@@ -102,29 +128,54 @@ func fetchLead(ctx context.Context, api connector.API, id, token string) (*Lead,
 	if err != nil {
 		return nil, fmt.Errorf("%w: meta-leads: read lead: %v", connector.ErrTransient, err)
 	}
-	switch {
-	case resp.StatusCode == http.StatusOK:
-	case resp.StatusCode == http.StatusNotFound:
-		return nil, fmt.Errorf("%w: meta-leads: lead not found", connector.ErrNotFound)
-	case resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode >= 500:
-		return nil, fmt.Errorf("%w: meta-leads: graph status %d", connector.ErrTransient, resp.StatusCode)
-	default:
-		var ge graphError
-		_ = json.Unmarshal(body, &ge)
-		switch code := ge.Error.Code; {
-		case code == 100 && ge.Error.Subcode == 33:
-			return nil, fmt.Errorf("%w: meta-leads: lead does not exist or is not readable", connector.ErrNotFound)
-		case code == 1 || code == 2 || code == 4 || code == 17 || code == 32 || code == 613 || (code >= 80000 && code <= 80014):
-			return nil, fmt.Errorf("%w: meta-leads: graph error code %d", connector.ErrTransient, code)
-		default:
-			return nil, fmt.Errorf("meta-leads: graph status %d, error code %d", resp.StatusCode, code)
-		}
+	if resp.StatusCode != http.StatusOK {
+		return nil, classify(resp.StatusCode, body)
 	}
 	var lead Lead
 	if err := json.Unmarshal(body, &lead); err != nil {
 		return nil, fmt.Errorf("%w: meta-leads: lead is not JSON", connector.ErrUnusable)
 	}
 	return &lead, nil
+}
+
+// classify maps a Graph API error answer to a sentinel, by its error code first
+// (https://developers.facebook.com/docs/graph-api/guides/error-handling), then by status:
+//
+//   - code 100 with subcode 33 (the lead does not exist or was deleted), or a 404: ErrNotFound;
+//   - codes 1, 2 (temporary), 4, 17, 32, 341, 613, 80000–80014 (rate limits), is_transient,
+//     429 and 5xx: ErrTransient;
+//   - codes 190 and 102 (token), 10 and 200–299 (permission), 100 (invalid parameter), 3, and
+//     any other 4xx: ErrPermanent, with the code and Meta's message.
+func classify(status int, body []byte) error {
+	var ge graphError
+	_ = json.Unmarshal(body, &ge)
+	code, sub := ge.Error.Code, ge.Error.Subcode
+	switch {
+	case code == 100 && sub == 33:
+		return fmt.Errorf("%w: meta-leads: lead does not exist or was deleted (code 100/33)", connector.ErrNotFound)
+	case code == 1 || code == 2 || code == 4 || code == 17 || code == 32 || code == 341 || code == 613 ||
+		(code >= 80000 && code <= 80014) || ge.Error.IsTransient:
+		return fmt.Errorf("%w: meta-leads: graph error code %d", connector.ErrTransient, code)
+	case code == 190 || code == 102 || code == 10 || (code >= 200 && code <= 299) || code == 100 || code == 3:
+		return fmt.Errorf("%w: meta-leads: graph error code %d: %s", connector.ErrPermanent, code, shortMessage(ge.Error.Message))
+	case status == http.StatusNotFound:
+		return fmt.Errorf("%w: meta-leads: lead not found", connector.ErrNotFound)
+	case status == http.StatusTooManyRequests || status >= 500:
+		return fmt.Errorf("%w: meta-leads: graph status %d", connector.ErrTransient, status)
+	case status >= 400:
+		return fmt.Errorf("%w: meta-leads: graph status %d, error code %d: %s", connector.ErrPermanent, status, code, shortMessage(ge.Error.Message))
+	default:
+		return fmt.Errorf("meta-leads: unexpected graph status %d", status)
+	}
+}
+
+// shortMessage keeps Meta's error message short and printable (it names fields and ids, never
+// the lead's answers).
+func shortMessage(s string) string {
+	if len(s) > 160 {
+		s = s[:160]
+	}
+	return strconv.Quote(s)
 }
 
 // fieldMap maps Meta's standard lead form field names to the contact vocabulary.
@@ -206,6 +257,8 @@ func apply(ev *canonical.Event, lead *Lead) error {
 	}
 	putIfMissing(ev.ExternalIDs, "form_id", string(lead.FormID))
 	putIfMissing(ev.ExternalIDs, "ad_id", string(lead.AdID))
+	putIfMissing(ev.ExternalIDs, "adset_id", string(lead.AdsetID))
+	putIfMissing(ev.ExternalIDs, "campaign_id", string(lead.CampaignID))
 
 	act := &canonical.Activity{
 		ID:     "form:" + leadID,
@@ -222,6 +275,9 @@ func apply(ev *canonical.Event, lead *Lead) error {
 		act.Attrs = map[string]string{"form_id": f}
 		if a := ev.ExternalIDs["ad_id"]; a != "" {
 			act.Attrs["ad_id"] = a
+		}
+		if lead.AdName != "" {
+			act.Attrs["ad_name"] = lead.AdName
 		}
 	}
 

@@ -1,7 +1,8 @@
 // Package metaleads owns crmsync's Meta Lead Ads connector (route /webhooks/meta-leads): the
 // Page webhook subscription handshake (hub.challenge), X-Hub-Signature-256 verification, parsing
 // of "leadgen" changes into thin notification events, and hydrating those events through the
-// Graph API (GET /{leadgen_id}) into lead.submitted events.
+// Graph API (GET /{leadgen_id}) into lead.submitted events. Every change of a batched delivery is
+// parsed on its own; a bad one is rejected alone.
 package metaleads
 
 import (
@@ -142,14 +143,18 @@ func mac(h func() hash.Hash, key string, body []byte) []byte {
 	return m.Sum(nil)
 }
 
-// delivery is the Page webhook envelope.
+// delivery is the Page webhook envelope; entries are decoded one by one.
 type delivery struct {
-	Object string `json:"object"`
-	Entry  []struct {
-		ID      flexString        `json:"id"`
-		Time    flexInt           `json:"time"`
-		Changes []json.RawMessage `json:"changes"`
-	} `json:"entry"`
+	Object string            `json:"object"`
+	Entry  []json.RawMessage `json:"entry"`
+}
+
+// entry is one entry of a delivery, with its id and time kept raw so a rejected change can be
+// stored as a delivery of its own.
+type entry struct {
+	ID      json.RawMessage   `json:"id,omitempty"`
+	Time    json.RawMessage   `json:"time,omitempty"`
+	Changes []json.RawMessage `json:"changes"`
 }
 
 type change struct {
@@ -175,78 +180,140 @@ func unusable(format string, a ...any) error {
 	return fmt.Errorf("%w: meta-leads: "+format, append([]any{connector.ErrUnusable}, a...)...)
 }
 
-// Parse turns every "leadgen" change of every entry into a thin KindNotification event keyed
-// meta-leads:{leadgen_id}. Changes of other fields are noted and skipped; a delivery with no
-// leadgen change at all, or a leadgen change without leadgen_id, is unusable.
+// Parse handles every change of every entry on its own (Meta batches many entries, each with
+// many changes, in one delivery). Each "leadgen" change becomes a thin KindNotification event
+// keyed meta-leads:{leadgen_id}; changes of other fields are noted and skipped. A malformed
+// entry or leadgen change (no leadgen_id, a value or time that does not decode) is a Rejection
+// whose Index counts changes across entries in order and whose Raw is a delivery holding only
+// that change. The delivery as a whole is unusable only when it is not a Page webhook delivery
+// or holds neither a leadgen change nor a rejected item.
 func (*Connector) Parse(req *connector.Request, _ connector.Secret) (*connector.Parsed, error) {
 	var d delivery
 	if err := json.Unmarshal(req.Body, &d); err != nil {
 		return nil, unusable("body is not a Page webhook delivery")
 	}
 	out := &connector.Parsed{}
-	for ei, e := range d.Entry {
+	index := 0
+	for ei, rawEntry := range d.Entry {
+		var e entry
+		if err := json.Unmarshal(rawEntry, &e); err != nil {
+			out.Rejected = append(out.Rejected, connector.Rejection{Index: index,
+				Reason: fmt.Sprintf("entry[%d] malformed", ei), Raw: single(d.Object, rawEntry)})
+			index++
+			continue
+		}
+		var entryID flexString
+		var entryTime flexInt
+		idErr := decodeOptional(e.ID, &entryID)
+		timeErr := decodeOptional(e.Time, &entryTime)
 		for ci, raw := range e.Changes {
+			at := index
+			index++
+			reject := func(reason string) {
+				one := entry{ID: e.ID, Time: e.Time, Changes: []json.RawMessage{raw}}
+				b, _ := json.Marshal(one)
+				out.Rejected = append(out.Rejected, connector.Rejection{Index: at,
+					Reason: fmt.Sprintf("entry[%d].changes[%d]: %s", ei, ci, reason), Raw: single(d.Object, b)})
+			}
 			var c change
 			if err := json.Unmarshal(raw, &c); err != nil {
-				return nil, unusable("entry[%d].changes[%d] malformed", ei, ci)
+				reject("malformed")
+				continue
 			}
 			if c.Field != "leadgen" {
 				out.Notes = append(out.Notes, "ignored change field: "+noteSafe(c.Field))
 				continue
 			}
+			if idErr != nil || timeErr != nil {
+				reject("entry id or time malformed")
+				continue
+			}
 			var v leadgenValue
 			if err := json.Unmarshal(c.Value, &v); err != nil {
-				return nil, unusable("entry[%d].changes[%d].value malformed", ei, ci)
+				reject("value malformed")
+				continue
 			}
 			if v.LeadgenID == "" {
-				return nil, unusable("entry[%d].changes[%d]: no leadgen_id", ei, ci)
+				reject("no leadgen_id")
+				continue
 			}
-			ev := canonical.Event{
-				Key:            "meta-leads:" + string(v.LeadgenID),
-				Source:         Name,
-				Kind:           canonical.KindNotification,
-				GroupKey:       identity.GroupKey(nil, nil, Name, string(v.LeadgenID)),
-				MappingVersion: MappingVersion,
-				// The change object describes this lead: its bytes are identical across
-				// retries of the delivery, whatever else the batch holds.
-				PayloadHash: canonical.PayloadHash(raw),
-				Hydrate:     &canonical.HydrateRef{Object: "lead", Resource: string(v.LeadgenID)},
-				ExternalIDs: map[string]string{"leadgen_id": string(v.LeadgenID)},
-			}
-			pageID := v.PageID
-			if pageID == "" {
-				pageID = e.ID
-			}
-			putID(ev.ExternalIDs, "page_id", pageID)
-			putID(ev.ExternalIDs, "form_id", v.FormID)
-			putID(ev.ExternalIDs, "ad_id", v.AdID)
-			putID(ev.ExternalIDs, "adgroup_id", v.AdgroupID)
-			switch {
-			case v.CreatedTime > 0:
-				ev.OccurredAt = time.Unix(int64(v.CreatedTime), 0).UTC()
-			case e.Time > 0:
-				ev.OccurredAt = unixMaybeMillis(int64(e.Time))
-			default:
-				// Meta gave no time for this lead: the receipt time stands in until hydration
-				// replaces it with the lead's created_time.
-				ev.OccurredAt = req.ReceivedAt.UTC()
-			}
-			var vm map[string]json.RawMessage
-			if json.Unmarshal(c.Value, &vm) == nil {
-				for k := range vm {
-					if !knownValueKeys[k] {
-						ev.Unmapped = append(ev.Unmapped, "entry.changes.value."+k)
-					}
-				}
-				ev.Unmapped = sortedUnique(ev.Unmapped)
+			ev := leadEvent(v, c.Value, raw, entryID, entryTime, req.ReceivedAt)
+			if err := ev.Validate(); err != nil {
+				reject("maps to an invalid event")
+				continue
 			}
 			out.Events = append(out.Events, ev)
 		}
 	}
-	if len(out.Events) == 0 {
+	if len(out.Events) == 0 && len(out.Rejected) == 0 {
 		return nil, unusable("no leadgen change in delivery")
 	}
 	return out, nil
+}
+
+// leadEvent maps one leadgen change to its thin event.
+func leadEvent(v leadgenValue, value, raw json.RawMessage, entryID flexString, entryTime flexInt, receivedAt time.Time) canonical.Event {
+	ev := canonical.Event{
+		Key:            "meta-leads:" + string(v.LeadgenID),
+		Source:         Name,
+		Kind:           canonical.KindNotification,
+		GroupKey:       identity.GroupKey(nil, nil, Name, string(v.LeadgenID)),
+		MappingVersion: MappingVersion,
+		// The change object describes this lead: its bytes are identical across retries of
+		// the delivery, whatever else the batch holds.
+		PayloadHash: canonical.PayloadHash(raw),
+		Hydrate:     &canonical.HydrateRef{Object: "lead", Resource: string(v.LeadgenID)},
+		ExternalIDs: map[string]string{"leadgen_id": string(v.LeadgenID)},
+	}
+	pageID := v.PageID
+	if pageID == "" {
+		pageID = entryID
+	}
+	putID(ev.ExternalIDs, "page_id", pageID)
+	putID(ev.ExternalIDs, "form_id", v.FormID)
+	putID(ev.ExternalIDs, "ad_id", v.AdID)
+	putID(ev.ExternalIDs, "adgroup_id", v.AdgroupID)
+	switch {
+	case v.CreatedTime > 0:
+		ev.OccurredAt = time.Unix(int64(v.CreatedTime), 0).UTC()
+	case entryTime > 0:
+		ev.OccurredAt = unixMaybeMillis(int64(entryTime))
+	default:
+		// Meta gave no time for this lead: the receipt time stands in until hydration
+		// replaces it with the lead's created_time.
+		ev.OccurredAt = receivedAt.UTC()
+	}
+	var vm map[string]json.RawMessage
+	if json.Unmarshal(value, &vm) == nil {
+		for k := range vm {
+			if !knownValueKeys[k] {
+				ev.Unmapped = append(ev.Unmapped, "entry.changes.value."+k)
+			}
+		}
+		ev.Unmapped = sortedUnique(ev.Unmapped)
+	}
+	return ev
+}
+
+// decodeOptional decodes raw into v unless it is absent.
+func decodeOptional(raw json.RawMessage, v json.Unmarshaler) error {
+	if len(raw) == 0 {
+		return nil
+	}
+	return v.UnmarshalJSON(raw)
+}
+
+// single wraps one raw entry as a delivery of its own.
+func single(object string, rawEntry json.RawMessage) []byte {
+	b, err := json.Marshal(struct {
+		Object string            `json:"object,omitempty"`
+		Entry  []json.RawMessage `json:"entry"`
+	}{object, []json.RawMessage{rawEntry}})
+	if err != nil {
+		// rawEntry came out of a decoded document, so it is valid JSON.
+		return rawEntry
+	}
+	return b
 }
 
 // unixMaybeMillis reads an entry time, which Meta sends in seconds (and some samples in ms).

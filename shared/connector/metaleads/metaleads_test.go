@@ -230,17 +230,68 @@ func TestParseTimeFallbacks(t *testing.T) {
 
 func TestParseUnusable(t *testing.T) {
 	for _, body := range []string{
-		``, `nope`, `[]`, `{"object":"page"}`, `{"object":"page","entry":[]}`,
+		``, `nope`, `[]`, `{"object":"page"}`, `{"object":"page","entry":[]}`, `{"object":"page","entry":{}}`,
 		`{"object":"page","entry":[{"changes":[{"field":"feed","value":{}}]}]}`,
-		`{"object":"page","entry":[{"changes":[{"field":"leadgen","value":{"page_id":"1"}}]}]}`,
-		`{"object":"page","entry":[{"changes":[{"field":"leadgen","value":"x"}]}]}`,
-		`{"object":"page","entry":[{"changes":[{"field":"leadgen","value":{"leadgen_id":{}}}]}]}`,
-		`{"object":"page","entry":[{"changes":[{"field":"leadgen","value":{"leadgen_id":"1","created_time":"soon"}}]}]}`,
 	} {
 		_, err := New().Parse(&connector.Request{Body: []byte(body)}, connector.Secret{})
 		if !errors.Is(err, connector.ErrUnusable) {
 			t.Errorf("Parse(%q): got %v, want ErrUnusable", body, err)
 		}
+	}
+}
+
+// Each malformed change is rejected alone, with its reason, as a delivery of its own that parses
+// to the same rejection.
+func TestParseRejectsChangesAlone(t *testing.T) {
+	for _, c := range []struct{ entry, reason string }{
+		{`{"id":"1","time":1740000000,"changes":[{"field":"leadgen","value":{"page_id":"1"}}]}`, "entry[0].changes[0]: no leadgen_id"},
+		{`{"id":"1","time":1740000000,"changes":[{"field":"leadgen","value":"x"}]}`, "entry[0].changes[0]: value malformed"},
+		{`{"id":"1","time":1740000000,"changes":[{"field":"leadgen","value":{"leadgen_id":{}}}]}`, "entry[0].changes[0]: value malformed"},
+		{`{"id":"1","time":1740000000,"changes":[{"field":"leadgen","value":{"leadgen_id":"1","created_time":"soon"}}]}`, "entry[0].changes[0]: value malformed"},
+		{`{"id":"1","time":"noon","changes":[{"field":"leadgen","value":{"leadgen_id":"1"}}]}`, "entry[0].changes[0]: entry id or time malformed"},
+		{`{"id":"1","time":1740000000,"changes":[7]}`, "entry[0].changes[0]: malformed"},
+		{`{"id":"1","changes":"x"}`, "entry[0] malformed"},
+	} {
+		body := `{"object":"page","entry":[` + c.entry + `]}`
+		p, err := New().Parse(&connector.Request{Body: []byte(body)}, connector.Secret{})
+		if err != nil {
+			t.Errorf("Parse(%s): %v, want a per-change rejection", body, err)
+			continue
+		}
+		if len(p.Events) != 0 || len(p.Rejected) != 1 || p.Rejected[0].Reason != c.reason || p.Rejected[0].Index != 0 {
+			t.Errorf("Parse(%s) = %d events, rejections %+v; want one rejection %q", body, len(p.Events), p.Rejected, c.reason)
+			continue
+		}
+		again, err := New().Parse(&connector.Request{Body: p.Rejected[0].Raw}, connector.Secret{})
+		if err != nil || len(again.Rejected) != 1 || again.Rejected[0].Reason != c.reason {
+			t.Errorf("rejection raw %s does not parse to the same rejection: %+v, %v", p.Rejected[0].Raw, again, err)
+		}
+	}
+}
+
+// A production-shaped batch: two entries (Meta batches entries and changes), one valid leadgen
+// change, one leadgen change without leadgen_id, and a change of another field. One event, one
+// rejection indexed by its position across entries, stored as a delivery of its own.
+func TestParseMixedBatch(t *testing.T) {
+	good := `{"field":"leadgen","value":{"ad_id":"238500011122233","form_id":"771122334455667","leadgen_id":"918273645501234","created_time":1741703398,"page_id":"104857600012345","adgroup_id":"238500011122233"}}`
+	bad := `{"field":"leadgen","value":{"form_id":"771122334455667","created_time":1741703399,"page_id":"104857600012345"}}`
+	body := `{"object":"page","entry":[` +
+		`{"id":"104857600012345","time":1741703401,"changes":[` + good + `]},` +
+		`{"id":"104857600012345","time":1741703402,"changes":[{"field":"feed","value":{"item":"status"}},` + bad + `]}]}`
+	p, err := New().Parse(signed(body, appSecret), connector.Secret{})
+	if err != nil {
+		t.Fatalf("Parse: %v", err)
+	}
+	if len(p.Events) != 1 || p.Events[0].Key != "meta-leads:918273645501234" || p.Events[0].PayloadHash != canonical.PayloadHash([]byte(good)) {
+		t.Fatalf("events = %+v, want the valid lead alone", p.Events)
+	}
+	want := []connector.Rejection{{Index: 2, Reason: "entry[1].changes[1]: no leadgen_id",
+		Raw: []byte(`{"object":"page","entry":[{"id":"104857600012345","time":1741703402,"changes":[` + bad + `]}]}`)}}
+	if diff := cmp.Diff(want, p.Rejected); diff != "" {
+		t.Fatalf("rejections (-want +got):\n%s", diff)
+	}
+	if len(p.Notes) != 1 || p.Notes[0] != `ignored change field: "feed"` {
+		t.Errorf("notes = %v", p.Notes)
 	}
 }
 
@@ -302,8 +353,8 @@ func TestHydrate(t *testing.T) {
 	if err := New().Hydrate(context.Background(), &ev, sec, connector.API{BaseURL: srv.URL + "/v21.0", Client: srv.Client()}); err != nil {
 		t.Fatalf("Hydrate: %v", err)
 	}
-	if gotPath != "/v21.0/444444444444" || gotToken != "page-token" || !strings.Contains(gotFields, "field_data") {
-		t.Errorf("request: got path %q token %q fields %q", gotPath, gotToken, gotFields)
+	if gotPath != "/v21.0/444444444444" || gotToken != "page-token" || gotFields != "id,created_time,field_data,form_id" {
+		t.Errorf("request: got path %q token %q fields %q; want only the fields leads_retrieval reads", gotPath, gotToken, gotFields)
 	}
 	want := canonical.Event{
 		Key: "meta-leads:444444444444", Source: "meta-leads", Kind: canonical.KindLeadSubmitted,
@@ -312,7 +363,7 @@ func TestHydrate(t *testing.T) {
 		Subject:    canonical.Person{Emails: []string{"ada@example.com"}, Phones: []string{"+14158675309"}, Name: "Ada Lovelace"},
 		Fields: map[string]map[string]string{"contact": {
 			"email": "ada@example.com", "phone": "+14158675309", "company": "Analytical Engines",
-			"job_title": "CTO", "lead_source": "meta-leads", "campaign": "Spring launch",
+			"job_title": "CTO", "lead_source": "meta-leads",
 		}},
 		Activity: &canonical.Activity{
 			ID: "form:444444444444", Type: "form", Status: "submitted",
@@ -335,6 +386,42 @@ func TestHydrate(t *testing.T) {
 	}
 	if err := ev.Validate(); err != nil {
 		t.Errorf("Validate: %v", err)
+	}
+}
+
+// Ad and campaign fields need ads_management: they are requested, and mapped, only when the
+// secret's ad_fields is "true".
+func TestHydrateAdFieldsOnlyWhenConfigured(t *testing.T) {
+	var gotFields string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		gotFields = r.URL.Query().Get("fields")
+		_, _ = w.Write([]byte(strings.Replace(sampleLead, `"campaign_name": "Spring launch",`,
+			`"campaign_name": "Spring launch", "campaign_id": "120200000000001", "adset_id": "120200000000002", "ad_name": "Carousel A",`, 1)))
+	}))
+	defer srv.Close()
+	api := connector.API{BaseURL: srv.URL, Client: srv.Client()}
+
+	ev := thinEvent(t)
+	if err := New().Hydrate(context.Background(), &ev, connector.Secret{Current: map[string]string{"access_token": "t"}}, api); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(gotFields, "campaign") || strings.Contains(gotFields, "ad_") {
+		t.Errorf("fields %q ask for ad fields without ad_fields", gotFields)
+	}
+	if _, ok := ev.Fields["contact"]["campaign"]; ok || ev.ExternalIDs["campaign_id"] != "" {
+		t.Errorf("ad fields mapped without ad_fields: %v %v", ev.Fields, ev.ExternalIDs)
+	}
+
+	ev = thinEvent(t)
+	if err := New().Hydrate(context.Background(), &ev, connector.Secret{Current: map[string]string{"access_token": "t", "ad_fields": "true"}}, api); err != nil {
+		t.Fatal(err)
+	}
+	if gotFields != "id,created_time,field_data,form_id,ad_id,ad_name,adset_id,campaign_id,campaign_name" {
+		t.Errorf("fields = %q", gotFields)
+	}
+	if ev.Fields["contact"]["campaign"] != "Spring launch" || ev.ExternalIDs["campaign_id"] != "120200000000001" ||
+		ev.ExternalIDs["adset_id"] != "120200000000002" || ev.Activity.Attrs["ad_name"] != "Carousel A" {
+		t.Errorf("ad fields not mapped: %v %v %v", ev.Fields, ev.ExternalIDs, ev.Activity.Attrs)
 	}
 }
 
@@ -374,6 +461,15 @@ func TestHydrateErrors(t *testing.T) {
 		{"500", 500, `oops`, connector.ErrTransient},
 		{"503", 503, ``, connector.ErrTransient},
 		{"graph throttled", 400, `{"error":{"code":17}}`, connector.ErrTransient},
+		{"app rate limit", 403, `{"error":{"message":"(#4) Application request limit reached","type":"OAuthException","is_transient":true,"code":4,"fbtrace_id":"A1"}}`, connector.ErrTransient},
+		{"page rate limit", 400, `{"error":{"message":"(#32) Page request limit reached","type":"OAuthException","code":32,"fbtrace_id":"A2"}}`, connector.ErrTransient},
+		{"hourly limit", 400, `{"error":{"message":"(#613) Calls to this api have exceeded the rate limit.","type":"OAuthException","code":613,"fbtrace_id":"A3"}}`, connector.ErrTransient},
+		{"service temporarily unavailable", 500, `{"error":{"message":"An unexpected error has occurred. Please retry your request later.","type":"OAuthException","is_transient":true,"code":2,"fbtrace_id":"A4"}}`, connector.ErrTransient},
+		{"expired token", 400, `{"error":{"message":"Error validating access token: Session has expired on Sunday, 02-Mar-25 10:00:00 PST.","type":"OAuthException","code":190,"error_subcode":463,"fbtrace_id":"A5"}}`, connector.ErrPermanent},
+		{"permission", 403, `{"error":{"message":"(#10) Application does not have permission for this action","type":"OAuthException","code":10,"fbtrace_id":"A6"}}`, connector.ErrPermanent},
+		{"leads_retrieval missing", 403, `{"error":{"message":"(#200) Requires leads_retrieval permission to manage the object","type":"OAuthException","code":200,"fbtrace_id":"A7"}}`, connector.ErrPermanent},
+		{"invalid parameter", 400, `{"error":{"message":"(#100) Tried accessing nonexisting field (ad_name) on node type (LeadgenLead)","type":"OAuthException","code":100,"fbtrace_id":"A8"}}`, connector.ErrPermanent},
+		{"deleted lead", 400, `{"error":{"message":"Unsupported get request. Object with ID '444444444444' does not exist, cannot be loaded due to missing permissions, or does not support this operation.","type":"GraphMethodException","code":100,"error_subcode":33,"fbtrace_id":"A9"}}`, connector.ErrNotFound},
 		{"bad json", 200, `{`, connector.ErrUnusable},
 		{"bad created_time", 200, `{"created_time":"tuesday"}`, connector.ErrUnusable},
 	}
@@ -396,16 +492,29 @@ func TestHydrateErrors(t *testing.T) {
 		})
 	}
 
-	t.Run("401 is permanent, not transient", func(t *testing.T) {
+	t.Run("401 is permanent, not transient, and names the code", func(t *testing.T) {
 		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			w.WriteHeader(401)
-			_, _ = w.Write([]byte(`{"error":{"code":190}}`))
+			_, _ = w.Write([]byte(`{"error":{"message":"Invalid OAuth access token - Cannot parse access token","type":"OAuthException","code":190,"fbtrace_id":"B1"}}`))
 		}))
 		defer srv.Close()
 		ev := thinEvent(t)
 		err := New().Hydrate(context.Background(), &ev, connector.Secret{Current: map[string]string{"access_token": "t"}}, connector.API{BaseURL: srv.URL, Client: srv.Client()})
-		if err == nil || errors.Is(err, connector.ErrTransient) || errors.Is(err, connector.ErrNotFound) {
-			t.Fatalf("Hydrate: got %v, want a plain error", err)
+		if !errors.Is(err, connector.ErrPermanent) || errors.Is(err, connector.ErrTransient) || errors.Is(err, connector.ErrNotFound) {
+			t.Fatalf("Hydrate: got %v, want ErrPermanent only", err)
+		}
+		if !strings.Contains(err.Error(), "190") || !strings.Contains(err.Error(), "Cannot parse access token") {
+			t.Errorf("error %q does not carry the code and message", err)
+		}
+	})
+
+	t.Run("401 without a Graph error body is permanent", func(t *testing.T) {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(401) }))
+		defer srv.Close()
+		ev := thinEvent(t)
+		err := New().Hydrate(context.Background(), &ev, connector.Secret{Current: map[string]string{"access_token": "t"}}, connector.API{BaseURL: srv.URL, Client: srv.Client()})
+		if !errors.Is(err, connector.ErrPermanent) {
+			t.Fatalf("Hydrate: got %v, want ErrPermanent", err)
 		}
 	})
 
@@ -448,8 +557,8 @@ func TestHydrateErrors(t *testing.T) {
 
 	t.Run("no access token", func(t *testing.T) {
 		ev := thinEvent(t)
-		if err := New().Hydrate(context.Background(), &ev, connector.Secret{}, connector.API{}); err == nil {
-			t.Fatal("Hydrate without access_token: got nil")
+		if err := New().Hydrate(context.Background(), &ev, connector.Secret{}, connector.API{}); !errors.Is(err, connector.ErrPermanent) {
+			t.Fatalf("Hydrate without access_token: got %v, want ErrPermanent", err)
 		}
 	})
 }

@@ -19,10 +19,21 @@ import (
 // DefaultBaseURL is the Graph API base used when api.BaseURL is empty.
 const DefaultBaseURL = "https://graph.microsoft.com/v1.0"
 
+// DefaultLoginBaseURL is the identity platform's base URL; app tokens come from
+// {base}/{tenant}/oauth2/v2.0/token.
+const DefaultLoginBaseURL = "https://login.microsoftonline.com"
+
 const (
-	messageSelect = "internetMessageId,from,toRecipients,ccRecipients,subject,sentDateTime,receivedDateTime,conversationId"
+	messageSelect = "internetMessageId,from,toRecipients,ccRecipients,subject,sentDateTime,receivedDateTime,conversationId,isDraft"
 	eventSelect   = "iCalUId,organizer,attendees,start,end,isCancelled,subject,lastModifiedDateTime,createdDateTime"
+	userSelect    = "mail,userPrincipalName"
 	maxBody       = 4 << 20
+	// maxOwners bounds the mailbox-owner cache; it is emptied when full.
+	maxOwners = 10000
+	// tokenMargin is how long before its expiry a cached app token is replaced.
+	tokenMargin = 5 * time.Minute
+	// graphScope is the client-credentials scope for Microsoft Graph.
+	graphScope = "https://graph.microsoft.com/.default"
 )
 
 // Graph's JSON shapes, reduced to what the mapping reads.
@@ -51,6 +62,7 @@ type (
 		SentDateTime      string      `json:"sentDateTime"`
 		ReceivedDateTime  string      `json:"receivedDateTime"`
 		ConversationID    string      `json:"conversationId"`
+		IsDraft           bool        `json:"isDraft"`
 	}
 	event struct {
 		ICalUID              string            `json:"iCalUId"`
@@ -63,49 +75,110 @@ type (
 		LastModifiedDateTime string            `json:"lastModifiedDateTime"`
 		CreatedDateTime      string            `json:"createdDateTime"`
 	}
+	user struct {
+		Mail              string `json:"mail"`
+		UserPrincipalName string `json:"userPrincipalName"`
+	}
+	graphError struct {
+		Error struct {
+			Code string `json:"code"`
+		} `json:"error"`
+	}
+	tokenAnswer struct {
+		AccessToken string `json:"access_token"`
+		ExpiresIn   int64  `json:"expires_in"`
+		Error       string `json:"error"`
+	}
 )
 
-// Hydrate fetches the message or event behind a thin Graph notification (GET
-// {BaseURL}/{resource} with the access_token as a bearer token) and fills the event in: Kind
-// (email.received, email.sent, meeting.scheduled or meeting.canceled), Subject (the external
-// people), Fields, Activity, GroupKey and OccurredAt; Hydrate is cleared. A deleted resource,
-// or a 404, wraps connector.ErrNotFound; 429, 5xx and network failures wrap
-// connector.ErrTransient.
+// owner is a mailbox owner's normalised addresses (mail, then userPrincipalName).
+type owner struct{ addrs []string }
+
+// cachedToken is an app token and when to stop using it.
+type cachedToken struct {
+	token   string
+	expires time.Time
+}
+
+// mailbox is the mailbox a notification's resource names: the path segment after users/ (a
+// user id or an address) and its owner's addresses.
+type mailbox struct {
+	id    string
+	addrs []string
+}
+
+// primary is the mailbox's address, else its id.
+func (m mailbox) primary() string {
+	if len(m.addrs) > 0 {
+		return m.addrs[0]
+	}
+	return m.id
+}
+
+// Hydrate fetches the message or event behind a thin Graph notification and fills the event in:
+// Kind (email.received, email.sent, meeting.scheduled or meeting.canceled), Subject (the
+// external people), Fields, Activity, GroupKey and OccurredAt; Hydrate is cleared. The mailbox
+// owner (Graph names the mailbox by user id) is resolved with GET /users/{id} and cached; a
+// message whose from is the owner (or in an internal domain) is sent, and the owner is never the
+// subject. Drafts and deleted messages are skipped (connector.Skip). A deleted event, or one
+// with isCancelled, is a canceled meeting. Errors: 404/410 wrap connector.ErrNotFound; 429, 5xx
+// and network failures connector.ErrTransient; 401/403 (after one token refresh when client
+// credentials are configured) and other 4xx connector.ErrPermanent.
 func (c *Connector) Hydrate(ctx context.Context, ev *canonical.Event, sec connector.Secret, api connector.API) error {
 	if ev == nil || ev.Hydrate == nil || ev.Hydrate.Resource == "" ||
 		(ev.Hydrate.Object != "message" && ev.Hydrate.Object != "event") {
 		return fmt.Errorf("%w: msgraph: event has no message or event to hydrate", connector.ErrUnusable)
 	}
 	ref := ev.Hydrate
-	if ref.Change == "deleted" {
-		// Graph has nothing left to fetch for a deleted item.
-		return fmt.Errorf("%w: msgraph: %s deleted", connector.ErrNotFound, ref.Object)
+	if ref.Object == "message" && ref.Change == "deleted" {
+		// Deleting mail does not undo it: nothing to apply, nothing left to fetch.
+		return connector.Skip("msgraph: message deleted")
 	}
-	token := sec.Get(SecretAccessToken)
-	if token == "" {
-		return errors.New("msgraph: no access_token configured")
-	}
+	g := &graphClient{c: c, api: api, sec: sec, tenant: ev.ExternalIDs["tenant_id"]}
 	sel := messageSelect
 	if ref.Object == "event" {
 		sel = eventSelect
 	}
-	body, err := fetch(ctx, api, ref.Resource, sel, token)
+	body, err := g.get(ctx, canonicalPath(ref.Resource), sel)
 	if err != nil {
 		return err
 	}
-	mailbox := mailboxOf(ref.Resource)
 	if ref.Object == "message" {
 		var m message
 		if err := json.Unmarshal(body, &m); err != nil {
 			return fmt.Errorf("%w: msgraph: message is not JSON", connector.ErrUnusable)
 		}
-		return c.applyMessage(ev, &m, mailbox)
+		if m.IsDraft {
+			return connector.Skip("msgraph: message is a draft")
+		}
+		mb, err := g.mailbox(ctx, mailboxOf(ref.Resource))
+		if err != nil {
+			return err
+		}
+		return c.applyMessage(ev, &m, mb)
 	}
 	var e event
 	if err := json.Unmarshal(body, &e); err != nil {
 		return fmt.Errorf("%w: msgraph: event is not JSON", connector.ErrUnusable)
 	}
-	return c.applyEvent(ev, &e, mailbox)
+	mb, err := g.mailbox(ctx, mailboxOf(ref.Resource))
+	if err != nil {
+		return err
+	}
+	return c.applyEvent(ev, &e, mb)
+}
+
+// canonicalPath lower-cases the collection names of a resource path (Graph sends
+// Users/{id}/Messages/{id}; paths are case-insensitive there, ids are not).
+func canonicalPath(resource string) string {
+	parts := strings.Split(resource, "/")
+	for i, p := range parts {
+		switch strings.ToLower(p) {
+		case "users", "messages", "events", "calendar", "calendars", "mailfolders":
+			parts[i] = strings.ToLower(p)
+		}
+	}
+	return strings.Join(parts, "/")
 }
 
 // resourceURL joins the base and the notification's resource path, refusing anything that
@@ -126,54 +199,202 @@ func resourceURL(base, resource string) (*url.URL, error) {
 	return u, nil
 }
 
-func fetch(ctx context.Context, api connector.API, resource, sel, token string) ([]byte, error) {
-	base := api.BaseURL
+// graphClient makes one hydration's Graph calls.
+type graphClient struct {
+	c      *Connector
+	api    connector.API
+	sec    connector.Secret
+	tenant string
+}
+
+// get GETs {BaseURL}/{path}?$select=sel and returns a 200 answer's body. With client
+// credentials, a 401 refreshes the app token and retries once.
+func (g *graphClient) get(ctx context.Context, path, sel string) ([]byte, error) {
+	base := g.api.BaseURL
 	if base == "" {
 		base = DefaultBaseURL
 	}
-	u, err := resourceURL(base, resource)
+	u, err := resourceURL(base, path)
 	if err != nil {
 		return nil, err
 	}
 	u.RawQuery = url.Values{"$select": {sel}}.Encode()
-	client := api.Client
+	for attempt := 0; ; attempt++ {
+		token, refreshable, err := g.c.token(ctx, g.api, g.sec, g.tenant, attempt > 0)
+		if err != nil {
+			return nil, err
+		}
+		status, body, err := g.do(ctx, u, token)
+		if err != nil {
+			return nil, err
+		}
+		if status == http.StatusUnauthorized && refreshable && attempt == 0 {
+			continue
+		}
+		return classify(status, body)
+	}
+}
+
+func (g *graphClient) do(ctx context.Context, u *url.URL, token string) (int, []byte, error) {
+	client := g.api.Client
 	if client == nil {
 		client = http.DefaultClient
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
 	if err != nil {
-		return nil, errors.New("msgraph: cannot build request")
+		return 0, nil, errors.New("msgraph: cannot build request")
 	}
 	req.Header.Set("Authorization", "Bearer "+token)
 	req.Header.Set("Accept", "application/json")
-	// Event start and end come back in UTC.
-	req.Header.Set("Prefer", `outlook.timezone="UTC"`)
+	// Event start and end come back in UTC; ids stay the same when an item moves folders (an
+	// organizer's canceled meeting moves to Deleted Items).
+	req.Header.Set("Prefer", `outlook.timezone="UTC", IdType="ImmutableId"`)
 	resp, err := client.Do(req)
 	if err != nil {
 		var ue *url.Error
 		if errors.As(err, &ue) {
 			err = ue.Err
 		}
-		return nil, fmt.Errorf("%w: msgraph: fetch: %v", connector.ErrTransient, err)
+		return 0, nil, fmt.Errorf("%w: msgraph: fetch: %v", connector.ErrTransient, err)
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxBody))
 	if err != nil {
-		return nil, fmt.Errorf("%w: msgraph: read: %v", connector.ErrTransient, err)
+		return 0, nil, fmt.Errorf("%w: msgraph: read: %v", connector.ErrTransient, err)
 	}
+	return resp.StatusCode, body, nil
+}
+
+// classify maps a Graph answer to its body or a classified error.
+func classify(status int, body []byte) ([]byte, error) {
 	switch {
-	case resp.StatusCode == http.StatusOK:
+	case status == http.StatusOK:
 		return body, nil
-	case resp.StatusCode == http.StatusNotFound || resp.StatusCode == http.StatusGone:
-		return nil, fmt.Errorf("%w: msgraph: status %d", connector.ErrNotFound, resp.StatusCode)
-	case resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode >= 500:
-		return nil, fmt.Errorf("%w: msgraph: status %d", connector.ErrTransient, resp.StatusCode)
+	case status == http.StatusNotFound || status == http.StatusGone:
+		return nil, fmt.Errorf("%w: msgraph: status %d", connector.ErrNotFound, status)
+	case status == http.StatusTooManyRequests || status >= 500:
+		return nil, fmt.Errorf("%w: msgraph: status %d", connector.ErrTransient, status)
+	case status >= 400:
+		var ge graphError
+		_ = json.Unmarshal(body, &ge)
+		return nil, fmt.Errorf("%w: msgraph: status %d, error code %s", connector.ErrPermanent, status, quote(ge.Error.Code))
 	default:
-		return nil, fmt.Errorf("msgraph: status %d", resp.StatusCode)
+		return nil, fmt.Errorf("msgraph: unexpected status %d", status)
 	}
 }
 
-// mailboxOf returns the mailbox owner from users/{id}/..., lower-cased ("" for /me/ or others).
+// token returns the bearer token for tenant: an app token from the client-credentials flow when
+// client_id and client_secret are configured (cached until shortly before it expires; refresh
+// forces a new one), else the configured access_token. refreshable reports whether a 401 is
+// worth one more try with a new token.
+func (c *Connector) token(ctx context.Context, api connector.API, sec connector.Secret, tenant string, refresh bool) (token string, refreshable bool, err error) {
+	id, secret := sec.Get(SecretClientID), sec.Get(SecretClientSecret)
+	if id == "" || secret == "" {
+		if t := sec.Get(SecretAccessToken); t != "" {
+			return t, false, nil
+		}
+		return "", false, fmt.Errorf("%w: msgraph: no access_token or client credentials configured", connector.ErrPermanent)
+	}
+	if tenant == "" {
+		tenant = sec.Get(SecretTenantID)
+	}
+	if tenant == "" {
+		return "", false, fmt.Errorf("%w: msgraph: no tenant to request a token for", connector.ErrPermanent)
+	}
+	key := tenant + "/" + id
+	c.mu.Lock()
+	cached, ok := c.tokens[key]
+	c.mu.Unlock()
+	if ok && !refresh && c.now().Before(cached.expires) {
+		return cached.token, true, nil
+	}
+	tokenURL := sec.Get(SecretTokenURL)
+	if tokenURL == "" {
+		tokenURL = c.loginBase + "/" + url.PathEscape(tenant) + "/oauth2/v2.0/token"
+	}
+	form := url.Values{"grant_type": {"client_credentials"}, "client_id": {id}, "client_secret": {secret}, "scope": {graphScope}}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, tokenURL, strings.NewReader(form.Encode()))
+	if err != nil {
+		return "", false, fmt.Errorf("%w: msgraph: malformed token URL", connector.ErrPermanent)
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Accept", "application/json")
+	client := api.Client
+	if client == nil {
+		client = http.DefaultClient
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return "", false, fmt.Errorf("%w: msgraph: token: %v", connector.ErrTransient, err)
+	}
+	defer resp.Body.Close()
+	var ans tokenAnswer
+	if err := json.NewDecoder(io.LimitReader(resp.Body, maxBody)).Decode(&ans); err != nil && resp.StatusCode == http.StatusOK {
+		return "", false, fmt.Errorf("%w: msgraph: token answer is not JSON", connector.ErrTransient)
+	}
+	switch {
+	case resp.StatusCode == http.StatusOK && ans.AccessToken != "":
+	case resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode >= 500:
+		return "", false, fmt.Errorf("%w: msgraph: token: status %d", connector.ErrTransient, resp.StatusCode)
+	default:
+		return "", false, fmt.Errorf("%w: msgraph: token: status %d, error %s", connector.ErrPermanent, resp.StatusCode, quote(ans.Error))
+	}
+	expires := c.now().Add(time.Duration(ans.ExpiresIn)*time.Second - tokenMargin)
+	c.mu.Lock()
+	c.tokens[key] = cachedToken{token: ans.AccessToken, expires: expires}
+	c.mu.Unlock()
+	return ans.AccessToken, true, nil
+}
+
+// mailbox resolves the mailbox a resource names: an address is its own owner; a user id is
+// looked up (GET /users/{id}?$select=mail,userPrincipalName) once and cached. An empty id (a
+// /me/ resource) resolves to no owner.
+func (g *graphClient) mailbox(ctx context.Context, id string) (mailbox, error) {
+	if id == "" {
+		return mailbox{}, nil
+	}
+	if strings.Contains(id, "@") {
+		if addr, ok := identity.Email(id); ok {
+			return mailbox{id: id, addrs: []string{addr}}, nil
+		}
+	}
+	g.c.mu.Lock()
+	o, ok := g.c.owners[id]
+	g.c.mu.Unlock()
+	if ok {
+		return mailbox{id: id, addrs: o.addrs}, nil
+	}
+	body, err := g.get(ctx, "users/"+url.PathEscape(id), userSelect)
+	if err != nil {
+		return mailbox{}, err
+	}
+	var u user
+	if err := json.Unmarshal(body, &u); err != nil {
+		return mailbox{}, fmt.Errorf("%w: msgraph: user is not JSON", connector.ErrUnusable)
+	}
+	for _, a := range []string{u.Mail, u.UserPrincipalName} {
+		if addr, ok := identity.Email(a); ok && !contains(o.addrs, addr) {
+			o.addrs = append(o.addrs, addr)
+		}
+	}
+	if len(o.addrs) == 0 {
+		return mailbox{}, fmt.Errorf("%w: msgraph: mailbox owner has no address", connector.ErrUnusable)
+	}
+	g.c.mu.Lock()
+	if len(g.c.owners) >= maxOwners {
+		g.c.owners = map[string]owner{}
+	}
+	g.c.owners[id] = o
+	g.c.mu.Unlock()
+	return mailbox{id: id, addrs: o.addrs}, nil
+}
+
+// mailboxOf returns the mailbox a resource names, users/{id}/... or users('{id}')/...,
+// lower-cased: a user id or an address ("" for /me/ or others).
 func mailboxOf(resource string) string {
 	parts := strings.Split(strings.TrimLeft(resource, "/"), "/")
 	if len(parts) >= 2 && strings.EqualFold(parts[0], "users") {
@@ -188,20 +409,20 @@ func mailboxOf(resource string) string {
 	return ""
 }
 
-// isInternal reports whether a normalised address belongs to the organisation: the mailbox
-// owner (when the resource names it by address) or one of the configured internal domains.
-func (c *Connector) isInternal(addr, mailbox string) bool {
-	return addr == mailbox || c.internal[identity.Domain(addr)]
+// isInternal reports whether a normalised address belongs to the organisation: one of the
+// mailbox owner's addresses or one of the configured internal domains.
+func (c *Connector) isInternal(addr string, mb mailbox) bool {
+	return contains(mb.addrs, addr) || c.internal[identity.Domain(addr)]
 }
 
-func (c *Connector) applyMessage(ev *canonical.Event, m *message, mailbox string) error {
+func (c *Connector) applyMessage(ev *canonical.Event, m *message, mb mailbox) error {
 	from := ""
 	fromName := ""
 	if m.From != nil {
 		from, _ = identity.Email(m.From.EmailAddress.Address)
 		fromName = m.From.EmailAddress.Name
 	}
-	sent := from != "" && c.isInternal(from, mailbox)
+	sent := from != "" && c.isInternal(from, mb)
 
 	act := &canonical.Activity{Type: "email", Subject: m.Subject, Attrs: map[string]string{}}
 	if id := normMessageID(m.InternetMessageID); id != "" {
@@ -213,8 +434,8 @@ func (c *Connector) applyMessage(ev *canonical.Event, m *message, mailbox string
 	if m.ConversationID != "" {
 		act.Attrs["conversation_id"] = m.ConversationID
 	}
-	if mailbox != "" {
-		act.Attrs["mailbox"] = mailbox
+	if mb.id != "" {
+		act.Attrs["mailbox"] = mb.primary()
 	}
 	var subject canonical.Person
 	addP := func(role string, r recipient) {
@@ -223,7 +444,7 @@ func (c *Connector) applyMessage(ev *canonical.Event, m *message, mailbox string
 			return
 		}
 		act.Participants = append(act.Participants, canonical.Participant{Role: role, Email: addr, Name: r.EmailAddress.Name})
-		if !c.isInternal(addr, mailbox) && !contains(subject.Emails, addr) {
+		if !c.isInternal(addr, mb) && !contains(subject.Emails, addr) {
 			subject.Emails = append(subject.Emails, addr)
 			if subject.Name == "" && len(subject.Emails) == 1 {
 				subject.Name = r.EmailAddress.Name
@@ -250,8 +471,11 @@ func (c *Connector) applyMessage(ev *canonical.Event, m *message, mailbox string
 		ev.Kind = canonical.KindEmailReceived
 		act.Direction = "inbound"
 		occurred = first(m.ReceivedDateTime, m.SentDateTime)
-		if mailbox != "" {
-			ev.Actor = &canonical.Actor{ID: mailbox, Type: "user"}
+		if mb.id != "" {
+			ev.Actor = &canonical.Actor{ID: mb.id, Type: "user"}
+			if len(mb.addrs) > 0 {
+				ev.Actor.Email = mb.addrs[0]
+			}
 		}
 	}
 	if occurred != "" {
@@ -268,10 +492,12 @@ func (c *Connector) applyMessage(ev *canonical.Event, m *message, mailbox string
 	return nil
 }
 
-func (c *Connector) applyEvent(ev *canonical.Event, e *event, mailbox string) error {
+func (c *Connector) applyEvent(ev *canonical.Event, e *event, mb mailbox) error {
 	act := &canonical.Activity{Type: "meeting", Subject: e.Subject, Status: "scheduled"}
 	ev.Kind = canonical.KindMeetingScheduled
-	if e.IsCancelled {
+	// An organizer's cancellation deletes the event from the organizer's calendar (it moves to
+	// Deleted Items) and marks the attendees' copies isCancelled.
+	if e.IsCancelled || ev.Hydrate.Change == "deleted" {
 		act.Status = "canceled"
 		ev.Kind = canonical.KindMeetingCanceled
 	}
@@ -294,7 +520,7 @@ func (c *Connector) applyEvent(ev *canonical.Event, e *event, mailbox string) er
 			return
 		}
 		act.Participants = append(act.Participants, canonical.Participant{Role: role, Email: addr, Name: a.Name})
-		if !c.isInternal(addr, mailbox) && !contains(subject.Emails, addr) {
+		if !c.isInternal(addr, mb) && !contains(subject.Emails, addr) {
 			subject.Emails = append(subject.Emails, addr)
 			if len(subject.Emails) == 1 {
 				subject.Name = a.Name
@@ -303,7 +529,7 @@ func (c *Connector) applyEvent(ev *canonical.Event, e *event, mailbox string) er
 	}
 	if e.Organizer != nil {
 		add("organizer", e.Organizer.EmailAddress)
-		if addr, ok := identity.Email(e.Organizer.EmailAddress.Address); ok && c.isInternal(addr, mailbox) {
+		if addr, ok := identity.Email(e.Organizer.EmailAddress.Address); ok && c.isInternal(addr, mb) {
 			ev.Actor = &canonical.Actor{Email: addr, Name: e.Organizer.EmailAddress.Name, Type: "user"}
 		}
 	}
@@ -317,8 +543,8 @@ func (c *Connector) applyEvent(ev *canonical.Event, e *event, mailbox string) er
 		}
 		ev.OccurredAt = t.UTC()
 	}
-	if mailbox != "" {
-		act.Attrs = map[string]string{"mailbox": mailbox}
+	if mb.id != "" {
+		act.Attrs = map[string]string{"mailbox": mb.primary()}
 	}
 	finish(ev, subject, act)
 	return nil

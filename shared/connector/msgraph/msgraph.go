@@ -1,8 +1,9 @@
 // Package msgraph owns crmsync's Microsoft Graph change-notification connector (route
 // /webhooks/msgraph) for mail messages and calendar events: the validationToken handshake,
-// clientState authentication of basic notifications, parsing into thin notification events (and
-// lifecycle notes), and hydrating those events through the Graph REST API into email.* and
-// meeting.* events.
+// clientState authentication of basic notifications, parsing each notification of a batch on its
+// own into thin notification events (lifecycle notifications set aside, unusable items rejected
+// one by one), and hydrating those events through the Graph REST API into email.* and meeting.*
+// events, with the mailbox owner resolved from the user id Graph names the mailbox by.
 package msgraph
 
 import (
@@ -12,7 +13,9 @@ import (
 	"net/http"
 	"net/url"
 	"sort"
+	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/crmsync/crmsync/shared/canonical"
@@ -28,13 +31,30 @@ const (
 
 	// SecretClientState is the secret field holding the subscription's clientState.
 	SecretClientState = "client_state"
-	// SecretAccessToken is the secret field holding the bearer token used to hydrate.
+	// SecretAccessToken is the secret field holding a bearer token used to hydrate (when no
+	// client credentials are configured).
 	SecretAccessToken = "access_token"
+	// SecretTenantID, SecretClientID and SecretClientSecret are the secret fields holding the
+	// app registration's client credentials; when client_id and client_secret are set, Hydrate
+	// obtains (and refreshes) app tokens with the OAuth client-credentials flow.
+	SecretTenantID     = "tenant_id"
+	SecretClientID     = "client_id"
+	SecretClientSecret = "client_secret"
+	// SecretTokenURL is the secret field that overrides the token endpoint (default
+	// https://login.microsoftonline.com/{tenant}/oauth2/v2.0/token).
+	SecretTokenURL = "token_url"
 )
 
-// Connector is the Microsoft Graph connector.
+// Connector is the Microsoft Graph connector. Its hydrator caches mailbox owners (user id →
+// addresses) and app tokens; it is safe for concurrent use.
 type Connector struct {
-	internal map[string]bool
+	internal  map[string]bool
+	loginBase string
+	now       func() time.Time
+
+	mu     sync.Mutex
+	owners map[string]owner       // user id (lower-case) → its addresses
+	tokens map[string]cachedToken // tenant → app token
 }
 
 // Option configures the connector.
@@ -53,9 +73,20 @@ func WithInternalDomains(domains ...string) Option {
 	}
 }
 
+// WithLoginBaseURL sets the identity platform's base URL for app tokens (default
+// DefaultLoginBaseURL); the token endpoint is {base}/{tenant}/oauth2/v2.0/token. A secret's
+// token_url, when set, wins.
+func WithLoginBaseURL(base string) Option {
+	return func(c *Connector) {
+		if base = strings.TrimRight(strings.TrimSpace(base), "/"); base != "" {
+			c.loginBase = base
+		}
+	}
+}
+
 // New returns the Graph connector.
 func New(opts ...Option) *Connector {
-	c := &Connector{internal: map[string]bool{}}
+	c := &Connector{internal: map[string]bool{}, loginBase: DefaultLoginBaseURL, now: time.Now, owners: map[string]owner{}, tokens: map[string]cachedToken{}}
 	for _, o := range opts {
 		o(c)
 	}
@@ -118,45 +149,48 @@ type collection struct {
 	Value []json.RawMessage `json:"value"`
 }
 
-// matching decodes the body and returns the items whose clientState matches a configured one,
-// with their raw bytes.
-func matching(body []byte, sec connector.Secret) (items []notification, raws []json.RawMessage, total int, err error) {
-	var c collection
-	if err := json.Unmarshal(body, &c); err != nil {
-		return nil, nil, 0, err
+// changeTypes are the change types of message and event notifications.
+var changeTypes = map[string]bool{"created": true, "updated": true, "deleted": true}
+
+// lifecycleEvents are the lifecycle notifications Graph sends.
+var lifecycleEvents = map[string]bool{"reauthorizationRequired": true, "subscriptionRemoved": true, "missed": true}
+
+// authentic reports whether one raw notification carries a clientState equal to one of states
+// (constant time). Only clientState is read, so an authentic but otherwise malformed item is
+// still recognised as authentic.
+func authentic(raw json.RawMessage, states []string) bool {
+	var item struct {
+		ClientState *string `json:"clientState"`
 	}
-	total = len(c.Value)
-	states := sec.Values(SecretClientState)
-	for _, raw := range c.Value {
-		var n notification
-		if json.Unmarshal(raw, &n) != nil || n.ClientState == nil {
-			continue
-		}
-		for _, s := range states {
-			if connector.Equal([]byte(s), []byte(*n.ClientState)) {
-				items = append(items, n)
-				raws = append(raws, raw)
-				break
-			}
+	if json.Unmarshal(raw, &item) != nil || item.ClientState == nil {
+		return false
+	}
+	for _, s := range states {
+		if connector.Equal([]byte(s), []byte(*item.ClientState)) {
+			return true
 		}
 	}
-	return items, raws, total, nil
+	return false
 }
 
 // Verify passes when at least one notification's clientState equals a configured client_state
-// (constant time; current, then previous). Graph basic notifications carry no other proof.
+// (constant time; current, then previous). Graph basic notifications carry no other proof; Parse
+// drops the items that do not match.
 func (*Connector) Verify(req *connector.Request, sec connector.Secret, _ time.Time) (connector.Verified, error) {
-	if len(sec.Values(SecretClientState)) == 0 {
+	states := sec.Values(SecretClientState)
+	if len(states) == 0 {
 		return connector.Verified{}, fmt.Errorf("%w: no client_state configured", connector.ErrUnauthenticated)
 	}
-	items, _, _, err := matching(req.Body, sec)
-	if err != nil {
+	var c collection
+	if err := json.Unmarshal(req.Body, &c); err != nil {
 		return connector.Verified{}, fmt.Errorf("%w: body is not a notification collection", connector.ErrUnauthenticated)
 	}
-	if len(items) == 0 {
-		return connector.Verified{}, fmt.Errorf("%w: no notification with a matching clientState", connector.ErrUnauthenticated)
+	for _, raw := range c.Value {
+		if authentic(raw, states) {
+			return connector.Verified{}, nil
+		}
 	}
-	return connector.Verified{}, nil
+	return connector.Verified{}, fmt.Errorf("%w: no notification with a matching clientState", connector.ErrUnauthenticated)
 }
 
 // Sign sets every notification's clientState to sec.Current's client_state, as Graph echoes
@@ -190,66 +224,116 @@ func unusable(format string, a ...any) error {
 	return fmt.Errorf("%w: msgraph: "+format, append([]any{connector.ErrUnusable}, a...)...)
 }
 
-// Parse keeps only the notifications whose clientState matches. Lifecycle notifications become
-// notes ("lifecycle:<event>:<subscriptionId>"); resource notifications become thin
-// KindNotification events to hydrate. The answer is 202.
+// Parse handles every notification of the collection on its own (Graph batches notifications of
+// several subscriptions, even tenants, in one POST). Items whose clientState does not match are
+// dropped and counted (Dropped). Lifecycle notifications go to Lifecycle. Resource notifications
+// for a message or an event become thin KindNotification events to hydrate; any other authentic
+// item (malformed, an unknown change type or lifecycle event, another resource) is a Rejection
+// indexed by its position in value[], whose Raw is {"value":[item]}. Only a body that is not a
+// notification collection is unusable as a whole. The answer is 202.
 func (*Connector) Parse(req *connector.Request, sec connector.Secret) (*connector.Parsed, error) {
-	items, raws, total, err := matching(req.Body, sec)
-	if err != nil {
+	var c collection
+	if err := json.Unmarshal(req.Body, &c); err != nil {
 		return nil, unusable("body is not a notification collection")
 	}
+	states := sec.Values(SecretClientState)
 	out := &connector.Parsed{Ack: &connector.Response{Status: http.StatusAccepted}}
-	if dropped := total - len(items); dropped > 0 {
-		out.Notes = append(out.Notes, fmt.Sprintf("dropped %d notification(s) without a matching clientState", dropped))
-	}
-	for i, n := range items {
-		if n.LifecycleEvent != "" {
-			out.Notes = append(out.Notes, "lifecycle:"+n.LifecycleEvent+":"+n.SubscriptionID)
+	for i, raw := range c.Value {
+		if !authentic(raw, states) {
+			out.Dropped++
 			continue
 		}
-		if n.SubscriptionID == "" || n.ChangeType == "" || n.Resource == "" {
-			return nil, unusable("notification %d lacks subscriptionId, changeType or resource", i)
+		var n notification
+		if err := json.Unmarshal(raw, &n); err != nil {
+			out.Rejected = append(out.Rejected, rejection(i, raw, "notification is malformed"))
+			continue
 		}
-		object := objectOf(n)
-		if object == "" {
-			return nil, unusable("notification %d: resource is neither a message nor an event", i)
-		}
-		key := "msgraph:" + n.ID
-		if n.ID == "" {
-			key = "msgraph:" + n.SubscriptionID + ":" + n.ChangeType + ":" + n.Resource + ":" + n.ResourceData.ETag
-		}
-		ev := canonical.Event{
-			Key:      key,
-			Source:   Name,
-			Kind:     canonical.KindNotification,
-			GroupKey: identity.GroupKey(nil, nil, Name, n.Resource),
-			// Graph gives no event time in a basic notification
-			// (subscriptionExpirationDateTime is not one): the receipt time stands in until
-			// the worker hydrates the event and replaces it.
-			OccurredAt:     req.ReceivedAt.UTC(),
-			MappingVersion: MappingVersion,
-			PayloadHash:    canonical.PayloadHash(raws[i]),
-			Hydrate:        &canonical.HydrateRef{Object: object, Resource: n.Resource, Change: n.ChangeType},
-			ExternalIDs:    map[string]string{"subscription_id": n.SubscriptionID},
-		}
-		if n.TenantID != "" {
-			ev.ExternalIDs["tenant_id"] = n.TenantID
-		}
-		if n.ResourceData.ID != "" {
-			ev.ExternalIDs["resource_id"] = n.ResourceData.ID
-		}
-		var m map[string]json.RawMessage
-		if json.Unmarshal(raws[i], &m) == nil {
-			for k := range m {
-				if !knownItemKeys[k] {
-					ev.Unmapped = append(ev.Unmapped, "value[]."+k)
-				}
+		if n.LifecycleEvent != "" {
+			if !lifecycleEvents[n.LifecycleEvent] {
+				out.Rejected = append(out.Rejected, rejection(i, raw, "unknown lifecycleEvent "+quote(n.LifecycleEvent)))
+				continue
 			}
-			sort.Strings(ev.Unmapped)
+			out.Lifecycle = append(out.Lifecycle, connector.Lifecycle{Index: i, Event: n.LifecycleEvent,
+				SubscriptionID: n.SubscriptionID, TenantID: n.TenantID, Raw: raw})
+			continue
+		}
+		ev, reason := thinEvent(n, raw, req.ReceivedAt)
+		if reason != "" {
+			out.Rejected = append(out.Rejected, rejection(i, raw, reason))
+			continue
 		}
 		out.Events = append(out.Events, ev)
 	}
+	if out.Dropped > 0 {
+		out.Notes = append(out.Notes, fmt.Sprintf("dropped %d notification(s) without a matching clientState", out.Dropped))
+	}
 	return out, nil
+}
+
+// thinEvent maps one resource notification to a thin event, or says why it cannot.
+func thinEvent(n notification, raw json.RawMessage, receivedAt time.Time) (canonical.Event, string) {
+	if n.SubscriptionID == "" || n.ChangeType == "" || n.Resource == "" {
+		return canonical.Event{}, "notification lacks subscriptionId, changeType or resource"
+	}
+	if !changeTypes[n.ChangeType] {
+		return canonical.Event{}, "unsupported changeType " + quote(n.ChangeType)
+	}
+	object := objectOf(n)
+	if object == "" {
+		return canonical.Event{}, "resource is neither a message nor an event"
+	}
+	key := "msgraph:" + n.ID
+	if n.ID == "" {
+		key = "msgraph:" + n.SubscriptionID + ":" + n.ChangeType + ":" + n.Resource + ":" + n.ResourceData.ETag
+	}
+	ev := canonical.Event{
+		Key:      key,
+		Source:   Name,
+		Kind:     canonical.KindNotification,
+		GroupKey: identity.GroupKey(nil, nil, Name, n.Resource),
+		// Graph gives no event time in a basic notification (subscriptionExpirationDateTime is
+		// not one): the receipt time stands in until the worker hydrates the event and
+		// replaces it.
+		OccurredAt:     receivedAt.UTC(),
+		MappingVersion: MappingVersion,
+		PayloadHash:    canonical.PayloadHash(raw),
+		Hydrate:        &canonical.HydrateRef{Object: object, Resource: n.Resource, Change: n.ChangeType},
+		ExternalIDs:    map[string]string{"subscription_id": n.SubscriptionID},
+	}
+	if n.TenantID != "" {
+		ev.ExternalIDs["tenant_id"] = n.TenantID
+	}
+	if n.ResourceData.ID != "" {
+		ev.ExternalIDs["resource_id"] = n.ResourceData.ID
+	}
+	var m map[string]json.RawMessage
+	if json.Unmarshal(raw, &m) == nil {
+		for k := range m {
+			if !knownItemKeys[k] {
+				ev.Unmapped = append(ev.Unmapped, "value[]."+k)
+			}
+		}
+		sort.Strings(ev.Unmapped)
+	}
+	if err := ev.Validate(); err != nil {
+		return canonical.Event{}, "notification maps to an invalid event"
+	}
+	return ev, ""
+}
+
+// rejection records one authentic item that cannot be used, as a collection of its own.
+func rejection(i int, raw json.RawMessage, reason string) connector.Rejection {
+	single := make([]byte, 0, len(raw)+12)
+	single = append(append(append(single, `{"value":[`...), raw...), "]}"...)
+	return connector.Rejection{Index: i, Reason: "value[" + strconv.Itoa(i) + "]: " + reason, Raw: single}
+}
+
+// quote keeps a vendor value short and printable for a reason.
+func quote(s string) string {
+	if len(s) > 40 {
+		s = s[:40]
+	}
+	return strconv.Quote(s)
 }
 
 // objectOf tells a message from an event by the resource data's type, else by the resource path.

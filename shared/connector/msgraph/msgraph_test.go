@@ -145,11 +145,11 @@ func TestParse(t *testing.T) {
 				Unmapped:       []string{"value[].encryptedContent"},
 			},
 		},
-		Ack: &connector.Response{Status: 202},
-		Notes: []string{
-			"dropped 1 notification(s) without a matching clientState",
-			"lifecycle:reauthorizationRequired:sub-1",
-		},
+		Ack:   &connector.Response{Status: 202},
+		Notes: []string{"dropped 1 notification(s) without a matching clientState"},
+		Lifecycle: []connector.Lifecycle{{Index: 3, Event: "reauthorizationRequired", SubscriptionID: "sub-1", TenantID: "tenant-9",
+			Raw: []byte(itemLifecycle)}},
+		Dropped: 1,
 	}
 	if diff := cmp.Diff(want, p); diff != "" {
 		t.Fatalf("Parse mismatch (-want +got):\n%s", diff)
@@ -174,16 +174,79 @@ func TestParseObjectByPath(t *testing.T) {
 }
 
 func TestParseUnusable(t *testing.T) {
-	for _, body := range []string{
-		`nope`,
-		`{"value":[{"changeType":"created","resource":"users/u/messages/m","clientState":"` + state + `"}]}`,
-		`{"value":[{"subscriptionId":"s","resource":"users/u/messages/m","clientState":"` + state + `"}]}`,
-		`{"value":[{"subscriptionId":"s","changeType":"created","clientState":"` + state + `"}]}`,
-		`{"value":[{"subscriptionId":"s","changeType":"created","resource":"users/u/contacts/c","clientState":"` + state + `"}]}`,
-	} {
+	for _, body := range []string{`nope`, `[]`, `{"value":{}}`} {
 		if _, err := New().Parse(req(body), sec); !errors.Is(err, connector.ErrUnusable) {
 			t.Errorf("Parse(%s): got %v, want ErrUnusable", body, err)
 		}
+	}
+}
+
+// Each authentic but unusable notification is rejected alone, with its reason, as a collection
+// of its own that parses to the same rejection; the delivery itself is not unusable.
+func TestParseRejectsItemsAlone(t *testing.T) {
+	for _, c := range []struct{ item, reason string }{
+		{`{"changeType":"created","resource":"users/u/messages/m","clientState":"` + state + `"}`, "lacks subscriptionId"},
+		{`{"subscriptionId":"s","resource":"users/u/messages/m","clientState":"` + state + `"}`, "lacks subscriptionId"},
+		{`{"subscriptionId":"s","changeType":"created","clientState":"` + state + `"}`, "lacks subscriptionId"},
+		{`{"subscriptionId":"s","changeType":"created","resource":"users/u/contacts/c","clientState":"` + state + `"}`, "neither a message nor an event"},
+		{`{"subscriptionId":"s","changeType":"moved","resource":"users/u/messages/m","clientState":"` + state + `"}`, `unsupported changeType "moved"`},
+		{`{"subscriptionId":"s","changeType":["created"],"resource":"users/u/messages/m","clientState":"` + state + `"}`, "malformed"},
+		{`{"subscriptionId":"s","clientState":"` + state + `","lifecycleEvent":"renamed"}`, `unknown lifecycleEvent "renamed"`},
+	} {
+		p, err := New().Parse(req(`{"value":[`+c.item+`]}`), sec)
+		if err != nil {
+			t.Errorf("Parse(%s): %v, want a per-item rejection", c.item, err)
+			continue
+		}
+		if len(p.Events) != 0 || len(p.Rejected) != 1 || !strings.Contains(p.Rejected[0].Reason, c.reason) ||
+			!strings.HasPrefix(p.Rejected[0].Reason, "value[0]: ") || string(p.Rejected[0].Raw) != `{"value":[`+c.item+`]}` {
+			t.Errorf("Parse(%s) = %d events, rejections %+v; want one rejection %q", c.item, len(p.Events), p.Rejected, c.reason)
+		}
+	}
+}
+
+// A production-shaped batch: a message notification, a contact notification (a resource the
+// connector does not map) and one with a change type Graph does not send for mail, from two
+// subscriptions and tenants, plus a lifecycle notification and an item of another app's
+// subscription. One event, two rejections indexed by position, the lifecycle item set aside,
+// the foreign item dropped.
+func TestParseMixedBatch(t *testing.T) {
+	contact := `{"subscriptionId":"sub-3","subscriptionExpirationDateTime":"2026-03-05T10:00:00Z","changeType":"created",` +
+		`"resource":"Users/9a1e2c44-0b7d-4f3e-9d61-3c5b2a7f8e10/Contacts/AAMkCT=","tenantId":"tenant-7","clientState":"` + state + `",` +
+		`"resourceData":{"@odata.type":"#Microsoft.Graph.Contact","@odata.id":"Users/9a1e2c44-0b7d-4f3e-9d61-3c5b2a7f8e10/Contacts/AAMkCT=","@odata.etag":"W/\"EQAAAB\"","id":"AAMkCT="}}`
+	unknown := strings.Replace(itemMsg, `"changeType":"created"`, `"changeType":"moved"`, 1)
+	missed := `{"subscriptionId":"sub-1","subscriptionExpirationDateTime":"2026-03-05T10:00:00Z","tenantId":"tenant-9","clientState":"` + state + `","lifecycleEvent":"missed"}`
+	body := `{"value":[` + itemMsg + `,` + contact + `,` + unknown + `,` + itemForeign + `,` + missed + `]}`
+	p, err := New().Parse(req(body), sec)
+	if err != nil {
+		t.Fatalf("Parse: %v", err)
+	}
+	if len(p.Events) != 1 || p.Events[0].Hydrate.Object != "message" || p.Events[0].PayloadHash != canonical.PayloadHash([]byte(itemMsg)) {
+		t.Fatalf("events = %+v, want the message notification alone", p.Events)
+	}
+	var idx []int
+	for _, r := range p.Rejected {
+		idx = append(idx, r.Index)
+	}
+	if !cmp.Equal(idx, []int{1, 2}) {
+		t.Fatalf("rejected indexes = %v, want [1 2]", idx)
+	}
+	if !strings.Contains(p.Rejected[0].Reason, "neither a message nor an event") || !strings.Contains(p.Rejected[1].Reason, "unsupported changeType") {
+		t.Errorf("reasons = %q, %q", p.Rejected[0].Reason, p.Rejected[1].Reason)
+	}
+	for _, r := range p.Rejected {
+		if strings.Contains(r.Reason, "9a1e2c44") || strings.Contains(r.Reason, "Users/") {
+			t.Errorf("reason %q names the resource", r.Reason)
+		}
+	}
+	if string(p.Rejected[0].Raw) != `{"value":[`+contact+`]}` {
+		t.Errorf("rejection raw = %s", p.Rejected[0].Raw)
+	}
+	if len(p.Lifecycle) != 1 || p.Lifecycle[0].Event != "missed" || p.Lifecycle[0].Index != 4 || p.Lifecycle[0].SubscriptionID != "sub-1" {
+		t.Errorf("lifecycle = %+v", p.Lifecycle)
+	}
+	if p.Dropped != 1 || p.Ack == nil || p.Ack.Status != 202 {
+		t.Errorf("dropped %d, ack %+v", p.Dropped, p.Ack)
 	}
 }
 
@@ -207,19 +270,36 @@ func TestKeyStability(t *testing.T) {
 	}
 }
 
-// graph serves one JSON document per path and records the request.
+// graph answers the item's GET with body (and status), and GET /users/{id} with the user
+// document of users (404 when absent), recording the item request and counting user lookups.
 type graph struct {
-	t      *testing.T
-	status int
-	body   string
-	path   string
-	auth   string
-	sel    string
-	prefer string
+	t       *testing.T
+	status  int
+	body    string
+	users   map[string]string
+	lookups int
+	path    string
+	auth    string
+	sel     string
+	prefer  string
 }
 
 func (g *graph) server() *httptest.Server {
 	return httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if i := strings.Index(r.URL.Path, "/users/"); i >= 0 && !strings.Contains(r.URL.Path[i+len("/users/"):], "/") {
+			g.lookups++
+			if got := r.URL.Query().Get("$select"); got != "mail,userPrincipalName" {
+				g.t.Errorf("user lookup $select = %q", got)
+			}
+			u, ok := g.users[r.URL.Path[i+len("/users/"):]]
+			if !ok {
+				w.WriteHeader(404)
+				_, _ = w.Write([]byte(`{"error":{"code":"Request_ResourceNotFound","message":"Resource does not exist."}}`))
+				return
+			}
+			_, _ = w.Write([]byte(u))
+			return
+		}
 		g.path, g.auth, g.sel, g.prefer = r.URL.Path, r.Header.Get("Authorization"), r.URL.Query().Get("$select"), r.Header.Get("Prefer")
 		if g.status != 0 {
 			w.WriteHeader(g.status)
@@ -227,6 +307,11 @@ func (g *graph) server() *httptest.Server {
 		_, _ = w.Write([]byte(g.body))
 	}))
 }
+
+// user5f1c is the owner of mailbox Users/5f1c, as GET /users/{id}?$select=mail,userPrincipalName
+// answers.
+const user5f1c = `{"@odata.context":"https://graph.microsoft.com/v1.0/$metadata#users(mail,userPrincipalName)/$entity",` +
+	`"mail":"Rep@acme.com","userPrincipalName":"rep@acme.onmicrosoft.com"}`
 
 func thin(t *testing.T, item string) canonical.Event {
 	t.Helper()
@@ -250,7 +335,7 @@ const receivedMessage = `{
 }`
 
 func TestHydrateReceivedMessage(t *testing.T) {
-	g := &graph{t: t, body: receivedMessage}
+	g := &graph{t: t, body: receivedMessage, users: map[string]string{"5f1c": user5f1c}}
 	srv := g.server()
 	defer srv.Close()
 	ev := thin(t, itemMsg)
@@ -258,7 +343,7 @@ func TestHydrateReceivedMessage(t *testing.T) {
 	if err := c.Hydrate(context.Background(), &ev, sec, connector.API{BaseURL: srv.URL + "/v1.0", Client: srv.Client()}); err != nil {
 		t.Fatalf("Hydrate: %v", err)
 	}
-	if g.path != "/v1.0/Users/5f1c/Messages/AAMkAG=" || g.auth != "Bearer graph-token" || !strings.Contains(g.sel, "internetMessageId") {
+	if g.path != "/v1.0/users/5f1c/messages/AAMkAG=" || g.auth != "Bearer graph-token" || !strings.Contains(g.sel, "internetMessageId") {
 		t.Errorf("request: got path %q auth %q select %q", g.path, g.auth, g.sel)
 	}
 	want := canonical.Event{
@@ -268,7 +353,7 @@ func TestHydrateReceivedMessage(t *testing.T) {
 		OccurredAt: time.Date(2026, 3, 2, 9, 59, 30, 0, time.UTC),
 		GroupKey:   "email:grace@example.org",
 		Subject:    canonical.Person{Emails: []string{"grace@example.org", "bob@other.io"}, Name: "Grace Hopper"},
-		Actor:      &canonical.Actor{ID: "5f1c", Type: "user"},
+		Actor:      &canonical.Actor{ID: "5f1c", Email: "rep@acme.com", Type: "user"},
 		Fields: map[string]map[string]string{"contact": {
 			"email": "grace@example.org", "last_activity_at": "2026-03-02T09:59:30Z",
 		}},
@@ -279,7 +364,7 @@ func TestHydrateReceivedMessage(t *testing.T) {
 				{Role: "to", Email: "rep@acme.com", Name: "Rep"},
 				{Role: "cc", Email: "bob@other.io", Name: "Bob"},
 			},
-			Attrs: map[string]string{"conversation_id": "conv-1", "mailbox": "5f1c"},
+			Attrs: map[string]string{"conversation_id": "conv-1", "mailbox": "rep@acme.com"},
 		},
 		ExternalIDs:    ev.ExternalIDs,
 		MappingVersion: "msgraph/1",
@@ -353,7 +438,7 @@ func TestHydrateEvent(t *testing.T) {
 		if err != nil {
 			t.Fatalf("Hydrate: %v", err)
 		}
-		if g.prefer != `outlook.timezone="UTC"` || !strings.Contains(g.sel, "iCalUId") {
+		if g.prefer != `outlook.timezone="UTC", IdType="ImmutableId"` || !strings.Contains(g.sel, "iCalUId") {
 			t.Errorf("request: prefer %q select %q", g.prefer, g.sel)
 		}
 		start := time.Date(2026, 3, 10, 15, 0, 0, 0, time.UTC)
@@ -399,10 +484,13 @@ func TestHydrateErrors(t *testing.T) {
 		{"504", 504, ``, connector.ErrTransient},
 		{"bad json", 200, `{`, connector.ErrUnusable},
 		{"bad time", 200, `{"receivedDateTime":"noon"}`, connector.ErrUnusable},
+		{"401 token rejected", 401, `{"error":{"code":"InvalidAuthenticationToken","message":"Access token has expired or is not yet valid."}}`, connector.ErrPermanent},
+		{"403 permission missing", 403, `{"error":{"code":"ErrorAccessDenied","message":"Access is denied. Check credentials and try again."}}`, connector.ErrPermanent},
+		{"400 bad request", 400, `{"error":{"code":"ErrorInvalidIdMalformed","message":"Id is malformed."}}`, connector.ErrPermanent},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			g := &graph{t: t, status: tt.status, body: tt.body}
+			g := &graph{t: t, status: tt.status, body: tt.body, users: map[string]string{"5f1c": user5f1c}}
 			srv := g.server()
 			defer srv.Close()
 			ev := thin(t, itemMsg)
@@ -415,14 +503,27 @@ func TestHydrateErrors(t *testing.T) {
 			}
 		})
 	}
-	t.Run("401 is permanent", func(t *testing.T) {
+	t.Run("401 is permanent, not transient", func(t *testing.T) {
 		g := &graph{t: t, status: 401}
 		srv := g.server()
 		defer srv.Close()
 		ev := thin(t, itemMsg)
 		err := New().Hydrate(context.Background(), &ev, sec, connector.API{BaseURL: srv.URL, Client: srv.Client()})
-		if err == nil || errors.Is(err, connector.ErrTransient) || errors.Is(err, connector.ErrNotFound) {
-			t.Fatalf("Hydrate: got %v, want a plain error", err)
+		if !errors.Is(err, connector.ErrPermanent) || errors.Is(err, connector.ErrTransient) || errors.Is(err, connector.ErrNotFound) {
+			t.Fatalf("Hydrate: got %v, want ErrPermanent only", err)
+		}
+		if strings.Contains(err.Error(), "graph-token") {
+			t.Fatalf("error leaks the token: %v", err)
+		}
+	})
+	t.Run("unknown mailbox owner is not found", func(t *testing.T) {
+		g := &graph{t: t, body: receivedMessage}
+		srv := g.server()
+		defer srv.Close()
+		ev := thin(t, itemMsg)
+		err := New().Hydrate(context.Background(), &ev, sec, connector.API{BaseURL: srv.URL, Client: srv.Client()})
+		if !errors.Is(err, connector.ErrNotFound) {
+			t.Fatalf("Hydrate: got %v, want ErrNotFound", err)
 		}
 	})
 	t.Run("network error", func(t *testing.T) {
@@ -435,10 +536,20 @@ func TestHydrateErrors(t *testing.T) {
 			t.Fatalf("Hydrate: got %v, want ErrTransient", err)
 		}
 	})
-	t.Run("deleted needs no call", func(t *testing.T) {
+	t.Run("deleted message is skipped without a call", func(t *testing.T) {
 		ev := thin(t, strings.Replace(itemMsg, `"created"`, `"deleted"`, 1))
 		err := New().Hydrate(context.Background(), &ev, sec, connector.API{BaseURL: "http://127.0.0.1:1", Client: http.DefaultClient})
-		if !errors.Is(err, connector.ErrNotFound) {
+		if !errors.Is(err, connector.ErrSkipped) || !errors.Is(err, connector.ErrNotFound) {
+			t.Fatalf("Hydrate: got %v, want ErrSkipped (and ErrNotFound)", err)
+		}
+	})
+	t.Run("deleted event no longer readable", func(t *testing.T) {
+		g := &graph{t: t, status: 404, body: `{"error":{"code":"ErrorItemNotFound","message":"The specified object was not found in the store."}}`}
+		srv := g.server()
+		defer srv.Close()
+		ev := thin(t, strings.Replace(itemEvt, `"updated"`, `"deleted"`, 1))
+		err := New().Hydrate(context.Background(), &ev, sec, connector.API{BaseURL: srv.URL, Client: srv.Client()})
+		if !errors.Is(err, connector.ErrNotFound) || errors.Is(err, connector.ErrSkipped) {
 			t.Fatalf("Hydrate: got %v, want ErrNotFound", err)
 		}
 	})
@@ -461,8 +572,8 @@ func TestHydrateErrors(t *testing.T) {
 	})
 	t.Run("no token", func(t *testing.T) {
 		ev := thin(t, itemMsg)
-		if err := New().Hydrate(context.Background(), &ev, connector.Secret{}, connector.API{}); err == nil {
-			t.Fatal("Hydrate without access_token: got nil")
+		if err := New().Hydrate(context.Background(), &ev, connector.Secret{}, connector.API{}); !errors.Is(err, connector.ErrPermanent) {
+			t.Fatalf("Hydrate without access_token: got %v, want ErrPermanent", err)
 		}
 	})
 }
