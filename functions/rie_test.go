@@ -225,6 +225,9 @@ func TestBootstrapsUnderRIE(t *testing.T) {
 			for k, v := range fn.Env {
 				env[k] = v
 			}
+			// As the local stack does: the CRM changes function authorizes with the dev-only
+			// roles file, which maps the sample event's principal (user/test).
+			env["CRM_ROLES_PATH"] = "../config/dev-crm-roles.yaml"
 			for k, prefix := range localcloud.BaseURLEnv {
 				if _, ok := fn.Env[k]; ok {
 					env[k] = fakes.URL + "/" + prefix
