@@ -3,7 +3,6 @@ package worker
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -60,9 +59,12 @@ type rerunRequest struct {
 const groupAttr = "MessageGroupId"
 
 // handleBatch applies one SQS batch (see Worker.Handle): message groups run concurrently, the
-// messages of one group in order, and a failed message fails the rest of its group.
+// messages of one group in order, and a failed message fails the rest of its group. A message
+// is started only while at least Config.DeadlineMargin remains before ctx's deadline; once one
+// is deferred, so is every later message of its group (FIFO order).
 func (a *applier) handleBatch(ctx context.Context, batch events.SQSEvent) events.SQSEventResponse {
 	failed := make([]bool, len(batch.Records))
+	deferred := make([]bool, len(batch.Records))
 	slots := make(chan struct{}, a.cfg.Concurrency)
 	var wg sync.WaitGroup
 	for _, group := range messageGroups(batch.Records) {
@@ -71,10 +73,11 @@ func (a *applier) handleBatch(ctx context.Context, batch events.SQSEvent) events
 		go func() {
 			defer wg.Done()
 			defer func() { <-slots }()
-			broken := false
+			broken, late := false, false
 			for _, i := range group {
-				if broken {
-					failed[i] = true
+				late = late || (!broken && a.deadlineNear(ctx))
+				if broken || late {
+					failed[i], deferred[i] = true, late
 					continue
 				}
 				if err := a.handleMessage(ctx, batch.Records[i]); err != nil {
@@ -84,6 +87,7 @@ func (a *applier) handleBatch(ctx context.Context, batch events.SQSEvent) events
 		}()
 	}
 	wg.Wait()
+	a.reportDeferred(ctx, batch, deferred)
 	var response events.SQSEventResponse
 	for i, isFailed := range failed {
 		if isFailed {
@@ -91,6 +95,35 @@ func (a *applier) handleBatch(ctx context.Context, batch events.SQSEvent) events
 		}
 	}
 	return response
+}
+
+// deadlineNear reports whether less than Config.DeadlineMargin remains before ctx's deadline (the
+// Lambda timeout): no message may be started then. It reads the real clock, as the deadline does.
+func (a *applier) deadlineNear(ctx context.Context) bool {
+	deadline, ok := ctx.Deadline()
+	return ok && a.cfg.DeadlineMargin > 0 && time.Until(deadline) < a.cfg.DeadlineMargin
+}
+
+// reportDeferred logs and counts the messages a batch did not start for lack of time: they are
+// returned to SQS untouched (not failed attempts of a bad message; SQS still counts the receive).
+func (a *applier) reportDeferred(ctx context.Context, batch events.SQSEvent, deferred []bool) {
+	var ids []string
+	for i, isDeferred := range deferred {
+		if isDeferred {
+			ids = append(ids, batch.Records[i].MessageId)
+		}
+	}
+	if len(ids) == 0 {
+		return
+	}
+	remaining := time.Duration(0)
+	if deadline, ok := ctx.Deadline(); ok {
+		remaining = time.Until(deadline)
+	}
+	a.log.WarnContext(ctx, "deadline near; messages deferred to their next receive", "deferred", len(ids),
+		"batch", len(batch.Records), "remaining_ms", remaining.Milliseconds(), "margin_ms", a.cfg.DeadlineMargin.Milliseconds(),
+		"message_ids", ids)
+	a.metrics.Emit(nil, emf.Metric{Name: "Deferred", Value: float64(len(ids)), Unit: emf.Count})
 }
 
 // messageGroups returns the indexes of a batch's messages by FIFO message group, groups in order
@@ -172,20 +205,20 @@ func (a *applier) apply(ctx context.Context, ev *canonical.Event, rerun *rerunRe
 		now := a.now()
 		ledger, err := a.getLedger(ctx, ev.Key)
 		if err != nil {
-			return res, err
+			return res, asPermanent("read ledger", err)
 		}
 		if settled, err := a.checkLedger(ctx, ev, ledger, rerun, now, &res); settled || err != nil {
-			return res, err
+			return res, asPermanent("check ledger", err)
 		}
 		if !hydrated {
 			if err := a.hydrate(ctx, ev); err != nil {
-				return res, err
+				return res, asPermanent("hydrate", err)
 			}
 			hydrated = true
 		}
 		planned, items, err := a.planTransaction(ctx, ev, now, ledger, rerun, attempt)
 		if err != nil {
-			return res, err
+			return res, asPermanent("plan", err)
 		}
 		_, err = a.ddb.TransactWriteItems(ctx, &dynamodb.TransactWriteItemsInput{TransactItems: items})
 		if err == nil {
@@ -198,6 +231,18 @@ func (a *applier) apply(ctx context.Context, ev *canonical.Event, rerun *rerunRe
 	}
 }
 
+// asPermanent returns err marked permanent when classify says so (the event is then recorded
+// REJECTED with the reason), else err unchanged; op names the step for the reason.
+func asPermanent(op string, err error) error {
+	if err == nil || IsPermanent(err) {
+		return err
+	}
+	if v := classify(err); v.Class == classPermanent {
+		return &permanentError{reason: op + ": " + v.Reason(), err: err}
+	}
+	return err
+}
+
 // checkLedger settles an event its ledger item already answers for: a known key with another
 // payload is flagged, a duplicate inside its dedup window is acknowledged, and a forced re-run
 // needs a ledger item. It reports whether the event is settled (nothing more to do).
@@ -205,8 +250,11 @@ func (a *applier) checkLedger(ctx context.Context, ev *canonical.Event, ledger *
 	now time.Time, res *Result) (bool, error) {
 	if rerun == nil && ledger != nil {
 		if ledger.PayloadHash != ev.PayloadHash {
+			if err := a.flag(ctx, ev, ledger); err != nil {
+				return true, err
+			}
 			res.Flagged = true
-			return true, a.flag(ctx, ev, ledger)
+			return true, nil
 		}
 		if ledger.Duplicate(ev.PayloadHash, now) {
 			res.Duplicate = true
@@ -249,52 +297,37 @@ func (a *applier) recordApplied(ctx context.Context, ev *canonical.Event, writte
 		"contact", res.ContactID, "writes", writes)
 }
 
-// awaitRetry decides what a failed transaction means: nil when the event is to be re-read and
-// re-decided (after a jittered wait unless the ledger condition failed), else the error to
-// return (not a conflict, attempts exhausted, or the context ended).
+// awaitRetry decides what a failed transaction means (classify): nil when the event is to be
+// re-read and re-decided (after a jittered wait unless the ledger condition failed), a
+// permanent error when the transaction can never be written, else the error to return (a
+// transient failure, throttling the client's in-process backoff did not outlast, attempts
+// exhausted, or the context ended).
 func (a *applier) awaitRetry(ctx context.Context, ev *canonical.Event, attempt int, txErr error) error {
-	ledgerFailed, conflict := cancellation(txErr)
-	if !conflict {
+	v := classify(txErr)
+	switch v.Class {
+	case classRedecide:
+	case classPermanent:
+		a.log.WarnContext(ctx, "transaction refused; not retryable", "key", ev.Key, "code", v.Code, "item", v.Item, "attempt", attempt)
+		return &permanentError{reason: "transact write: " + v.Reason(), err: txErr}
+	default:
 		return fmt.Errorf("transact write: %w", txErr)
 	}
 	a.metrics.Emit(map[string]string{"Connector": ev.Source, "Kind": "version"}, emf.Metric{Name: "Conflicts", Value: 1, Unit: emf.Count})
-	a.log.InfoContext(ctx, "transaction canceled; re-reading", "key", ev.Key, "attempt", attempt, "ledger", ledgerFailed)
+	a.log.InfoContext(ctx, "transaction canceled; re-reading", "key", ev.Key, "attempt", attempt, "ledger", v.LedgerFailed, "code", v.Code)
 	if attempt >= a.cfg.MaxAttempts {
 		return fmt.Errorf("gave up after %d conflicting attempts: %w", attempt, txErr)
 	}
-	if !ledgerFailed { // a ledger conflict is settled by the next read: no need to wait
+	if !v.LedgerFailed { // a ledger conflict is settled by the next read: no need to wait
 		return a.sleep(ctx, backoff(attempt))
 	}
 	return nil
 }
 
-// cancellation classifies a TransactWriteItems error: whether the ledger item's condition failed,
-// and whether the error is a conflict worth re-reading for (a failed condition or a concurrent
-// transaction).
+// cancellation reports, for a TransactWriteItems error, whether the ledger item's condition
+// failed and whether the error is a conflict worth re-reading for (class re-decide in classify).
 func cancellation(err error) (ledgerFailed, conflict bool) {
-	var canceled *types.TransactionCanceledException
-	if errors.As(err, &canceled) {
-		for i, reason := range canceled.CancellationReasons {
-			switch aws.ToString(reason.Code) {
-			case "ConditionalCheckFailed":
-				conflict = true
-				if i == 0 {
-					ledgerFailed = true
-				}
-			case "TransactionConflict":
-				conflict = true
-			}
-		}
-		if len(canceled.CancellationReasons) == 0 {
-			conflict = true
-		}
-		return ledgerFailed, conflict
-	}
-	var concurrent *types.TransactionConflictException
-	if errors.As(err, &concurrent) {
-		return false, true
-	}
-	return false, false
+	v := classify(err)
+	return v.LedgerFailed, v.Class == classRedecide
 }
 
 // emitOutcome emits the Processed metric of one event (and its lag when it was written).
@@ -332,10 +365,15 @@ func (a *applier) flag(ctx context.Context, ev *canonical.Event, ledger *store.L
 	return nil
 }
 
-// reject records a permanent failure in the ledger (outcome REJECTED) and acknowledges it. A
-// transient failure to write it is returned (the message is retried).
+// reject records a permanent failure in the ledger (outcome REJECTED) and acknowledges it. It
+// reports REJECTED — in the result, the log and the Processed{Outcome=REJECTED} metric — only
+// once its conditional ledger write succeeded. When the write loses to another delivery of the
+// key (the ledger already answers for the event), what the ledger holds is reported instead: a
+// duplicate, or a conflicting payload (flagged). When the ledger item is refused permanently
+// (an event too large to store) it is recorded without the event body. A transient failure to
+// write is returned (the message is retried).
 func (a *applier) reject(ctx context.Context, ev *canonical.Event, reason string) (Result, error) {
-	res := Result{Key: ev.Key, Source: ev.Source, Outcome: store.Rejected, Reason: reason}
+	res := Result{Key: ev.Key, Source: ev.Source}
 	now := a.now()
 	ledger := a.ledgerItem(ev, now)
 	ledger.Outcome, ledger.Reason = store.Rejected, reason
@@ -343,20 +381,52 @@ func (a *applier) reject(ctx context.Context, ev *canonical.Event, reason string
 		ledger.Event = "" // not a usable event: keep only what identifies it
 		ledger.GroupKey, ledger.OccurredAt = "", ""
 	}
+	for attempt := 1; ; attempt++ {
+		err := a.putRejection(ctx, ledger, now)
+		if err == nil {
+			res.Outcome, res.Reason = store.Rejected, ledger.Reason
+			a.log.WarnContext(ctx, "event rejected", "key", ev.Key, "source", ev.Source, "reason", reason)
+			a.emitOutcome(ev.Source, store.Rejected, nil)
+			return res, nil
+		}
+		v := classify(err)
+		switch {
+		case v.Class == classRedecide && attempt < a.cfg.MaxAttempts:
+			current, err := a.getLedger(ctx, ev.Key)
+			if err != nil {
+				return res, err
+			}
+			if current == nil {
+				continue // removed meanwhile: write it again
+			}
+			settled, err := a.checkLedger(ctx, ev, current, nil, now, &res)
+			if settled || err != nil {
+				a.log.InfoContext(ctx, "rejection not recorded; the ledger already answers for the event", "key", ev.Key,
+					"ledger_outcome", current.Outcome)
+				return res, err
+			}
+		case v.Class == classPermanent && ledger.Event != "":
+			a.log.WarnContext(ctx, "rejection refused with its event; recording it without the event body", "key", ev.Key,
+				"code", v.Code)
+			ledger.Event = ""
+			ledger.Reason = reason + "; event body not stored: " + v.Reason()
+		default:
+			return res, fmt.Errorf("record rejection: %w", err)
+		}
+	}
+}
+
+// putRejection writes a REJECTED ledger item under the ledger condition (absent, or its dedup
+// window over).
+func (a *applier) putRejection(ctx context.Context, ledger *store.LedgerItem, now time.Time) error {
 	attrs, err := attributevalue.MarshalMap(ledger)
 	if err != nil {
-		return res, err
+		return err
 	}
 	cond, vals := ledgerCondition(now)
 	_, err = a.ddb.PutItem(ctx, &dynamodb.PutItemInput{
 		TableName: aws.String(a.cfg.LedgerTable), Item: attrs,
 		ConditionExpression: aws.String(cond), ExpressionAttributeValues: vals,
 	})
-	var conditionFailed *types.ConditionalCheckFailedException
-	if err != nil && !errors.As(err, &conditionFailed) {
-		return res, fmt.Errorf("record rejection: %w", err)
-	}
-	a.log.WarnContext(ctx, "event rejected", "key", ev.Key, "source", ev.Source, "reason", reason)
-	a.emitOutcome(ev.Source, store.Rejected, nil)
-	return res, nil
+	return err
 }

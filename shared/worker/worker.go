@@ -124,6 +124,17 @@ type Config struct {
 	Sleep func(ctx context.Context, d time.Duration) error
 	// Concurrency is how many message groups of one batch are processed at once; 4 when zero.
 	Concurrency int
+	// DeadlineMargin is how much of the invocation's time Handle keeps in reserve: it starts no
+	// message once less than this remains before its context's deadline (the Lambda timeout)
+	// and reports the messages it did not start as batch item failures ("deferred": logged and
+	// counted as Deferred, not as failures), so the batch never times out and the messages it
+	// finished stay acknowledged. It must exceed the time one message can take (ledger read,
+	// hydration, plan, transaction and its retries). SQS still counts a receive for each
+	// deferred message against maxReceiveCount; a function whose timeout is too short for its
+	// batch size therefore still drifts messages toward the DLQ, only more slowly. When zero,
+	// DeadlineMarginEnv (WORKER_DEADLINE_MARGIN_MS, milliseconds) sets it, else
+	// DefaultDeadlineMargin (5 s); a negative value turns the check off.
+	DeadlineMargin time.Duration
 }
 
 // ErrNotFound reports that a contact or ledger item does not exist.
@@ -162,7 +173,13 @@ func New(cfg Config, ddb DynamoAPI) (*Worker, error) {
 	if cfg.Concurrency <= 0 {
 		cfg.Concurrency = 4
 	}
-	shared := &deps{cfg: cfg, ddb: ddb, log: cfg.Log, now: cfg.Clock, sleep: cfg.Sleep}
+	margin, err := deadlineMargin(cfg.DeadlineMargin)
+	if err != nil {
+		return nil, err
+	}
+	cfg.DeadlineMargin = margin
+	shared := &deps{cfg: cfg, log: cfg.Log, now: cfg.Clock, sleep: cfg.Sleep}
+	shared.ddb = backoffClient{api: ddb, d: shared}
 	if shared.log == nil {
 		shared.log = slog.New(slog.NewJSONHandler(io.Discard, nil))
 	}
@@ -184,7 +201,9 @@ func New(cfg Config, ddb DynamoAPI) (*Worker, error) {
 // Handle processes one SQS batch from the ingest FIFO queue. Messages of one group are applied
 // in order; a transient failure puts that message and every later message of its group into
 // BatchItemFailures while other groups carry on. Permanent failures are recorded REJECTED and
-// acknowledged. Handle never fails the whole batch: its error is always nil.
+// acknowledged. When less than Config.DeadlineMargin remains before ctx's deadline, no further
+// message is started: the rest are deferred (batch item failures, with every later message of
+// their group). Handle never fails the whole batch: its error is always nil.
 func (w *Worker) Handle(ctx context.Context, batch events.SQSEvent) (events.SQSEventResponse, error) {
 	return w.applier.handleBatch(ctx, batch), nil
 }
@@ -216,10 +235,11 @@ func (w *Worker) Replay(ctx context.Context, key, by, why string) (Result, error
 	return w.operator.replay(ctx, key, by, why)
 }
 
-// Rebuild recomputes a contact's fields and timeline from the ledger: every APPLIED or NOOP event
-// recorded against the contact under one of its identities' group keys (ByGroup index), folded
-// in occurred_at order (then key) through the current policy and the timeline merge. It writes
-// nothing; the caller compares or writes the result.
+// Rebuild recomputes a contact's fields and timeline from the ledger: the contact's fields by
+// every decision recorded against it (store.Application), folded through the current policy in
+// the order the worker made them, and each of its activities from every event its log lists
+// (parked, adopted or re-associated alike) through the timeline merge. It writes nothing; the
+// caller compares or writes the result.
 func (w *Worker) Rebuild(ctx context.Context, contactID string) (*Rebuilt, error) {
 	return w.operator.rebuild(ctx, contactID)
 }
