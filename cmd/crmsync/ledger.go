@@ -275,13 +275,17 @@ func newReplayCmd() *cobra.Command {
 			}
 			who := operator(by)
 			var results []worker.Result
+			bar := newProgress(cmd, "replay", len(args), asJSON || len(args) < 2)
 			for _, key := range args {
 				res, err := w.Replay(cmd.Context(), key, who, reason)
 				if err != nil {
+					bar.Finish()
 					return fmt.Errorf("replay %s: %w", key, err)
 				}
 				results = append(results, res)
+				bar.Add(1)
 			}
+			bar.Finish()
 			if asJSON {
 				return printJSON(cmd.OutOrStdout(), results)
 			}

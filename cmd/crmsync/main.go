@@ -35,6 +35,8 @@ func newRoot() *cobra.Command {
 	root.AddCommand(newReplayCmd(), newRebuildCmd(), newExplainCmd(), newQuarantineCmd())
 	root.AddCommand(newStatusCmd(), newDLQCmd(), newReconcileCmd(), newBackfillCmd())
 	root.AddCommand(newGraphCmd())
+	// Connecting vendors: URLs, steps, secrets, and why a delivery was refused.
+	root.AddCommand(newConnectCmd(), newSecretsCmd(), newVerifyCmd())
 	return root
 }
 

@@ -184,7 +184,7 @@ enqueued or applied by an earlier run are not enqueued or applied again. --max b
 			if err != nil {
 				return err
 			}
-			res, err := r.Backfill(cmd.Context(), source, from, to, max, dryRun)
+			res, err := backfillSliced(cmd, r, source, from, to, max, dryRun, asJSON)
 			if err != nil {
 				return err
 			}
@@ -259,7 +259,7 @@ func newDLQCmd() *cobra.Command {
 			if err := ref.require("IngestDLQ", "IngestQueue"); err != nil {
 				return err
 			}
-			res, err := dlq.Redrive(cmd.Context(), sqs.NewFromConfig(ref.AWS), ref.DLQURL, ref.IngestQueueURL, dlq.Options{DryRun: dryRun, Max: max})
+			res, err := redrive(cmd, ref, dryRun, max, asJSON)
 			if err != nil {
 				return err
 			}
@@ -280,6 +280,91 @@ func newDLQCmd() *cobra.Command {
 	redrive.Flags().BoolVar(&asJSON, "json", false, "print {messages: [...], moved, dry_run}")
 	cmd.AddCommand(list, redrive)
 	return cmd
+}
+
+// redriveChunk is how many messages one redrive step moves (one SQS batch).
+const redriveChunk = 10
+
+// redrive moves DLQ messages back in steps of redriveChunk, reporting progress against the
+// DLQ's depth; a dry run lists in one step (listing makes the messages visible again).
+func redrive(cmd *cobra.Command, ref *stackRef, dryRun bool, max int, quiet bool) (dlq.Result, error) {
+	client := sqs.NewFromConfig(ref.AWS)
+	if dryRun {
+		return dlq.Redrive(cmd.Context(), client, ref.DLQURL, ref.IngestQueueURL, dlq.Options{DryRun: true, Max: max})
+	}
+	visible, inflight, err := queueCounts(cmd.Context(), client, ref.DLQURL)
+	if err != nil {
+		return dlq.Result{}, err
+	}
+	total := visible + inflight
+	if max > 0 && max < total {
+		total = max
+	}
+	bar := newProgress(cmd, "dlq redrive", total, quiet || total <= redriveChunk)
+	defer bar.Finish()
+	var all dlq.Result
+	for max <= 0 || all.Moved < max {
+		n := redriveChunk
+		if max > 0 {
+			n = min(n, max-all.Moved)
+		}
+		res, err := dlq.Redrive(cmd.Context(), client, ref.DLQURL, ref.IngestQueueURL, dlq.Options{Max: n})
+		all.Messages = append(all.Messages, res.Messages...)
+		all.Moved += res.Moved
+		bar.Add(res.Moved)
+		if err != nil {
+			return all, err
+		}
+		if res.Moved < n {
+			break
+		}
+	}
+	return all, nil
+}
+
+// backfillSliced runs a backfill over [from, to) in up to 24 slices of at least an hour, so a
+// long window reports progress slice by slice. The bound (--max, else the parity job's
+// max_backfill) holds for the whole run: once it is reached the remaining slices are only
+// listed, their missing items counted over the bound, as one unsliced run would.
+func backfillSliced(cmd *cobra.Command, r *reconcile.Runner, source string, from, to time.Time, bound int, dryRun, quiet bool) (reconcile.BackfillResult, error) {
+	n := min(max(int(to.Sub(from)/time.Hour), 0), 24)
+	if n < 2 {
+		return r.Backfill(cmd.Context(), source, from, to, bound, dryRun)
+	}
+	if bound <= 0 {
+		settings, err := wiredreconcile.LoadSettings("")
+		if err != nil {
+			return reconcile.BackfillResult{}, err
+		}
+		bound = settings.Job(reconcile.JobParity).MaxBackfill
+	}
+	size := to.Sub(from) / time.Duration(n)
+	all := reconcile.BackfillResult{Source: source, Since: from, Until: to, DryRun: dryRun, Missing: []string{}, Enqueued: []string{}}
+	bar := newProgress(cmd, "backfill "+source, n, quiet)
+	defer bar.Finish()
+	for i := 0; i < n; i++ {
+		start, end := from.Add(time.Duration(i)*size), from.Add(time.Duration(i+1)*size)
+		if i == n-1 {
+			end = to
+		}
+		left := bound - len(all.Enqueued)
+		listOnly := dryRun || (bound > 0 && left <= 0)
+		res, err := r.Backfill(cmd.Context(), source, start, end, max(left, 1), listOnly)
+		if err != nil {
+			return all, fmt.Errorf("backfill %s → %s: %w", start.Format(time.RFC3339), end.Format(time.RFC3339), err)
+		}
+		all.Listed += res.Listed
+		all.Delivered += res.Delivered
+		all.Missing = append(all.Missing, res.Missing...)
+		all.Enqueued = append(all.Enqueued, res.Enqueued...)
+		if listOnly && !dryRun {
+			all.OverBound += len(res.Missing)
+		} else {
+			all.OverBound += res.OverBound
+		}
+		bar.Add(1)
+	}
+	return all, nil
 }
 
 func printDLQ(w io.Writer, ms []dlq.Message) {

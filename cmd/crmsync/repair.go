@@ -47,16 +47,24 @@ func printDiff(w io.Writer, d *worker.RebuildDiff) {
 }
 
 func newRebuildCmd() *cobra.Command {
-	var contact, reason, by string
+	var contacts []string
+	var reason, by string
 	var dryRun, asJSON bool
 	cmd := &cobra.Command{
-		Use:   "rebuild --contact <email|phone|id> [--dry-run]",
-		Short: "Recompute a contact's fields and timeline from the ledger and restore them (audited)",
+		Use:   "rebuild --contact <email|phone|id> [--contact ...] [--dry-run]",
+		Short: "Recompute contacts' fields and timelines from the ledger and restore them (audited)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			q, err := contactQuery(contact)
-			if err != nil {
-				return err
+			if len(contacts) == 0 {
+				contacts = []string{""}
+			}
+			var qs []worker.ContactQuery
+			for _, c := range contacts {
+				q, err := contactQuery(c)
+				if err != nil {
+					return err
+				}
+				qs = append(qs, q)
 			}
 			ref, err := resolveStack(cmd)
 			if err != nil {
@@ -66,45 +74,66 @@ func newRebuildCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			id, err := w.ResolveContact(cmd.Context(), q)
-			if err != nil {
-				return err
+			if reason == "" {
+				reason = "crmsync rebuild"
 			}
-			rb, err := w.Rebuild(cmd.Context(), id)
-			if err != nil {
-				return err
+			type result struct {
+				DryRun bool                `json:"dry_run"`
+				Diff   *worker.RebuildDiff `json:"diff"`
 			}
-			var d *worker.RebuildDiff
-			if dryRun {
-				d, err = w.DiffRebuild(cmd.Context(), rb)
-			} else {
-				if reason == "" {
-					reason = "crmsync rebuild"
+			var results []result
+			bar := newProgress(cmd, "rebuild", len(qs), asJSON || len(qs) < 2)
+			for i, q := range qs {
+				d, err := rebuildOne(cmd, w, q, dryRun, operator(by), reason)
+				if err != nil {
+					bar.Finish()
+					return fmt.Errorf("rebuild %s: %w", contacts[i], err)
 				}
-				d, err = w.WriteRebuild(cmd.Context(), rb, operator(by), reason)
+				results = append(results, result{DryRun: dryRun, Diff: d})
+				bar.Add(1)
 			}
-			if err != nil {
-				return err
-			}
+			bar.Finish()
 			if asJSON {
-				return printJSON(cmd.OutOrStdout(), map[string]any{"dry_run": dryRun, "diff": d})
+				if len(results) == 1 {
+					return printJSON(cmd.OutOrStdout(), results[0])
+				}
+				return printJSON(cmd.OutOrStdout(), results)
 			}
-			printDiff(cmd.OutOrStdout(), d)
-			if dryRun && !d.Empty() {
-				fmt.Fprintln(cmd.OutOrStdout(), "dry run: nothing written; run without --dry-run to restore")
-			} else if !d.Empty() {
-				fmt.Fprintln(cmd.OutOrStdout(), "restored")
+			for _, r := range results {
+				d := r.Diff
+				printDiff(cmd.OutOrStdout(), d)
+				if dryRun && !d.Empty() {
+					fmt.Fprintln(cmd.OutOrStdout(), "dry run: nothing written; run without --dry-run to restore")
+				} else if !d.Empty() {
+					fmt.Fprintln(cmd.OutOrStdout(), "restored")
+				}
 			}
 			return nil
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&contact, "contact", "", "the contact: an email, a phone or a contact id")
+	f.StringArrayVar(&contacts, "contact", nil, "the contact: an email, a phone or a contact id (repeatable)")
 	f.BoolVar(&dryRun, "dry-run", false, "print the diff; write nothing")
 	f.StringVar(&reason, "reason", "", "why (stored in the audit; default \"crmsync rebuild\")")
 	f.StringVar(&by, "by", "", "who runs it (default $CRMSYNC_OPERATOR or the OS user)")
-	f.BoolVar(&asJSON, "json", false, "print {dry_run, diff: {contact_id, fields: [{field, stored, rebuilt}], activities: [...]}}")
+	f.BoolVar(&asJSON, "json", false, "print {dry_run, diff: {contact_id, fields: [{field, stored, rebuilt}], activities: [...]}} (an array of them for several --contact)")
 	return cmd
+}
+
+// rebuildOne recomputes one contact from the ledger: the diff only (dry run), or restored.
+func rebuildOne(cmd *cobra.Command, w *worker.Worker, q worker.ContactQuery, dryRun bool, who, reason string) (*worker.RebuildDiff, error) {
+	id, err := w.ResolveContact(cmd.Context(), q)
+	if err != nil {
+		return nil, err
+	}
+	rb, err := w.Rebuild(cmd.Context(), id)
+	if err != nil {
+		return nil, err
+	}
+	if dryRun {
+		return w.DiffRebuild(cmd.Context(), rb)
+	}
+	return w.WriteRebuild(cmd.Context(), rb, who, reason)
 }
 
 // explanation is the JSON shape of `explain`.

@@ -4,7 +4,10 @@ package main
 // the ops commands: status, dlq, replay, ...). Commands call resolveStack(cmd) and use the
 // stackRef; the flags are persistent on the root command:
 //
-//	--stack   CloudFormation stack name (default $CRMSYNC_STACK or "crmsync")
+//	--stack   CloudFormation stack name (default $CRMSYNC_STACK or "crmsync"); when neither is
+//	          given and no AWS credentials are configured (environment or shared files; the
+//	          instance metadata service is never asked), the local stack at the default address,
+//	          or else the one line errNoStack
 //	--region  AWS region (default from the AWS config chain; locally, the stack's own region)
 //	--local   use the local stack (`crmsync-dev dev`); default when $CRMSYNC_AWS_ENDPOINT is set or
 //	          --api points at a loopback address
@@ -17,12 +20,14 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -51,7 +56,7 @@ const defaultStackName = "crmsync"
 
 // addStackFlags registers the stack-selection flags as persistent flags of the root command.
 func addStackFlags(f *pflag.FlagSet) {
-	f.String(flagStack, envOr(stackEnv, defaultStackName), "CloudFormation stack name ($"+stackEnv+")")
+	f.String(flagStack, envOr(stackEnv, defaultStackName), "CloudFormation stack name ($"+stackEnv+"); with neither and no AWS credentials configured, the local stack")
 	f.String(flagRegion, "", "AWS region (default from the AWS configuration; locally the stack's region)")
 	f.Bool(flagLocal, false, "use the local stack served by 'crmsync-dev dev' (default when $"+awsclient.EndpointEnv+" is set or --api is a loopback URL)")
 	f.String(flagAPI, "", "base URL of the stack's HTTP API (default locally http://$CRMSYNC_HTTP_ADDR or http://127.0.0.1:3000, in AWS the HttpApiUrl output)")
@@ -102,6 +107,8 @@ func (s *stackRef) Function(logicalID string) (string, error) {
 type stackOptions struct {
 	stack, region, api string
 	stackSet, local    bool
+	// named: a stack was asked for, with --stack or $CRMSYNC_STACK.
+	named bool
 }
 
 func stackOptionsFrom(cmd *cobra.Command) stackOptions {
@@ -113,6 +120,7 @@ func stackOptionsFrom(cmd *cobra.Command) stackOptions {
 		return "", false
 	}
 	o.stack, o.stackSet = str(flagStack)
+	o.named = o.stackSet || os.Getenv(stackEnv) != ""
 	if o.stack == "" {
 		o.stack = envOr(stackEnv, defaultStackName)
 	}
@@ -141,6 +149,16 @@ func resolveStack(cmd *cobra.Command) (*stackRef, error) {
 	if o.local {
 		return resolveLocal(ctx, o, http.DefaultClient)
 	}
+	if !o.named && o.api == "" && !awsCredentialsConfigured(os.Getenv) {
+		// A newcomer beside `make dev`: no stack named, no AWS credentials. Prefer the local
+		// stack at its default address rather than an AWS credential chain that can only fail.
+		probe, cancel := context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
+		if ref, err := resolveLocal(probe, o, http.DefaultClient); err == nil {
+			return ref, nil
+		}
+		return nil, errNoStack
+	}
 	var opts []func(*config.LoadOptions) error
 	if o.region != "" {
 		opts = append(opts, config.WithRegion(o.region))
@@ -150,6 +168,42 @@ func resolveStack(cmd *cobra.Command) (*stackRef, error) {
 		return nil, err
 	}
 	return resolveAWS(ctx, o, cfg, cloudformation.NewFromConfig(cfg))
+}
+
+// errNoStack is the one line said when no stack was named, no AWS credentials are configured and
+// no local stack answers at the default address.
+var errNoStack = errors.New("no stack found: start one with `make dev`, or name one with --stack (and configure AWS credentials)")
+
+// awsCredentialsConfigured reports whether AWS credentials are configured for this process,
+// judged from the environment and the shared config and credentials files only: it never asks
+// the instance metadata service (which, off EC2, only fails slowly).
+func awsCredentialsConfigured(getenv func(string) string) bool {
+	for _, k := range []string{"AWS_ACCESS_KEY_ID", "AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_WEB_IDENTITY_TOKEN_FILE",
+		"AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_CONTAINER_CREDENTIALS_FULL_URI"} {
+		if getenv(k) != "" {
+			return true
+		}
+	}
+	files := []string{getenv("AWS_SHARED_CREDENTIALS_FILE"), getenv("AWS_CONFIG_FILE")}
+	if getenv("AWS_SHARED_CREDENTIALS_FILE") == "" || getenv("AWS_CONFIG_FILE") == "" {
+		if home, err := os.UserHomeDir(); err == nil {
+			if getenv("AWS_SHARED_CREDENTIALS_FILE") == "" {
+				files = append(files, filepath.Join(home, ".aws", "credentials"))
+			}
+			if getenv("AWS_CONFIG_FILE") == "" {
+				files = append(files, filepath.Join(home, ".aws", "config"))
+			}
+		}
+	}
+	for _, f := range files {
+		if f == "" {
+			continue
+		}
+		if st, err := os.Stat(f); err == nil && !st.IsDir() && st.Size() > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // localDescription is what GET /_local/stack returns.

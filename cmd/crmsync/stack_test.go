@@ -43,6 +43,12 @@ type testStack struct {
 
 func startStack(t *testing.T, withWorker bool) *testStack {
 	t.Helper()
+	return startStackWith(t, withWorker, fnbuild.Factory)
+}
+
+// startStackWith is startStack with the functions built by factory.
+func startStackWith(t *testing.T, withWorker bool, factory localcloud.Factory) *testStack {
+	t.Helper()
 	logs := &bytes.Buffer{}
 	name := fmt.Sprintf("e2e%d", time.Now().UnixNano()%1e10)
 	endpoint := moto.ForTest(t)
@@ -54,7 +60,7 @@ func startStack(t *testing.T, withWorker bool) *testStack {
 	d, err := localcloud.Start(context.Background(), localcloud.Config{
 		TemplatePath: "../../template.yaml", Endpoint: endpoint, HTTPAddr: "127.0.0.1:0",
 		DevSecretsPath: "../../config/dev-secrets.json", FixturesDir: "../../events/vendor", StackName: name,
-		Factory: fnbuild.Factory, Out: logs, NoSchedules: true, NoEventSources: !withWorker,
+		Factory: factory, Out: logs, NoSchedules: true, NoEventSources: !withWorker,
 	})
 	if err != nil {
 		t.Fatalf("start local stack: %v", err)

@@ -94,6 +94,8 @@ type Dev struct {
 	Addr      string // the HTTP API's listening address
 	Endpoint  string
 	Log       *slog.Logger
+	// Logs keeps each function's latest log records (GET /_local/logs).
+	Logs Logs
 
 	moto       *moto.Server
 	serializer *moto.Serializer
@@ -338,7 +340,8 @@ func (d *Dev) functionEnvironment(cfg Config, id string, fn samtemplate.Function
 func (d *Dev) registerFunction(ctx context.Context, cfg Config, functionAWS aws.Config, id string, fn samtemplate.Function) error {
 	env := fn.Env
 	functionEnv := FunctionEnv{Getenv: func(k string) string { return env[k] }, AWS: functionAWS,
-		Log: slog.New(NewLogHandler(cfg.Out, id, slog.LevelInfo)), Stdout: d.Alarms.Writer(cfg.Out)}
+		Log:    slog.New(NewLogHandler(io.MultiWriter(cfg.Out, d.Logs.Writer(id)), id, slog.LevelInfo)),
+		Stdout: d.Alarms.Writer(cfg.Out)}
 	handler, err := cfg.Factory(ctx, fn, functionEnv)
 	if err != nil {
 		return fmt.Errorf("function %s: %w", id, err)
@@ -391,6 +394,7 @@ func (d *Dev) serve(cfg Config, listener net.Listener, invoker Invoker, routes [
 	mux.HandleFunc("POST /_local/schedules/{name}", d.runSchedule)
 	mux.HandleFunc("GET /_local/stack", d.describe)
 	mux.Handle("GET /_local/alarms", d.Alarms)
+	mux.Handle("GET /_local/logs", &d.Logs)
 	api := &HTTPAPI{Routes: routes, Invoker: invoker, Log: d.Log, Extra: mux}
 	d.srv = &http.Server{Handler: api, ReadHeaderTimeout: 10 * time.Second}
 	runCtx, cancel := context.WithCancel(context.Background())
