@@ -8,10 +8,19 @@
 //
 //   - Blank proposed values ("") never clear a field: they are noops with reason "blank proposal".
 //     Clearing a value is a human action in the CRM, not something automation can do.
-//   - A proposed value equal to the current one is a noop, except under first_touch, latest and
-//     precedence when the proposal would win: then the value stays but its provenance moves to
-//     the winning event (outcome applied, reason "same value; ..."). Without that, a later event
-//     would be compared with the wrong occurred_at and delivery order would change the result.
+//   - Owner rules (owner_only, owner_wins_unless_blank): the owner's write beats a blank field
+//     or a value any other source wrote, whatever the times; over the owner's own value it is
+//     ordered like latest without authority — later occurred_at wins, an exact tie goes to the
+//     higher event key — so the field ends with the owner's latest write in every delivery
+//     order, and a late or replayed (forced re-run) older CRM edit is rejected, not re-imposed.
+//     Other sources are rejected under owner_only and only fill a blank field under
+//     owner_wins_unless_blank; that fill is the one order-dependent case (the first non-owner to
+//     arrive fills), until the owner writes.
+//   - A proposed value equal to the current one is a noop, except when the proposal would win
+//     under first_touch, latest, precedence or an owner rule: then the value stays but its
+//     provenance moves to the winning event (outcome applied, reason "same value; ..."). Without
+//     that, a later event would be compared with the wrong occurred_at and delivery order would
+//     change the result.
 //   - A proposal that is the current provenance itself (a duplicate delivery) never wins.
 //   - Fields not in any group of the entity are rejected with rule "unknown_field"; every field
 //     of a proposal from a source the policy does not declare is rejected with rule
@@ -22,8 +31,11 @@
 //     written either. A locked field refuses every other change (blocked_by_lock, naming who
 //     locked it); override actors still write it, and while a field is locked — or being locked
 //     in the same change — their value is written without consulting the group's rule: the lock
-//     is a human decision that supersedes the rule. An unlock returns the field to its rule, and
-//     a value in the same change is judged by that rule.
+//     is a human decision that supersedes the rule. Even so, when the current value was written
+//     by the system of record too, an override or lock value is written only if it is later by
+//     (occurred_at, event key): an older CRM edit never replaces a newer one, locked or not (a
+//     lock with a stale value still locks, keeping the newer value). An unlock returns the field
+//     to its rule, and a value in the same change is judged by that rule.
 package decide
 
 import (
@@ -260,18 +272,45 @@ func (judged *fieldCase) refuseLockChange() (Decision, bool) {
 func (judged *fieldCase) decideLock() Decision {
 	who := locker(judged.proposal)
 	after := judged.current
-	if judged.value != "" {
+	stale, why := judged.olderThanCurrent()
+	if judged.value != "" && !stale {
 		after = judged.candidate
 	}
 	after.LockedBy = who
+	refused := stale && judged.value != judged.current.Value
 	if after.Equal(judged.current) {
+		if refused {
+			return judged.done(Rejected, RuleLock, "already locked by %s; value not written: %s", who, why)
+		}
 		return judged.done(Noop, RuleLock, "already locked by %s", who)
 	}
 	judged.decision.After = after
-	if judged.value != "" && judged.value != judged.current.Value {
+	switch {
+	case refused:
+		return judged.done(Applied, RuleLock, "locked by %s; value not written: %s", who, why)
+	case judged.value != "" && judged.value != judged.current.Value:
 		return judged.done(Applied, RuleLock, "locked by %s with value written by override", who)
 	}
 	return judged.done(Applied, RuleLock, "locked by %s", who)
+}
+
+// olderThanCurrent reports whether the proposed value, from the system of record, is older than
+// the current value when the system of record wrote that too: ordered like latest without
+// authority (occurred_at, then event key), so that under a lock — where the rule is not
+// consulted — the system of record's latest edit still stands whatever the delivery order, and
+// a late or replayed older edit does not overwrite a newer one. why explains a stale proposal.
+// A blank proposal, a blank field or a value another source wrote is never stale.
+func (judged *fieldCase) olderThanCurrent() (stale bool, why string) {
+	cur, cand := judged.current, judged.candidate
+	if cand.Value == "" || cur.Value == "" || cur.Source != policy.SystemOfRecord || cand.Source != policy.SystemOfRecord {
+		return false, ""
+	}
+	wins, word := latest(judged.policy, cand, cur, false)
+	if wins {
+		return false, ""
+	}
+	return true, fmt.Sprintf("current value is from %s %s event %s (%s, %s)",
+		word, policy.SystemOfRecord, cur.EventKey, cur.Source, cur.OccurredAt.UTC().Format(time.RFC3339Nano))
 }
 
 // decideLocked judges a change to a locked field that is not being unlocked: only an override
@@ -287,11 +326,19 @@ func (judged *fieldCase) decideLocked() Decision {
 		}
 		return judged.done(BlockedByLock, RuleLock, "locked by %s", current.LockedBy)
 	}
-	if judged.value == current.Value {
+	stale, why := judged.olderThanCurrent()
+	if judged.value == current.Value && (stale || current.Source != policy.SystemOfRecord) {
 		return judged.done(Noop, RuleLock, "same value as current (locked by %s)", current.LockedBy)
+	}
+	if stale {
+		return judged.done(Rejected, RuleLock, "override by %s (%s) of field locked by %s: %s", locker(proposal), proposal.Role, current.LockedBy, why)
 	}
 	judged.decision.After = judged.candidate
 	judged.decision.After.LockedBy = current.LockedBy
+	if judged.value == current.Value {
+		_, word := latest(judged.policy, judged.candidate, current, false)
+		return judged.done(Applied, RuleLock, "same value; provenance moves to %s %s event %s (locked by %s)", word, policy.SystemOfRecord, proposal.EventKey, current.LockedBy)
+	}
 	return judged.done(Applied, RuleLock, "override by %s (%s) of field locked by %s", locker(proposal), proposal.Role, current.LockedBy)
 }
 
@@ -342,10 +389,7 @@ func evaluate(p *policy.Policy, g *policy.Group, cur, cand Provenance) (Outcome,
 	switch g.Rule {
 	case policy.OwnerOnly, policy.OwnerWinsUnlessBlank:
 		if cand.Source == g.Owner {
-			if cand.Value == cur.Value {
-				return Noop, "same value as current", cur
-			}
-			return Applied, fmt.Sprintf("%s: owner %s writes", g.Rule, g.Owner), cand
+			return ownerWrite(p, g, cur, cand)
 		}
 		if g.Rule == policy.OwnerOnly {
 			if cand.Value == cur.Value {
@@ -375,6 +419,35 @@ func evaluate(p *policy.Policy, g *policy.Group, cur, cand Provenance) (Outcome,
 		return Noop, "same value as current", cur
 	default:
 		return Rejected, fmt.Sprintf("%s: current value is from %s event %s (%s, %s)",
+			g.Rule, why, cur.EventKey, cur.Source, cur.OccurredAt.UTC().Format(time.RFC3339Nano)), cur
+	}
+}
+
+// ownerWrite judges the owner's write under owner_only and owner_wins_unless_blank. Over a blank
+// field, or a value another source wrote, the owner wins whatever the times. Over the owner's
+// own value it is ordered like latest without authority — later occurred_at wins, an exact tie
+// goes to the higher event key — so the field ends with the owner's latest write whatever the
+// delivery order, and a late or replayed older edit loses. A winning proposal equal to the
+// current value moves the provenance to its event, as under the order-independent rules.
+func ownerWrite(p *policy.Policy, g *policy.Group, cur, cand Provenance) (Outcome, string, Provenance) {
+	switch {
+	case cur.Value == "":
+		return Applied, fmt.Sprintf("%s: owner %s writes; field was blank", g.Rule, g.Owner), cand
+	case cur.Source != g.Owner && cand.Value == cur.Value:
+		return Applied, fmt.Sprintf("same value; provenance moves to owner %s event %s (was %s)", g.Owner, cand.EventKey, cur.Source), cand
+	case cur.Source != g.Owner:
+		return Applied, fmt.Sprintf("%s: owner %s writes over %s value", g.Rule, g.Owner, cur.Source), cand
+	}
+	wins, why := latest(p, cand, cur, false)
+	switch {
+	case wins && cand.Value == cur.Value:
+		return Applied, fmt.Sprintf("same value; provenance moves to %s owner event %s", why, cand.EventKey), cand
+	case wins:
+		return Applied, fmt.Sprintf("%s: owner %s writes (%s event)", g.Rule, g.Owner, why), cand
+	case cand.Value == cur.Value:
+		return Noop, "same value as current", cur
+	default:
+		return Rejected, fmt.Sprintf("%s: current value is from %s owner event %s (%s, %s)",
 			g.Rule, why, cur.EventKey, cur.Source, cur.OccurredAt.UTC().Format(time.RFC3339Nano)), cur
 	}
 }
