@@ -25,6 +25,7 @@ import (
 	"github.com/crmsync/crmsync/shared/connector/registry"
 	"github.com/crmsync/crmsync/shared/dlq"
 	"github.com/crmsync/crmsync/shared/reconcile"
+	"github.com/crmsync/crmsync/shared/store"
 	"github.com/crmsync/crmsync/shared/wiring"
 	wiredreconcile "github.com/crmsync/crmsync/shared/wiring/reconcile"
 )
@@ -391,10 +392,24 @@ type statusReport struct {
 	} `json:"ingest_queue"`
 	DLQMessages int                       `json:"dlq_messages"`
 	Outcomes24h map[string]map[string]int `json:"outcomes_24h"` // source → outcome → count
-	Quarantined int                       `json:"quarantined"`
-	Jobs        map[string]*jobStatus     `json:"jobs"`
-	Alarms      []alarmstate.Status       `json:"alarms"`
+	// Rejected are the latest REJECTED events of the last 24 h (at most maxRejectedShown), newest
+	// first, with the reason each was refused: what `crmsync replay <key>` re-runs after a fix.
+	Rejected    []rejectedEvent       `json:"rejected_24h"`
+	Quarantined int                   `json:"quarantined"`
+	Jobs        map[string]*jobStatus `json:"jobs"`
+	Alarms      []alarmstate.Status   `json:"alarms"`
 }
+
+// rejectedEvent is one REJECTED ledger entry as status shows it.
+type rejectedEvent struct {
+	Key        string `json:"key"`
+	Source     string `json:"source"`
+	Reason     string `json:"reason"`
+	RecordedAt string `json:"recorded_at"`
+}
+
+// maxRejectedShown bounds the rejections status lists.
+const maxRejectedShown = 10
 
 type jobStatus struct {
 	LastRun     string         `json:"last_run,omitempty"`
@@ -454,8 +469,13 @@ func newStatusCmd() *cobra.Command {
 						st.Outcomes24h[src] = map[string]int{}
 					}
 					st.Outcomes24h[src][it.Outcome]++
+					if it.Outcome == store.Rejected {
+						st.Rejected = append(st.Rejected, rejectedEvent{Key: it.Key, Source: src, Reason: it.Reason, RecordedAt: it.RecordedAt})
+					}
 				}
 			}
+			sort.Slice(st.Rejected, func(i, j int) bool { return st.Rejected[i].RecordedAt > st.Rejected[j].RecordedAt })
+			st.Rejected = st.Rejected[:min(len(st.Rejected), maxRejectedShown)]
 			qs, err := listQuarantine(ctx, ref)
 			if err != nil {
 				return err
@@ -581,6 +601,12 @@ func printStatus(w io.Writer, st *statusReport) {
 		fmt.Fprintf(tw, "  %s\t%s\n", s, strings.Join(parts, ", "))
 	}
 	_ = tw.Flush()
+	if len(st.Rejected) > 0 {
+		fmt.Fprintln(w, "rejected, latest first (fix the cause, then crmsync replay <key>):")
+		for _, r := range st.Rejected {
+			fmt.Fprintf(w, "  %s  %s  %s\n", r.RecordedAt, r.Key, r.Reason)
+		}
+	}
 	fmt.Fprintln(w, "reconcile jobs:")
 	for _, job := range reconcile.Jobs {
 		js := st.Jobs[job]

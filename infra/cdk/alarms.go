@@ -191,6 +191,12 @@ func (c *crmsync) alarmSpecs() []alarmSpec {
 			EvaluationPeriods: 1, Threshold: 0, Comparison: gt, TreatMissingData: notBreaching,
 		},
 		alarmSpec{
+			ID:                "HydrationFailuresAlarm",
+			Description:       "Runbook: docs/runbooks/hydration-failures.md - the worker could not fetch a thin event's content from its vendor for a reason retrying cannot fix (expired token, missing permission, deleted object) and recorded it REJECTED (any connector, 5 minutes).",
+			Metric:            crmsyncMetric("HydrationFailures", "", "", "Sum", 300),
+			EvaluationPeriods: 1, Threshold: 0, Comparison: gt, TreatMissingData: notBreaching,
+		},
+		alarmSpec{
 			ID:                "SecretsStaleAlarm",
 			Description:       "Runbook: docs/runbooks/secrets-stale.md - Secrets Manager failed to answer and a function served a cached connector secret past its TTL (any function, 5 minutes); after the grace period deliveries will be refused with 503.",
 			Metric:            crmsyncMetric("SecretsStale", "", "", "Sum", 300),

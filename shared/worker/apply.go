@@ -3,6 +3,7 @@ package worker
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -188,7 +189,11 @@ func (a *applier) applyBody(ctx context.Context, body []byte) (Result, error) {
 // applyEvent applies one event and records a permanent failure as REJECTED (see Worker.Apply).
 func (a *applier) applyEvent(ctx context.Context, ev *canonical.Event) (Result, error) {
 	res, err := a.apply(ctx, ev, nil)
-	if err != nil && IsPermanent(err) {
+	var skipped *skippedError
+	switch {
+	case errors.As(err, &skipped):
+		return a.settle(ctx, ev, store.Noop, skipped.reason)
+	case err != nil && IsPermanent(err):
 		return a.reject(ctx, ev, err.Error())
 	}
 	return res, err
@@ -373,10 +378,16 @@ func (a *applier) flag(ctx context.Context, ev *canonical.Event, ledger *store.L
 // (an event too large to store) it is recorded without the event body. A transient failure to
 // write is returned (the message is retried).
 func (a *applier) reject(ctx context.Context, ev *canonical.Event, reason string) (Result, error) {
+	return a.settle(ctx, ev, store.Rejected, reason)
+}
+
+// settle records an event that changes nothing in the CRM with its outcome (REJECTED, or NOOP
+// for a skipped hydration) and reason, reporting the outcome only once it is written.
+func (a *applier) settle(ctx context.Context, ev *canonical.Event, outcome, reason string) (Result, error) {
 	res := Result{Key: ev.Key, Source: ev.Source}
 	now := a.now()
 	ledger := a.ledgerItem(ev, now)
-	ledger.Outcome, ledger.Reason = store.Rejected, reason
+	ledger.Outcome, ledger.Reason = outcome, reason
 	if ev.Validate() != nil {
 		ledger.Event = "" // not a usable event: keep only what identifies it
 		ledger.GroupKey, ledger.OccurredAt = "", ""
@@ -384,9 +395,13 @@ func (a *applier) reject(ctx context.Context, ev *canonical.Event, reason string
 	for attempt := 1; ; attempt++ {
 		err := a.putRejection(ctx, ledger, now)
 		if err == nil {
-			res.Outcome, res.Reason = store.Rejected, ledger.Reason
-			a.log.WarnContext(ctx, "event rejected", "key", ev.Key, "source", ev.Source, "reason", reason)
-			a.emitOutcome(ev.Source, store.Rejected, nil)
+			res.Outcome, res.Reason = outcome, ledger.Reason
+			if outcome == store.Rejected {
+				a.log.WarnContext(ctx, "event rejected", "key", ev.Key, "source", ev.Source, "reason", reason)
+			} else {
+				a.log.InfoContext(ctx, "event settled", "key", ev.Key, "source", ev.Source, "outcome", outcome, "reason", reason)
+			}
+			a.emitOutcome(ev.Source, outcome, nil)
 			return res, nil
 		}
 		v := classify(err)

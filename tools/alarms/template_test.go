@@ -105,7 +105,7 @@ func TestExpectedAlarms(t *testing.T) {
 		byName[a.Name] = a
 	}
 	want := []string{"dlq-not-empty", "ingest-oldest-message-age", "worker-errors", "worker-throttles", "retry-rate",
-		"quarantined-payloads", "drift-above-sla", "missing-events", "job-heartbeat-parity", "job-heartbeat-consistency",
+		"quarantined-payloads", "hydration-failures", "secrets-stale", "drift-above-sla", "missing-events", "job-heartbeat-parity", "job-heartbeat-consistency",
 		"job-heartbeat-mapping-review", "graph-subscriptions"}
 	for _, c := range []string{"twilio", "calendly", "typeform", "meta-leads", "msgraph", "mailgun", "generic"} {
 		want = append(want, "auth-failures-"+c, "enqueue-failures-"+c)
