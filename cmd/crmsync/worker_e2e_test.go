@@ -507,3 +507,29 @@ func TestCrmChangesRoleComesFromIAM(t *testing.T) {
 		t.Errorf("the allowed lock queued %d events, want 1", len(got))
 	}
 }
+
+// Two CRM edits of one field sent newest-first (the older one arrives last) end with the newest
+// value, on the local stack with the worker running: owner writes are ordered by occurred_at, not
+// by arrival. Before, the edit processed last won and the field reverted to the older value.
+func TestCrmEditsNewestFirstEndWithNewest(t *testing.T) {
+	s := startStack(t, true)
+	for _, c := range []struct{ id, name, at string }{
+		{"chg-new", "Robert", "2026-11-20T10:05:00Z"},
+		{"chg-old", "Bob", "2026-11-20T10:00:00Z"},
+	} {
+		if _, err := s.crmsync("crm", "set", "--contact", "grace@example.com", "--field", "first_name="+c.name,
+			"--actor", "alice@example.com", "--role", "revops", "--change-id", c.id, "--occurred-at", c.at); err != nil {
+			t.Fatalf("crm set %s: %v", c.id, err)
+		}
+		s.waitLedger("crm:" + c.id)
+	}
+	d := s.waitContact(func(d *contactDoc) error {
+		if f := d.Contact.Fields["first_name"]; f.Value != "Robert" || f.EventKey != "crm:chg-new" {
+			return fmt.Errorf("first_name = %+v, want Robert from crm:chg-new", f)
+		}
+		return nil
+	}, "--email", "grace@example.com")
+	if f := d.Contact.Fields["first_name"]; f.Value != "Robert" {
+		t.Errorf("first_name = %+v, want Robert", f)
+	}
+}
