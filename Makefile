@@ -82,7 +82,7 @@ deps:
 	go mod download
 
 # The moto release the local stack and the reliability suite's patched moto_server are written
-# against (tools/moto.Version and tools/reliability/motoserver.py say the same).
+# against (tools/moto.Version and tools/moto/patched.py say the same).
 MOTO_VERSION := 5.2.1
 
 check-moto:

@@ -18,7 +18,7 @@ import (
 )
 
 // Version is the moto release the local stack and the reliability suite's patched moto_server
-// (tools/reliability/motoserver.py, which reaches into moto's internals) are written against. The
+// (tools/moto/patched.py, which reaches into moto's internals) are written against. The
 // Makefile's check-moto target checks it; keep the three in step when moving to a new moto.
 const Version = "5.2.1"
 

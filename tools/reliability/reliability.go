@@ -264,7 +264,7 @@ func ensureEndpoint(ctx context.Context, endpoint string) (_ string, stop func()
 	if err != nil {
 		return "", nil, err
 	}
-	server, err := StartMoto(ctx, endpoint)
+	server, err := moto.StartPatched(ctx, endpoint)
 	if err != nil {
 		return "", nil, err
 	}

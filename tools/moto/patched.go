@@ -1,4 +1,4 @@
-package reliability
+package moto
 
 import (
 	"context"
@@ -12,19 +12,17 @@ import (
 	"sync"
 	"syscall"
 	"time"
-
-	"github.com/crmsync/crmsync/tools/moto"
 )
 
 // motoServerPy is moto_server with DynamoDB transactions isolated and rolled back item by item (see
 // the script's documentation): what the suite runs against, so that what it judges is crmsync and
 // not the emulator.
 //
-//go:embed motoserver.py
+//go:embed patched.py
 var motoServerPy []byte
 
-// MotoServer is a patched moto_server this package started.
-type MotoServer struct {
+// PatchedServer is a patched moto_server this package started.
+type PatchedServer struct {
 	Endpoint string
 	cmd      *exec.Cmd
 	done     chan struct{}
@@ -32,9 +30,9 @@ type MotoServer struct {
 	dir      string
 }
 
-// StartMoto runs the patched moto_server on endpoint (http://host:port) with the Python that has
+// StartPatched runs the patched moto_server on endpoint (http://host:port) with the Python that has
 // moto installed (python3 on PATH, or $CRMSYNC_PYTHON), and waits until it answers.
-func StartMoto(ctx context.Context, endpoint string) (*MotoServer, error) {
+func StartPatched(ctx context.Context, endpoint string) (*PatchedServer, error) {
 	u, err := url.Parse(endpoint)
 	if err != nil || u.Hostname() == "" || u.Port() == "" {
 		return nil, fmt.Errorf("moto endpoint %q: want http://host:port", endpoint)
@@ -44,7 +42,7 @@ func StartMoto(ctx context.Context, endpoint string) (*MotoServer, error) {
 		py = "python3"
 	}
 	if _, err := exec.LookPath(py); err != nil {
-		return nil, fmt.Errorf("%s not found: the reliability suite runs moto from Python (%s)", py, moto.InstallHint)
+		return nil, fmt.Errorf("%s not found: the reliability suite runs moto from Python (%s)", py, InstallHint)
 	}
 	dir, err := os.MkdirTemp("", "crmsync-moto-")
 	if err != nil {
@@ -63,14 +61,14 @@ func StartMoto(ctx context.Context, endpoint string) (*MotoServer, error) {
 		os.RemoveAll(dir)
 		return nil, fmt.Errorf("start patched moto_server: %w", err)
 	}
-	s := &MotoServer{Endpoint: endpoint, cmd: cmd, done: make(chan struct{}), dir: dir}
+	s := &PatchedServer{Endpoint: endpoint, cmd: cmd, done: make(chan struct{}), dir: dir}
 	go func() { _ = cmd.Wait(); close(s.done) }()
 	deadline := time.Now().Add(60 * time.Second)
-	for !moto.Answers(ctx, endpoint) {
+	for !Answers(ctx, endpoint) {
 		select {
 		case <-s.done:
 			os.RemoveAll(dir)
-			return nil, fmt.Errorf("patched moto_server on %s exited at start: %s (%s)", endpoint, out.String(), moto.InstallHint)
+			return nil, fmt.Errorf("patched moto_server on %s exited at start: %s (%s)", endpoint, out.String(), InstallHint)
 		case <-ctx.Done():
 			s.Stop()
 			return nil, ctx.Err()
@@ -85,7 +83,7 @@ func StartMoto(ctx context.Context, endpoint string) (*MotoServer, error) {
 }
 
 // Stop ends the server and its process group.
-func (s *MotoServer) Stop() {
+func (s *PatchedServer) Stop() {
 	if s == nil {
 		return
 	}
