@@ -25,8 +25,9 @@ import (
 )
 
 // SettleRecent is how recently a record may have changed and still be skipped by parity's
-// recomputation: the ledger's ByGroup index is eventually consistent, so an event applied a
-// moment ago may not be visible to the recomputation yet.
+// recomputation: a record still being written is left for the next run. (The recomputation,
+// Worker.Rebuild, finds its events through strongly consistent reads and folds them in the order
+// the worker decided them, with the same decide package, so it does not wait for an index.)
 const SettleRecent = time.Minute
 
 // ReconcileRunKey is the ExternalIDs key a backfill event carries: which run enqueued it.

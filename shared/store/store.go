@@ -196,6 +196,11 @@ type LedgerItem struct {
 	Unmapped []string `dynamodbav:"unmapped,omitempty" json:"unmapped,omitempty"`
 	// ContactID is the contact the event was applied to, if any.
 	ContactID string `dynamodbav:"contact_id,omitempty" json:"contact_id,omitempty"`
+	// Applications lists every time the event was decided against a contact (its first
+	// application, re-applications after the dedup window and forced re-runs), oldest first:
+	// which contact, at which of its versions, and whether it wrote the contact. Rebuild folds a
+	// contact's events in this order, the order the worker decided them.
+	Applications []Application `dynamodbav:"applications,omitempty" json:"applications,omitempty"`
 	// ActivityID is the activity the event merged into, if any.
 	ActivityID string `dynamodbav:"activity_id,omitempty" json:"activity_id,omitempty"`
 	// Flagged is set when a delivery with the same key and a different payload hash arrived;
@@ -205,6 +210,22 @@ type LedgerItem struct {
 	Conflicts int `dynamodbav:"conflicts,omitempty" json:"conflicts,omitempty"`
 	// ConflictingHash is the payload hash of the latest conflicting delivery.
 	ConflictingHash string `dynamodbav:"conflicting_payload,omitempty" json:"conflicting_payload,omitempty"`
+}
+
+// Application is one decision of an event against a contact record, written with the ledger
+// item in the transaction that applied the event.
+type Application struct {
+	// ContactID is the contact decided against.
+	ContactID string `dynamodbav:"c" json:"contact_id"`
+	// Version is the contact record's version the decision read (0 for a contact the event
+	// created). Record writes are conditioned on it, so the event that wrote the record at
+	// Version v is the only writer from v, and every event that read v without writing was
+	// decided against the same fields.
+	Version int64 `dynamodbav:"v" json:"version"`
+	// Wrote is set when the transaction wrote the contact record (to Version+1).
+	Wrote bool `dynamodbav:"w,omitempty" json:"wrote,omitempty"`
+	// At is when the application was recorded (TimeLayout).
+	At string `dynamodbav:"at,omitempty" json:"at,omitempty"`
 }
 
 // Duplicate reports whether a delivery with payloadHash at now is a duplicate of this item: the
@@ -351,6 +372,10 @@ type ActivityItem struct {
 	Identities []string `dynamodbav:"identities,omitempty"`
 	// Assoc records how each link was made.
 	Assoc association.Result `dynamodbav:"assoc"`
+	// Log names the activity's log partition (ActivityLogPK): one item per event merged into the
+	// activity, written in the event's transaction. It is set when the item is created and kept
+	// when the activity moves under a contact, so the log never moves.
+	Log string `dynamodbav:"log,omitempty"`
 	// MovedTo is set on an UNASSOC item once its activity moved under this contact id.
 	MovedTo string `dynamodbav:"moved_to,omitempty"`
 	// Doc is the merged timeline.Activity as compact JSON.
@@ -359,6 +384,30 @@ type ActivityItem struct {
 	Version int64 `dynamodbav:"version"`
 	// UpdatedAt is when it was last written (TimeLayout).
 	UpdatedAt string `dynamodbav:"updated_at"`
+}
+
+// PrefixActivityLog starts the partition key of an activity's log.
+const PrefixActivityLog = "ACTLOG#"
+
+// ActivityLogPK returns the log partition of the activity with activityID first stored under
+// pk (a contact's partition or PKUnassociated).
+func ActivityLogPK(pk, activityID string) string {
+	return PrefixActivityLog + hashHex(pk+"\x00"+activityID)
+}
+
+// ActivityLogItem records that one event was merged into an activity (pk the activity's Log,
+// sk the event key). The stored activity keeps only its newest timeline.MaxEntries entries; the
+// log lists every event merged, so the activity can be rebuilt from the ledger exactly. Writing
+// it again for the same event is idempotent.
+type ActivityLogItem struct {
+	// PK is the activity's Log.
+	PK string `dynamodbav:"pk"`
+	// SK is the event key.
+	SK string `dynamodbav:"sk"`
+	// ActivityID is the activity's id.
+	ActivityID string `dynamodbav:"activity_id"`
+	// OccurredAt is the event's occurred_at (TimeLayout).
+	OccurredAt string `dynamodbav:"at"`
 }
 
 // AuditItem is one audited field decision.

@@ -17,7 +17,9 @@
 //   - Every update is kept as an Entry (key, source, status, time, attributes), so Mailgun
 //     delivered/opened/clicked/failed events attach to the email activity by its id and stay
 //     visible, and the same email seen in two mailboxes (two event keys, one internetMessageId)
-//     is one activity with two entries.
+//     is one activity with two entries. Only the newest MaxEntries entries (by time, then key)
+//     are kept, and Truncated says older ones were dropped, so an activity stays small however
+//     many updates it gets; the full history stays in the ledger.
 //   - Other scalar fields (type, direction, subject, start, end, deal id, actor) and each
 //     attribute take the latest non-empty value by (occurred_at, event key); participants,
 //     links and sources are unions.
@@ -115,7 +117,15 @@ type Activity struct {
 	Stamps map[string]Stamp `json:"stamps,omitempty"`
 	// DurationTerminal is set when DurationSec came from a terminal update.
 	DurationTerminal bool `json:"duration_terminal,omitempty"`
+	// Truncated is set once the activity has had more than MaxEntries updates: Entries then
+	// holds only the newest MaxEntries of them (the full history stays in the ledger).
+	Truncated bool `json:"truncated,omitempty"`
 }
+
+// MaxEntries bounds Entries: an activity keeps the MaxEntries newest updates (by time, then
+// key), so its stored item stays far below DynamoDB's 400 KB item limit however many updates
+// it receives.
+const MaxEntries = 100
 
 // Call statuses that end a call.
 var terminalCall = map[string]bool{"completed": true, "busy": true, "failed": true, "no-answer": true, "canceled": true}
@@ -182,6 +192,12 @@ func Merge(stored *Activity, ev *canonical.Event) Activity {
 			ei, ej := out.Entries[i], out.Entries[j]
 			return Stamp{ei.At, ei.Key}.Before(Stamp{ej.At, ej.Key})
 		})
+		if over := len(out.Entries) - MaxEntries; over > 0 {
+			// Keep the newest MaxEntries: the top MaxEntries of a set is the top MaxEntries of the
+			// top MaxEntries of its parts, so the bound keeps Merge a join.
+			out.Entries = slices.Delete(out.Entries, 0, over)
+			out.Truncated = true
+		}
 	}
 	if out.FirstAt.IsZero() || at.Before(out.FirstAt) {
 		out.FirstAt = at

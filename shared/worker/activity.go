@@ -94,7 +94,7 @@ func (pl *planner) locateActivity(ctx context.Context) (storedActivity, error) {
 		case parked == nil:
 			found.absent = append(found.absent, itemKey{store.PKUnassociated, store.ActivitySK(id)})
 		case parked.MovedTo == "":
-			current = &store.ActivityItem{Doc: parked.Doc, Identities: parked.Identities, Assoc: parked.Assoc}
+			current = &store.ActivityItem{Doc: parked.Doc, Identities: parked.Identities, Assoc: parked.Assoc, Log: parked.Log}
 			found.retire = tombstone(parked, contact.ID, pl.now)
 		}
 	}
@@ -119,7 +119,12 @@ func (pl *planner) mergedItem(found storedActivity, merged *timeline.Activity) s
 	id := pl.ev.Activity.ID
 	item := store.ActivityItem{PK: found.pk, SK: store.ActivitySK(id), ActivityID: id}
 	if found.item != nil {
-		item.Assoc, item.Identities = found.item.Assoc, found.item.Identities
+		item.Assoc, item.Identities, item.Log = found.item.Assoc, found.item.Identities, found.item.Log
+	}
+	if item.Log == "" {
+		// A new activity (or one stored before logs): its log is named after where it is stored
+		// now and never moves, even when the activity does.
+		item.Log = store.ActivityLogPK(found.pk, id)
 	}
 	if item.Assoc.Contact == nil && found.pk != store.PKUnassociated {
 		item.Assoc.Contact = pl.assoc.Contact

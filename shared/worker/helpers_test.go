@@ -43,8 +43,14 @@ type tables struct {
 
 func provision(t *testing.T) *tables {
 	t.Helper()
+	return provisionOn(t, moto.ForTest(t))
+}
+
+// provisionOn provisions the template's tables on the AWS endpoint given.
+func provisionOn(t *testing.T, endpoint string) *tables {
+	t.Helper()
 	ctx := context.Background()
-	cfg, err := awsclient.Load(ctx, moto.ForTest(t))
+	cfg, err := awsclient.Load(ctx, endpoint)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -62,6 +62,8 @@ type plan struct {
 	claims     []store.IdentityClaim
 	activities []*activityWrite
 	audits     []store.AuditItem
+	// logs are the activity log items of the activities this event merged into.
+	logs []store.ActivityLogItem
 	// absent are CRM items the plan read as absent and relies on staying absent; each becomes a
 	// ConditionCheck, so an event of another group that creates one concurrently cancels this
 	// transaction and this event is re-read and re-decided (see planner.locateActivity).
@@ -167,6 +169,7 @@ func newPlanner(a *applier, ev *canonical.Event, now time.Time, ledger *store.Le
 	if ledger != nil {
 		planned.ledger.Reruns = ledger.Reruns
 		planned.ledger.Flagged, planned.ledger.Conflicts, planned.ledger.ConflictingHash = ledger.Flagged, ledger.Conflicts, ledger.ConflictingHash
+		planned.ledger.Applications = slices.Clone(ledger.Applications)
 	}
 	if rerun != nil {
 		planned.ledgerPrev = ledger.RecordedAt
@@ -443,6 +446,10 @@ func (pl *planner) planActivity(ctx context.Context) error {
 	pl.plan.absent = append(pl.plan.absent, absent...)
 	if write != nil {
 		pl.plan.activities = append(pl.plan.activities, write)
+		if write.item.Log != "" {
+			pl.plan.logs = append(pl.plan.logs, store.ActivityLogItem{PK: write.item.Log, SK: pl.ev.Key, ActivityID: activity.ID,
+				OccurredAt: store.FormatTime(pl.ev.OccurredAt)})
+		}
 	}
 	if retire != nil {
 		pl.plan.activities = append(pl.plan.activities, retire)
@@ -483,6 +490,8 @@ func (pl *planner) collectRecords() {
 	}
 	if pl.contact != nil {
 		pl.plan.ledger.ContactID = pl.contact.rec.ID
+		pl.plan.ledger.Applications = append(pl.plan.ledger.Applications, store.Application{ContactID: pl.contact.rec.ID,
+			Version: pl.contact.prev, Wrote: pl.contact.changed, At: store.FormatTime(pl.now)})
 	}
 }
 

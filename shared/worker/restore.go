@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strconv"
 	"time"
@@ -51,6 +52,9 @@ type RebuildDiff struct {
 // Empty reports whether the stored record already matches the ledger.
 func (d *RebuildDiff) Empty() bool { return len(d.Fields) == 0 && len(d.Activities) == 0 }
 
+// notRebuilt is ActivityDiff.Rebuilt for a stored activity the ledger does not rebuild.
+const notRebuilt = "(not in the ledger)"
+
 // ErrStaleRebuild reports that the record changed between the diff and the write; run the rebuild
 // again.
 var ErrStaleRebuild = errors.New("record changed while rebuilding; run the rebuild again")
@@ -82,6 +86,16 @@ func (o *operator) diffRebuild(ctx context.Context, rebuilt *Rebuilt) (*RebuildD
 		}
 		if !timeline.Equal(*stored, want) {
 			diff.Activities = append(diff.Activities, ActivityDiff{ActivityID: want.ID, Stored: stored.Status, Rebuilt: want.Status})
+		}
+	}
+	// A stored activity the ledger does not rebuild differs too (it is reported, not removed).
+	part, err := o.contactPartition(ctx, rebuilt.ContactID)
+	if err != nil {
+		return nil, err
+	}
+	for _, item := range part.activities {
+		if !slices.ContainsFunc(rebuilt.Activities, func(a timeline.Activity) bool { return a.ID == item.ActivityID }) {
+			diff.Activities = append(diff.Activities, ActivityDiff{ActivityID: item.ActivityID, Stored: item.Status, Rebuilt: notRebuilt})
 		}
 	}
 	return diff, nil
@@ -184,6 +198,9 @@ func (o *operator) restoreActivities(ctx context.Context, rebuilt *Rebuilt, diff
 	pk := store.PK(store.Contact, rebuilt.ContactID)
 	var items []types.TransactWriteItem
 	for _, activityDiff := range diff.Activities {
+		if activityDiff.Rebuilt == notRebuilt {
+			continue // nothing to restore it to; left as it is
+		}
 		var activity *timeline.Activity
 		for i := range rebuilt.Activities {
 			if rebuilt.Activities[i].ID == activityDiff.ActivityID {

@@ -71,6 +71,11 @@ func (p *plan) transaction(shared *deps) ([]types.TransactWriteItem, error) {
 			return nil, err
 		}
 	}
+	for _, entry := range p.logs {
+		if err := builder.put(crm, entry, "", nil, nil); err != nil {
+			return nil, err
+		}
+	}
 	for _, entry := range p.audits {
 		if err := builder.put(crm, entry, "", nil, nil); err != nil {
 			return nil, err
