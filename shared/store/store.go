@@ -22,6 +22,7 @@ package store
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"time"
 
 	"github.com/crmsync/crmsync/shared/association"
@@ -99,16 +100,18 @@ func FormatTime(t time.Time) string {
 	return t.UTC().Format(TimeLayout)
 }
 
-// ParseTime reads a time written by FormatTime (or any RFC 3339 time); "" is the zero time.
-func ParseTime(s string) time.Time {
+// ParseTime reads a time written by FormatTime (or any RFC 3339 time); "" is the zero time (an
+// unset time). Anything else that does not parse is an error, never the zero time: a zero time
+// would win every first_touch comparison.
+func ParseTime(s string) (time.Time, error) {
 	if s == "" {
-		return time.Time{}
+		return time.Time{}, nil
 	}
 	t, err := time.Parse(time.RFC3339Nano, s)
 	if err != nil {
-		return time.Time{}
+		return time.Time{}, fmt.Errorf("time %q is not RFC 3339", s)
 	}
-	return t.UTC()
+	return t.UTC(), nil
 }
 
 // PK returns the partition key of a record: "CONTACT#id", "ACCOUNT#id", "DEAL#id".
@@ -255,8 +258,12 @@ func FieldFrom(p decide.Provenance) Field {
 }
 
 // Provenance converts a stored field to the decision package's form.
-func (f Field) Provenance() decide.Provenance {
-	return decide.Provenance{Value: f.Value, Source: f.Source, EventKey: f.EventKey, OccurredAt: ParseTime(f.OccurredAt), LockedBy: f.LockedBy}
+func (f Field) Provenance() (decide.Provenance, error) {
+	at, err := ParseTime(f.OccurredAt)
+	if err != nil {
+		return decide.Provenance{}, fmt.Errorf("occurred_at: %w", err)
+	}
+	return decide.Provenance{Value: f.Value, Source: f.Source, EventKey: f.EventKey, OccurredAt: at, LockedBy: f.LockedBy}, nil
 }
 
 // Record is a contact, account or deal profile item (sk PROFILE).
@@ -294,13 +301,18 @@ func NewRecord(entity, id string) *Record {
 	return &Record{PK: PK(entity, id), SK: SKProfile, Entity: entity, ID: id, Fields: map[string]Field{}}
 }
 
-// Decidable returns the record's fields in the decision package's form.
-func (r *Record) Decidable() decide.Record {
+// Decidable returns the record's fields in the decision package's form, or an error naming the
+// first field whose stored time does not parse.
+func (r *Record) Decidable() (decide.Record, error) {
 	out := make(decide.Record, len(r.Fields))
 	for k, f := range r.Fields {
-		out[k] = f.Provenance()
+		p, err := f.Provenance()
+		if err != nil {
+			return nil, fmt.Errorf("%s %s field %s: %w", r.Entity, r.ID, k, err)
+		}
+		out[k] = p
 	}
-	return out
+	return out, nil
 }
 
 // SetFields replaces the record's fields with a decision record.

@@ -17,8 +17,11 @@ func TestTimesSortLexically(t *testing.T) {
 	if !(FormatTime(a) < FormatTime(b)) || len(FormatTime(a)) != len(FormatTime(b)) {
 		t.Fatalf("%s !< %s", FormatTime(a), FormatTime(b))
 	}
-	if !ParseTime(FormatTime(b)).Equal(b) || FormatTime(time.Time{}) != "" || !ParseTime("").IsZero() {
+	if got, err := ParseTime(FormatTime(b)); err != nil || !got.Equal(b) || FormatTime(time.Time{}) != "" {
 		t.Fatal("round trip")
+	}
+	if got, err := ParseTime(""); err != nil || !got.IsZero() {
+		t.Fatalf(`ParseTime("") = %v, %v; want the zero time (unset)`, got, err)
 	}
 	loc := time.FixedZone("x", 3600)
 	if FormatTime(a.In(loc)) != FormatTime(a) {
@@ -68,7 +71,11 @@ func TestRecordRoundTrip(t *testing.T) {
 	if err := attributevalue.UnmarshalMap(av, &back); err != nil {
 		t.Fatal(err)
 	}
-	if p := back.Decidable()["phone"]; !p.Equal(decide.Provenance{Value: "+1", Source: "crm", EventKey: "k", OccurredAt: at, LockedBy: "a"}) {
+	decidable, err := back.Decidable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := decidable["phone"]; !p.Equal(decide.Provenance{Value: "+1", Source: "crm", EventKey: "k", OccurredAt: at, LockedBy: "a"}) {
 		t.Fatalf("provenance = %+v", p)
 	}
 	if !back.Open() {
@@ -77,5 +84,20 @@ func TestRecordRoundTrip(t *testing.T) {
 	back.Fields["stage"] = Field{Value: "closed_won"}
 	if back.Open() {
 		t.Fatal("closed_won is open")
+	}
+}
+
+// A stored time that does not parse is an error naming the field, never the zero time (which
+// would win every first_touch comparison). Before, ParseTime returned the zero time silently.
+func TestUnparsableTimesAreErrors(t *testing.T) {
+	for _, s := range []string{"yesterday", "2026-13-01T00:00:00Z", "1733000000"} {
+		if got, err := ParseTime(s); err == nil {
+			t.Errorf("ParseTime(%q) = %v, nil; want an error", s, got)
+		}
+	}
+	rec := NewRecord(Contact, "c-1")
+	rec.Fields["lead_source"] = Field{Value: "webinar", Source: "typeform", EventKey: "k", OccurredAt: "not a time"}
+	if _, err := rec.Decidable(); err == nil || !strings.Contains(err.Error(), "lead_source") {
+		t.Errorf("Decidable() error = %v, want one naming lead_source", err)
 	}
 }

@@ -48,7 +48,11 @@ func (l lookups) DealsOfAccount(ctx context.Context, accountID string) ([]associ
 	}
 	out := make([]association.Deal, 0, len(records))
 	for _, deal := range records {
-		out = append(out, association.Deal{ID: deal.ID, Open: deal.Open(), LastActivityAt: store.ParseTime(deal.LastActivityAt)})
+		last, err := store.ParseTime(deal.LastActivityAt)
+		if err != nil {
+			return nil, permanent("deal %s last_activity_at: %v", deal.ID, err)
+		}
+		out = append(out, association.Deal{ID: deal.ID, Open: deal.Open(), LastActivityAt: last})
 	}
 	return out, nil
 }

@@ -139,7 +139,9 @@ func (a *applier) plan(ctx context.Context, ev *canonical.Event, now time.Time, 
 	if err := pl.resolveContact(ctx); err != nil {
 		return nil, err
 	}
-	pl.planContact()
+	if err := pl.planContact(); err != nil {
+		return nil, err
+	}
 	if err := pl.associate(ctx); err != nil {
 		return nil, err
 	}
@@ -257,14 +259,15 @@ func (pl *planner) resolveContact(ctx context.Context) error {
 
 // planContact claims the subject's unclaimed identities for the contact and decides its
 // proposed fields.
-func (pl *planner) planContact() {
+func (pl *planner) planContact() error {
 	if pl.contact == nil {
-		return
+		return nil
 	}
 	pl.claimIdentities()
 	if !empty(pl.contactProposal) {
-		pl.decideFields(store.Contact, pl.contact, pl.contactProposal)
+		return pl.decideFields(store.Contact, pl.contact, pl.contactProposal)
 	}
+	return nil
 }
 
 // claimIdentities claims the subject's unclaimed identities for the contact (at most
@@ -289,13 +292,20 @@ func (pl *planner) claimIdentities() {
 
 // decideFields runs the policy over a proposal for one record, applies what it decides and
 // audits every decision that is not a noop.
-func (pl *planner) decideFields(entity string, state *entityState, prop decide.Proposal) {
-	decisions := decide.Decide(pl.cfg.Policy, entity, state.rec.Decidable(), prop)
+// A stored field whose time does not parse fails the event permanently (REJECTED, naming the
+// field) rather than deciding against a zero time.
+func (pl *planner) decideFields(entity string, state *entityState, prop decide.Proposal) error {
+	current, err := state.rec.Decidable()
+	if err != nil {
+		return permanent("stored %v", err)
+	}
+	decisions := decide.Decide(pl.cfg.Policy, entity, current, prop)
 	if decide.Changed(decisions) {
-		state.rec.SetFields(decide.Apply(state.rec.Decidable(), decisions))
+		state.rec.SetFields(decide.Apply(current, decisions))
 		state.changed = true
 	}
 	pl.auditDecisions(state.rec, decisions)
+	return nil
 }
 
 // associate links the event to its account and deal: contact → account → deal.
@@ -334,7 +344,9 @@ func (pl *planner) planAccount(ctx context.Context) error {
 		}
 	}
 	if pl.account != nil && !empty(pl.accountProposal) {
-		pl.decideFields(store.Account, pl.account, pl.accountProposal)
+		if err := pl.decideFields(store.Account, pl.account, pl.accountProposal); err != nil {
+			return err
+		}
 	}
 	if pl.contact != nil && pl.contact.rec.AccountID == "" && pl.assoc.Account != nil {
 		pl.contact.rec.AccountID = pl.assoc.Account.ID
@@ -413,7 +425,7 @@ func (pl *planner) planDeal(ctx context.Context) error {
 		pl.notes = append(pl.notes, "deal fields without a deal id ignored")
 	}
 	if pl.deal != nil && !empty(pl.dealProposal) {
-		pl.decideFields(store.Deal, pl.deal, pl.dealProposal)
+		return pl.decideFields(store.Deal, pl.deal, pl.dealProposal)
 	}
 	return nil
 }
@@ -456,10 +468,15 @@ func (pl *planner) planActivity(ctx context.Context) error {
 	}
 	pl.plan.ledger.ActivityID = activity.ID
 	deal := pl.deal
-	if deal != nil && pl.assoc.Deal != nil && deal.rec.ID == pl.assoc.Deal.ID &&
-		pl.ev.OccurredAt.After(store.ParseTime(deal.rec.LastActivityAt)) {
-		deal.rec.LastActivityAt = store.FormatTime(pl.ev.OccurredAt)
-		deal.changed = true
+	if deal != nil && pl.assoc.Deal != nil && deal.rec.ID == pl.assoc.Deal.ID {
+		last, err := store.ParseTime(deal.rec.LastActivityAt)
+		if err != nil {
+			return permanent("stored deal %s last_activity_at: %v", deal.rec.ID, err)
+		}
+		if pl.ev.OccurredAt.After(last) {
+			deal.rec.LastActivityAt = store.FormatTime(pl.ev.OccurredAt)
+			deal.changed = true
+		}
 	}
 	return nil
 }

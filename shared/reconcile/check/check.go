@@ -225,8 +225,8 @@ func CallNotTerminal(act *store.ActivityItem, now time.Time, after time.Duration
 	if act.Type != "call" || timeline.Terminal("call", act.Status) {
 		return nil
 	}
-	began := store.ParseTime(act.OccurredAt)
-	if began.IsZero() || now.Sub(began) < after {
+	began, err := store.ParseTime(act.OccurredAt)
+	if err != nil || began.IsZero() || now.Sub(began) < after {
 		return nil
 	}
 	return &Finding{Kind: KindCallNotTerminal, Entity: "activity", ID: act.ActivityID, Stored: act.Status, Source: "twilio",
