@@ -24,3 +24,10 @@ var ReconcileYAML []byte
 //
 //go:embed crm-roles.yaml
 var CrmRolesYAML []byte
+
+// TypeformYAML is the content of config/typeform.yaml: per Typeform form, which answers (by field
+// ref or question title), hidden fields, variables and score go to which contact or custom field.
+// Load it with typeform.ParseMapping("config/typeform.yaml", config.TypeformYAML, policy).
+//
+//go:embed typeform.yaml
+var TypeformYAML []byte

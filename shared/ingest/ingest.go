@@ -326,27 +326,31 @@ func (h *Handler) request(ev events.APIGatewayV2HTTPRequest, body []byte, now ti
 }
 
 // NewRequest builds a connector's view of an API Gateway HTTP API delivery whose (decoded) body
-// is body. The public URL the vendor called is publicBaseURL plus the raw path and query; with no
-// public base URL it is rebuilt from x-forwarded-proto and the request context's domain name.
+// is body. Path is the raw path as API Gateway reports it. PublicURL, the URL the vendor called
+// (connectors that sign URLs verify against it), is built as follows, then the raw query appended:
+//
+//   - publicBaseURL set (it may carry a base path, e.g. https://hooks.example.com/prod for a custom
+//     domain's API mapping key): the base plus the raw path, where a raw path that already starts
+//     with the base path is not prefixed twice, and a named stage's segment that API Gateway put
+//     in the raw path is dropped (the base says where the API is mapped; a custom domain selects
+//     the stage through its mapping, so the stage is not part of the URL);
+//   - else scheme (x-forwarded-proto, default https) and requestContext.domainName (else the
+//     host header) plus the raw path, where for a named stage (requestContext.stage other than
+//     $default) the stage segment is added on the default execute-api endpoint when the raw path
+//     lacks it, and dropped on a custom domain. An API mapping key the raw path lacks cannot be
+//     rebuilt from the request: configure it in publicBaseURL.
 func NewRequest(ev events.APIGatewayV2HTTPRequest, body []byte, publicBaseURL string, now time.Time) *connector.Request {
 	method := ev.RequestContext.HTTP.Method
 	path := ev.RawPath
 	if path == "" {
 		path = ev.RequestContext.HTTP.Path
 	}
-	base := strings.TrimRight(publicBaseURL, "/")
-	if base == "" {
-		scheme := ev.Headers["x-forwarded-proto"]
-		if scheme == "" {
-			scheme = "https"
-		}
-		host := ev.RequestContext.DomainName
-		if host == "" {
-			host = ev.Headers["host"]
-		}
-		base = scheme + "://" + host
+	stagePrefix := ""
+	if stage := ev.RequestContext.Stage; stage != "" && stage != "$default" {
+		stagePrefix = "/" + stage
 	}
-	public := base + path
+	hasStage := stagePrefix != "" && (path == stagePrefix || strings.HasPrefix(path, stagePrefix+"/"))
+	public := publicPath(path, stagePrefix, hasStage, strings.TrimRight(publicBaseURL, "/"), ev)
 	if ev.RawQueryString != "" {
 		public += "?" + ev.RawQueryString
 	}
@@ -357,6 +361,42 @@ func NewRequest(ev events.APIGatewayV2HTTPRequest, body []byte, publicBaseURL st
 	}
 	return &connector.Request{Method: method, Path: path, Headers: headers, RawQuery: ev.RawQueryString, Query: q,
 		Body: body, PublicURL: public, ReceivedAt: now}
+}
+
+// publicPath returns the public URL, without query, for the raw path (see NewRequest).
+func publicPath(path, stagePrefix string, hasStage bool, base string, ev events.APIGatewayV2HTTPRequest) string {
+	if base != "" {
+		basePath := ""
+		if i := strings.Index(base, "://"); i >= 0 {
+			if j := strings.IndexByte(base[i+3:], '/'); j >= 0 {
+				basePath = base[i+3+j:]
+			}
+		}
+		switch {
+		case basePath != "" && (path == basePath || strings.HasPrefix(path, basePath+"/")):
+			return strings.TrimSuffix(base, basePath) + path
+		case hasStage:
+			return base + strings.TrimPrefix(path, stagePrefix)
+		default:
+			return base + path
+		}
+	}
+	scheme := ev.Headers["x-forwarded-proto"]
+	if scheme == "" {
+		scheme = "https"
+	}
+	host := ev.RequestContext.DomainName
+	if host == "" {
+		host = ev.Headers["host"]
+	}
+	switch {
+	case stagePrefix == "":
+	case strings.Contains(host, ".execute-api.") && !hasStage:
+		path = stagePrefix + path
+	case !strings.Contains(host, ".execute-api.") && hasStage:
+		path = strings.TrimPrefix(path, stagePrefix)
+	}
+	return scheme + "://" + host + path
 }
 
 func (h *Handler) contentTypeOK(ct string) bool {

@@ -381,7 +381,11 @@ func (ps *parser) parseEntities(p *Policy, e kv) {
 func (ps *parser) parseGroup(p *Policy, ent *Entity, g kv, path string) {
 	grp := &Group{Entity: ent.Name, Name: g.key.Value, Line: g.key.Line}
 	ent.Groups = append(ent.Groups, grp)
-	f, ok := ps.object(g.value, path, "fields", "owner", "rule")
+	custom, rest := splitKey(g.value, "custom")
+	if custom != nil {
+		grp.Custom = ps.flag(custom, path+".custom")
+	}
+	f, ok := ps.object(rest, path, "fields", "owner", "rule")
 	if !ok {
 		return
 	}
@@ -421,4 +425,38 @@ func (ps *parser) parseGroup(p *Policy, ent *Entity, g kv, path string) {
 	} else if grp.Rule.NeedsOwner() {
 		ps.errf(g.key, path+".owner", "required for rule %s", grp.Rule)
 	}
+}
+
+// splitKey returns the value of key in mapping node n (nil when absent or n is no mapping) and
+// n without that entry. It lets an optional key (a group's custom flag) stay out of the list of
+// keys an unknown-key error names.
+func splitKey(n *yaml.Node, key string) (*yaml.Node, *yaml.Node) {
+	n = deref(n)
+	if n == nil || n.Kind != yaml.MappingNode {
+		return nil, n
+	}
+	var value *yaml.Node
+	rest := *n
+	rest.Content = nil
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		if k := deref(n.Content[i]); value == nil && k.Kind == yaml.ScalarNode && k.Value == key {
+			value = deref(n.Content[i+1])
+			continue
+		}
+		rest.Content = append(rest.Content, n.Content[i], n.Content[i+1])
+	}
+	return value, &rest
+}
+
+// flag reads a boolean (true or false), reporting anything else.
+func (ps *parser) flag(n *yaml.Node, path string) bool {
+	v, ok := ps.scalar(n, path)
+	if !ok {
+		return false
+	}
+	if n.Tag != "!!bool" {
+		ps.errf(n, path, "want true or false, got %q", v)
+		return false
+	}
+	return strings.EqualFold(v, "true")
 }

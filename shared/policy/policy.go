@@ -88,6 +88,10 @@ type Group struct {
 	Owner string
 	// Rule resolves conflicts for every field of the group.
 	Rule Rule
+	// Custom marks a group of custom fields: fields the CRM does not define itself but a
+	// connector's mapping may fill (`custom: true` in the file). Mappings may only target a
+	// custom field that such a group declares.
+	Custom bool
 	// Line is the line of the group's declaration in the policy file.
 	Line int
 }
@@ -188,6 +192,24 @@ func (p *Policy) Entity(name string) (*Entity, bool) {
 func (p *Policy) GroupOf(entity, field string) (*Group, bool) {
 	g, ok := p.fields[entity][field]
 	return g, ok
+}
+
+// IsCustom reports whether field of entity is declared in a custom group (`custom: true`).
+func (p *Policy) IsCustom(entity, field string) bool {
+	g, ok := p.fields[entity][field]
+	return ok && g.Custom
+}
+
+// CustomFields returns the fields of entity's custom groups, sorted; nil when it has none.
+func (p *Policy) CustomFields(entity string) []string {
+	var out []string
+	for f, g := range p.fields[entity] {
+		if g.Custom {
+			out = append(out, f)
+		}
+	}
+	sort.Strings(out)
+	return out
 }
 
 // DedupWindow returns how long the source's event keys are deduplicated: its own

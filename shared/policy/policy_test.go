@@ -302,3 +302,23 @@ func TestRules(t *testing.T) {
 		t.Error("rule predicates wrong")
 	}
 }
+
+// A group marked custom: true declares custom fields; other groups' fields are not custom, and
+// a custom flag that is not a boolean is reported with file:line.
+func TestCustomFields(t *testing.T) {
+	p := mustLoad(t, realPolicy)
+	if !p.IsCustom("contact", "marketing_consent") || p.IsCustom("contact", "email") || p.IsCustom("contact", "nope") {
+		t.Error("IsCustom: marketing_consent should be custom, email and nope not")
+	}
+	if got := p.CustomFields("contact"); !cmp.Equal(got, []string{"lead_tier", "marketing_consent", "partner_id", "preferred_demo_date", "product_interest"}) {
+		t.Errorf("CustomFields(contact) = %v", got)
+	}
+	if got := p.CustomFields("deal"); got != nil {
+		t.Errorf("CustomFields(deal) = %v", got)
+	}
+	bad := "version: v1\nsources:\n  crm: { authority: 1 }\nentities:\n  contact:\n    groups:\n      c: { fields: [x], rule: latest, custom: maybe }\n"
+	_, err := Parse("p.yaml", []byte(bad))
+	if err == nil || !strings.Contains(err.Error(), "p.yaml:7: entities.contact.groups.c.custom: want true or false") {
+		t.Errorf("Parse(custom: maybe) = %v", err)
+	}
+}

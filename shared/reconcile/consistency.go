@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -24,15 +25,17 @@ func RepairKey(job, runID, entity, id string) string {
 	return "reconcile:" + job + ":" + runID + ":" + entity + ":" + id
 }
 
+// consistency runs the consistency job's checkpointable phases.
 func (r *Runner) consistency(ctx context.Context, x *run, dryRun bool) error {
-	if err := r.unassociated(ctx, x, dryRun); err != nil {
-		return err
-	}
-	return r.contactChecks(ctx, x)
+	return r.phases(ctx, x, []phase{
+		{PhaseUnassociated, func(ctx context.Context, x *run) error { return r.unassociated(ctx, x, dryRun) }},
+		{PhaseContacts, r.contactChecks},
+	})
 }
 
-// unassociated retries every activity waiting for a contact: those whose identities a contact
-// now owns move under it; the rest are reported.
+// unassociated retries every activity waiting for a contact, in activity id order after the
+// checkpoint's: those whose identities a contact now owns move under it; the rest are reported.
+// It stops (a partial run) when the deadline is near.
 func (r *Runner) unassociated(ctx context.Context, x *run, dryRun bool) error {
 	js := r.d.Settings.Job(JobConsistency)
 	expr, err := expression.NewBuilder().WithKeyCondition(expression.Key("unassoc").Equal(expression.Value("1"))).Build()
@@ -56,10 +59,19 @@ func (r *Runner) unassociated(ctx context.Context, x *run, dryRun bool) error {
 		return err
 	}
 	now := r.now()
-	x.rep.Counts["reassociated"] = 0
-	x.rep.Counts["unassociated_activities"] = 0
+	x.rep.Counts["reassociated"] += 0
+	x.rep.Counts["unassociated_activities"] += 0
+	slices.SortFunc(waiting, func(a, b store.ActivityItem) int { return strings.Compare(a.ActivityID, b.ActivityID) })
+	last := x.after(PhaseUnassociated)
 	for i := range waiting {
 		it := &waiting[i]
+		if last != "" && it.ActivityID <= last {
+			continue
+		}
+		if r.cut(ctx, x, PhaseUnassociated, last) {
+			return nil
+		}
+		last = it.ActivityID
 		x.rep.Counts["activities_checked"]++
 		if f := check.CallNotTerminal(it, now, js.CallTerminalAfter); f != nil {
 			x.rep.Counts["calls_not_terminal"]++
@@ -104,7 +116,8 @@ func redactIdentities(ids []string) string {
 	return strings.Join(out, " ")
 }
 
-// contactChecks checks every contact changed in the window and its activities.
+// contactChecks checks every contact changed in the window and its activities, in contact id
+// order after the checkpoint's; it stops (a partial run) when the deadline is near.
 func (r *Runner) contactChecks(ctx context.Context, x *run) error {
 	js := r.d.Settings.Job(JobConsistency)
 	attribution := check.AttributionFields(r.d.Policy)
@@ -123,7 +136,16 @@ func (r *Runner) contactChecks(ctx context.Context, x *run) error {
 	}
 	dealAccounts := map[string]string{}
 	now := r.now()
+	slices.SortFunc(contacts, func(a, b *store.Record) int { return strings.Compare(a.ID, b.ID) })
+	last := x.after(PhaseContacts)
 	for _, rec := range contacts {
+		if last != "" && rec.ID <= last {
+			continue
+		}
+		if r.cut(ctx, x, PhaseContacts, last) {
+			return nil
+		}
+		last = rec.ID
 		x.rep.Counts["contacts_checked"]++
 		if f := check.NoAttribution(rec, attribution); f != nil {
 			x.rep.Counts["no_attribution"]++

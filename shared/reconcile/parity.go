@@ -38,25 +38,48 @@ const ReconcileRunKey = "reconcile_run"
 // seconds; a day covers clock and retry skew).
 const equivalenceSpan = 24 * time.Hour
 
+// parity runs parity's checkpointable phases; Run adds the overdue check to every parity run.
 func (r *Runner) parity(ctx context.Context, x *run, dryRun bool) error {
-	if err := r.parityInternal(ctx, x); err != nil {
-		return err
-	}
-	if err := r.paritySources(ctx, x, dryRun); err != nil {
-		return err
-	}
-	if err := r.unfinished(ctx, x); err != nil {
-		return err
-	}
-	return r.overdue(ctx, x)
+	return r.phases(ctx, x, []phase{
+		{PhaseInternal, r.parityInternal},
+		{PhaseSources, func(ctx context.Context, x *run) error { return r.paritySources(ctx, x, dryRun) }},
+		{PhaseUnfinished, r.unfinished},
+	})
 }
 
-// parityInternal recomputes the window's changed contacts from the ledger and records each
-// field that differs.
+// parityInternal recomputes the window's changed contacts from the ledger, in contact id order
+// after the checkpoint's, and records each field that differs; it stops (a partial run) when
+// the deadline is near.
 func (r *Runner) parityInternal(ctx context.Context, x *run) error {
+	ids, err := r.parityContacts(ctx, x)
+	if err != nil {
+		return err
+	}
+	last := x.after(PhaseInternal)
+	for _, id := range ids {
+		if id <= last && last != "" {
+			continue
+		}
+		if r.cut(ctx, x, PhaseInternal, last) {
+			break
+		}
+		if err := r.parityContact(ctx, x, id); err != nil {
+			return err
+		}
+		last = id
+	}
+	x.rep.DriftPercent = check.DriftPercent(x.rep.Counts["contacts_drifted"], x.rep.Counts["contacts_checked"])
+	return nil
+}
+
+// parityContacts walks the window's changed records (their counts describe the whole window,
+// so a continued run sets them again) and returns the contacts to rebuild, sorted.
+func (r *Runner) parityContacts(ctx context.Context, x *run) ([]string, error) {
 	js := r.d.Settings.Job(JobParity)
 	recent := r.now().Add(-SettleRecent)
-	checked, drifted, changed := 0, 0, 0
+	changed := 0
+	delete(x.rep.Counts, "contacts_settling") // counted again by this walk
+	delete(x.rep.Counts, "contacts_over_bound")
 	var ids []string
 	err := r.changedRecords(ctx, x.rep.Since, x.rep.Until, func(rec *store.Record) (bool, error) {
 		changed++
@@ -79,45 +102,59 @@ func (r *Runner) parityInternal(ctx context.Context, x *run) error {
 		return true, nil
 	})
 	if err != nil {
-		return err
-	}
-	for _, id := range ids {
-		rb, err := r.d.Worker.Rebuild(ctx, id)
-		if errors.Is(err, worker.ErrNotFound) {
-			continue
-		}
-		if err != nil {
-			return fmt.Errorf("rebuild %s: %w", id, err)
-		}
-		var rec store.Record
-		ok, err := r.getItem(ctx, r.cfg.CRMTable, crmKey(store.PK(store.Contact, id), store.SKProfile), &rec)
-		if err != nil {
-			return fmt.Errorf("read contact %s: %w", id, err)
-		}
-		if !ok {
-			continue
-		}
-		checked++
-		if fs := check.CompareFields(id, rec.Fields, rb.Fields); len(fs) > 0 {
-			drifted++
-			x.add(fs...)
-			x.rep.Counts["field_drift"] += len(fs)
-		}
+		return nil, err
 	}
 	x.rep.Counts["records_changed"] = changed
-	x.rep.Counts["contacts_checked"] = checked
-	x.rep.Counts["contacts_drifted"] = drifted
-	x.rep.DriftPercent = check.DriftPercent(drifted, checked)
+	x.rep.Counts["contacts_checked"] += 0
+	x.rep.Counts["contacts_drifted"] += 0
+	slices.Sort(ids)
+	return ids, nil
+}
+
+// parityContact rebuilds one contact and compares it with the stored record.
+func (r *Runner) parityContact(ctx context.Context, x *run, id string) error {
+	rb, err := r.d.Worker.Rebuild(ctx, id)
+	if errors.Is(err, worker.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("rebuild %s: %w", id, err)
+	}
+	var rec store.Record
+	ok, err := r.getItem(ctx, r.cfg.CRMTable, crmKey(store.PK(store.Contact, id), store.SKProfile), &rec)
+	if err != nil {
+		return fmt.Errorf("read contact %s: %w", id, err)
+	}
+	if !ok {
+		return nil
+	}
+	x.rep.Counts["contacts_checked"]++
+	if fs := check.CompareFields(id, rec.Fields, rb.Fields); len(fs) > 0 {
+		x.rep.Counts["contacts_drifted"]++
+		x.add(fs...)
+		x.rep.Counts["field_drift"] += len(fs)
+	}
 	return nil
 }
 
 // paritySources lists each configured source's window (up to now - its settle time) and
-// backfills what the ledger lacks, within the job's per-run bound.
+// backfills what the ledger lacks, within the job's per-run bound; sources are checkpointed
+// in their configured order.
 func (r *Runner) paritySources(ctx context.Context, x *run, dryRun bool) error {
-	budget := r.d.Settings.Job(JobParity).MaxBackfill
-	x.rep.Counts["missing_events"] = 0
-	x.rep.Counts["source_errors"] = 0
+	budget := r.d.Settings.Job(JobParity).MaxBackfill - x.rep.Counts["backfilled"]
+	x.rep.Counts["missing_events"] += 0
+	x.rep.Counts["source_errors"] += 0
+	last := x.after(PhaseSources)
+	skip := last != "" && slices.ContainsFunc(r.d.Sources, func(s Source) bool { return s.Name == last })
 	for _, src := range r.d.Sources {
+		if skip {
+			skip = src.Name != last
+			continue
+		}
+		if r.cut(ctx, x, PhaseSources, last) {
+			return nil
+		}
+		last = src.Name
 		ss, ok := r.d.Settings.Sources[src.Name]
 		if !ok {
 			continue

@@ -134,7 +134,14 @@ type Deps struct {
 	Log *slog.Logger
 	// Metrics receives EMF lines (stdout in Lambda); discarded when nil.
 	Metrics io.Writer
+	// DeadlineMargin is how much time before the context's deadline a run stops taking new
+	// items, checkpoints and stores its report; DefaultDeadlineMargin when zero or negative.
+	DeadlineMargin time.Duration
 }
+
+// DefaultDeadlineMargin is the deadline margin when Deps names none: room, within the
+// function's 300 s timeout, for the stuck-work counts, the findings and the report.
+const DefaultDeadlineMargin = 30 * time.Second
 
 // Runner runs reconcile jobs. It is safe for concurrent use.
 type Runner struct {
@@ -143,6 +150,7 @@ type Runner struct {
 	now     func() time.Time
 	log     *slog.Logger
 	metrics *emf.Writer
+	margin  time.Duration
 }
 
 // New returns a runner.
@@ -163,7 +171,11 @@ func New(cfg Config, d Deps) (*Runner, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Runner{cfg: cfg, d: d, now: now, log: log, metrics: emf.New(d.Metrics, now)}, nil
+	margin := d.DeadlineMargin
+	if margin <= 0 {
+		margin = DefaultDeadlineMargin
+	}
+	return &Runner{cfg: cfg, d: d, now: now, log: log, metrics: emf.New(d.Metrics, now), margin: margin}, nil
 }
 
 // Request is a run's input: the schedule's Input ({"job": "parity"}), an EventBridge Scheduled
@@ -219,6 +231,13 @@ type Report struct {
 	FindingsTotal int `json:"findings_total" dynamodbav:"findings_total"`
 	// FindingsStored counts the findings stored under the run.
 	FindingsStored int `json:"findings_stored" dynamodbav:"findings_stored"`
+	// Partial is set when the run stopped near its deadline before finishing; Checkpoint says
+	// where, and the job's next run without an explicit window continues from there.
+	Partial bool `json:"partial,omitempty" dynamodbav:"partial,omitempty"`
+	// Checkpoint is where a partial run stopped (nil when the run finished).
+	Checkpoint *Checkpoint `json:"checkpoint,omitempty" dynamodbav:"checkpoint,omitempty"`
+	// Continues is the partial run this run continued (its window, counts and checkpoint).
+	Continues string `json:"continues,omitempty" dynamodbav:"continues,omitempty"`
 }
 
 // run is one job run in progress.
@@ -227,6 +246,7 @@ type run struct {
 	findings []check.Finding
 	measures map[string]float64
 	overdue  map[string]bool // parity: each job's verdict, emitted as JobOverdue{Job}
+	resume   Checkpoint      // where the continued run stopped (zero: from the start)
 }
 
 func (x *run) add(fs ...check.Finding) { x.findings = append(x.findings, fs...) }
@@ -270,6 +290,11 @@ func (r *Runner) Run(ctx context.Context, req Request) (Report, error) {
 	}
 	x := &run{rep: &Report{Job: job, RunID: start.Format(RunLayout), StartedAt: start, Since: since, Until: until, DryRun: req.DryRun,
 		Counts: map[string]int{}}, measures: map[string]float64{}}
+	if req.Since == "" && req.Until == "" && !req.DryRun {
+		if err := r.continueRun(ctx, x); err != nil {
+			return *x.rep, err
+		}
+	}
 	switch job {
 	case JobParity:
 		err = r.parity(ctx, x, req.DryRun)
@@ -277,6 +302,9 @@ func (r *Runner) Run(ctx context.Context, req Request) (Report, error) {
 		err = r.consistency(ctx, x, req.DryRun)
 	case JobMappingReview:
 		err = r.mappingReview(ctx, x)
+	}
+	if err == nil && job == JobParity {
+		err = r.overdue(ctx, x) // cheap, and every parity run must judge the other jobs
 	}
 	if err == nil {
 		err = r.stuck(ctx, x)
@@ -293,7 +321,7 @@ func (r *Runner) Run(ctx context.Context, req Request) (Report, error) {
 		r.emit(x)
 	}
 	r.log.InfoContext(ctx, "reconcile run finished", "job", job, "run", x.rep.RunID, "counts", x.rep.Counts,
-		"breaches", x.rep.Breaches, "findings", x.rep.FindingsTotal)
+		"breaches", x.rep.Breaches, "findings", x.rep.FindingsTotal, "partial", x.rep.Partial, "continues", x.rep.Continues)
 	return *x.rep, nil
 }
 
@@ -312,13 +340,17 @@ func (r *Runner) finish(x *run) {
 	sort.SliceStable(x.findings, func(i, j int) bool { return x.findings[i].Kind < x.findings[j].Kind })
 	rep.FindingsTotal = len(x.findings)
 	rep.Findings = x.findings[:min(len(x.findings), MaxReportFindings)]
+	rep.Counts["drift_items"] += driftItems(x.findings) // carried across a continued run's parts
+	rep.FinishedAt = r.now().UTC()
+	if rep.Partial { // a cut-short run's counts are not the window's: no SLA verdict
+		return
+	}
 	for k, v := range rep.Counts {
 		x.measures[k] = float64(v)
 	}
 	x.measures["drift_percent"] = rep.DriftPercent
 	rep.Breaches = check.Breaches(r.d.Settings.SLAs[rep.Job], x.measures)
 	rep.SLABreached = len(rep.Breaches) > 0
-	rep.FinishedAt = r.now().UTC()
 }
 
 // driftItems counts the findings that are drift (everything but informational version lists).
@@ -353,15 +385,25 @@ var metricCounts = map[string]string{
 	"policy_fields_never_seen": "PolicyFieldsNeverSeen",
 }
 
+// partialMetrics are the counts a partial run emits: snapshots of stuck work, true whenever
+// taken (the window's counts wait for the run that completes it).
+var partialMetrics = map[string]bool{"dlq_messages": true, "quarantined_payloads": true, "ingest_backlog": true}
+
+// emit publishes the run's metrics. Every stored run, partial or not, emits JobHeartbeat (the
+// job is alive and progressing) and JobPartial; only a complete run emits the SLA and drift
+// measures and the window's counts, which cover every part of a continued run.
 func (r *Runner) emit(x *run) {
 	rep := x.rep
 	ms := []emf.Metric{
 		{Name: "JobHeartbeat", Value: 1, Unit: emf.Count},
-		{Name: "DriftItems", Value: float64(driftItems(x.findings)), Unit: emf.Count},
-		{Name: "SlaBreached", Value: b2f(rep.SLABreached), Unit: emf.Count},
+		{Name: "JobPartial", Value: b2f(rep.Partial), Unit: emf.Count},
 	}
-	if rep.Job == JobParity {
-		ms = append(ms, emf.Metric{Name: "DriftPercent", Value: rep.DriftPercent, Unit: emf.Percent})
+	if !rep.Partial {
+		ms = append(ms, emf.Metric{Name: "DriftItems", Value: float64(rep.Counts["drift_items"]), Unit: emf.Count},
+			emf.Metric{Name: "SlaBreached", Value: b2f(rep.SLABreached), Unit: emf.Count})
+		if rep.Job == JobParity {
+			ms = append(ms, emf.Metric{Name: "DriftPercent", Value: rep.DriftPercent, Unit: emf.Percent})
+		}
 	}
 	names := make([]string, 0, len(rep.Counts))
 	for k := range rep.Counts {
@@ -369,6 +411,9 @@ func (r *Runner) emit(x *run) {
 	}
 	sort.Strings(names)
 	for _, k := range names {
+		if rep.Partial && !partialMetrics[k] {
+			continue
+		}
 		if m, ok := metricCounts[k]; ok {
 			ms = append(ms, emf.Metric{Name: m, Value: float64(rep.Counts[k]), Unit: emf.Count})
 		}

@@ -17,6 +17,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
 	"github.com/crmsync/crmsync/shared/canonical"
+	"github.com/crmsync/crmsync/shared/connector/typeform"
 	"github.com/crmsync/crmsync/shared/reconcile"
 	"github.com/crmsync/crmsync/shared/reconcile/check"
 	"github.com/crmsync/crmsync/shared/store"
@@ -299,7 +300,7 @@ func TestMappingReviewReportsAnAddedVendorField(t *testing.T) {
 	for _, f := range findings(rep, check.KindVersions) {
 		versions = append(versions, f.ID+"="+f.Stored)
 	}
-	if !slices.Contains(versions, "typeform=typeform/1 (1)") || !slices.Contains(versions, "twilio=twilio/1 (1)") {
+	if !slices.Contains(versions, "typeform="+typeform.MappingVersion+" (1)") || !slices.Contains(versions, "twilio=twilio/1 (1)") {
 		t.Errorf("versions = %v", versions)
 	}
 	if rep.Counts["events_reviewed"] != 2 || rep.Counts["unmapped_fields"] < 1 || rep.Counts["policy_fields_never_seen"] == 0 {

@@ -47,12 +47,20 @@ type findingItem struct {
 	ExpiresAt int64  `dynamodbav:"expires_at"`
 }
 
-// store writes the run's findings (at most MaxStoredFindings), then its report.
+// store writes the run's findings (at most MaxStoredFindings), then its report. Findings stop
+// when the context's deadline is within half the runner's margin, so the report (which counts
+// the findings stored) is always written: a missing report is what the heartbeat alarm and
+// the overdue check see.
 func (r *Runner) store(ctx context.Context, x *run) error {
 	rep := x.rep
 	exp := rep.StartedAt.Add(Retention).Unix()
 	n := min(len(x.findings), MaxStoredFindings)
 	for i := 0; i < n; i++ {
+		if r.near(ctx, r.margin/2) {
+			r.log.WarnContext(ctx, "findings not all stored: deadline near", "job", rep.Job, "run", rep.RunID, "stored", i, "findings", n)
+			n = i
+			break
+		}
 		it := findingItem{PK: FindingsPK(rep.Job, rep.RunID), SK: fmt.Sprintf("FINDING#%05d", i), Finding: x.findings[i],
 			Job: rep.Job, RunID: rep.RunID, ExpiresAt: exp}
 		if err := r.put(ctx, it); err != nil {

@@ -90,7 +90,7 @@ func (*Connector) List(ctx context.Context, since, until time.Time, sec connecto
 			return nil, fmt.Errorf("twilio: list calls: page is not a Calls list: %v", err)
 		}
 		for _, raw := range page.Calls {
-			ev, ok, err := listedCall(raw, since, until)
+			ev, ok, err := listedCall(raw, since, until, sec)
 			if err != nil {
 				return nil, err
 			}
@@ -106,9 +106,10 @@ func (*Connector) List(ctx context.Context, since, until time.Time, sec connecto
 	return out, nil
 }
 
-// listedCall maps one listed call to its terminal call.status event; ok is false for calls
-// that have not ended or ended outside the window.
-func listedCall(raw json.RawMessage, since, until time.Time) (*canonical.Event, bool, error) {
+// listedCall maps one listed call to its terminal call.status event (the secret's
+// company_numbers decide the external party, as for callbacks); ok is false for calls that have
+// not ended or ended outside the window.
+func listedCall(raw json.RawMessage, since, until time.Time, sec connector.Secret) (*canonical.Event, bool, error) {
 	var c call
 	if err := json.Unmarshal(raw, &c); err != nil {
 		return nil, false, fmt.Errorf("twilio: list calls: malformed call: %v", err)
@@ -139,7 +140,7 @@ func listedCall(raw json.RawMessage, since, until time.Time) (*canonical.Event, 
 	set("AnsweredBy", deref(c.AnsweredBy))
 	set("CallerName", deref(c.CallerName))
 	set("ParentCallSid", deref(c.ParentCallSID))
-	ev, err := mapCall(p, ended)
+	ev, err := mapCall(p, ended, CompanyNumbers(sec))
 	if err != nil {
 		return nil, false, err
 	}

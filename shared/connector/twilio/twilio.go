@@ -1,8 +1,11 @@
 // Package twilio owns crmsync's Twilio Voice connector: it authenticates status callbacks with
-// X-Twilio-Signature (HMAC-SHA1 over the public URL and the sorted POST parameters, or over the
-// URL alone with bodySHA256 for JSON bodies), and maps each callback to one canonical call.status
-// event whose activity is the call (call:{CallSid}), so every status update of a call merges into
-// one timeline entry.
+// X-Twilio-Signature (HMAC-SHA1 with the auth token over the public URL and the sorted POST
+// parameters, or over the URL alone with bodySHA256 for JSON bodies; the shared key and the
+// announced algorithm under a Webhooks Rule), trying the configured public URL and the URLs
+// rebuilt from the API Gateway request, and maps each callback to one canonical call.status event
+// whose activity is the conversation (call:{ParentCallSid}, else call:{CallSid}), so every status
+// update of both legs of a call merges into one timeline entry, on the external party: never a
+// configured company number.
 package twilio
 
 import (
@@ -88,50 +91,6 @@ func (*Connector) Name() string { return Name }
 // the requests Twilio signs with bodySHA256.
 func (*Connector) ContentTypes() []string {
 	return []string{"application/x-www-form-urlencoded", "application/json"}
-}
-
-// Verify checks X-Twilio-Signature against every auth_token in sec (current, then previous),
-// over req.PublicURL with and without an explicit default port. When the URL carries
-// bodySHA256 the URL alone is signed and the body must hash to that value; otherwise the body's
-// form parameters, sorted by name, are appended to the URL. Twilio signs no timestamp.
-func (*Connector) Verify(req *connector.Request, sec connector.Secret, _ time.Time) (connector.Verified, error) {
-	sigText := strings.TrimSpace(req.Header(headerSignature))
-	if sigText == "" {
-		return connector.Verified{}, fmt.Errorf("%w: missing X-Twilio-Signature", connector.ErrUnauthenticated)
-	}
-	sig, err := base64.StdEncoding.DecodeString(sigText)
-	if err != nil {
-		return connector.Verified{}, fmt.Errorf("%w: malformed X-Twilio-Signature", connector.ErrUnauthenticated)
-	}
-	tokens := sec.Values(SecretAuthToken)
-	if len(tokens) == 0 {
-		return connector.Verified{}, fmt.Errorf("%w: no %s configured", connector.ErrUnauthenticated, SecretAuthToken)
-	}
-	if req.PublicURL == "" {
-		return connector.Verified{}, fmt.Errorf("%w: no public URL to verify against", connector.ErrUnauthenticated)
-	}
-	var suffix string
-	if want, ok := bodySHA256(req.PublicURL); ok {
-		got := sha256.Sum256(req.Body)
-		wantBytes, err := hex.DecodeString(strings.ToLower(want))
-		if err != nil || !hmac.Equal(got[:], wantBytes) {
-			return connector.Verified{}, fmt.Errorf("%w: body does not match bodySHA256", connector.ErrUnauthenticated)
-		}
-	} else {
-		params, err := url.ParseQuery(string(req.Body))
-		if err != nil {
-			return connector.Verified{}, fmt.Errorf("%w: malformed form body", connector.ErrUnauthenticated)
-		}
-		suffix = SortedParams(params)
-	}
-	for _, tok := range tokens {
-		for _, u := range URLVariants(req.PublicURL) {
-			if hmac.Equal(mac(tok, u+suffix), sig) {
-				return connector.Verified{}, nil
-			}
-		}
-	}
-	return connector.Verified{}, fmt.Errorf("%w: X-Twilio-Signature does not match", connector.ErrUnauthenticated)
 }
 
 // Sign sets X-Twilio-Signature as Twilio would, with sec.Current's auth_token. A JSON body
@@ -263,8 +222,8 @@ func hasPort(host string) bool {
 }
 
 // Parse maps one status callback (form-encoded, or a flat JSON object of the same parameters)
-// to one call.status event.
-func (*Connector) Parse(req *connector.Request, _ connector.Secret) (*connector.Parsed, error) {
+// to one call.status event; the secret's company_numbers decide which party is external.
+func (*Connector) Parse(req *connector.Request, sec connector.Secret) (*connector.Parsed, error) {
 	var (
 		params        url.Values
 		hashed        []byte
@@ -283,7 +242,7 @@ func (*Connector) Parse(req *connector.Request, _ connector.Secret) (*connector.
 		}
 		params, hashed = decoded, []byte(decoded.Encode())
 	}
-	event, err := mapCall(params, req.ReceivedAt)
+	event, err := mapCall(params, req.ReceivedAt, CompanyNumbers(sec))
 	if err != nil {
 		return nil, err
 	}
@@ -326,28 +285,48 @@ func jsonParams(body []byte) (url.Values, []string, error) {
 // callback is what the mapping reads from a status callback's parameters.
 type callback struct {
 	callSid  string
+	parent   string // ParentCallSid: set on a child leg (a <Dial> leg, the second leg of click-to-call)
 	status   string // CallStatus, lower-cased
 	sequence string // SequenceNumber
 	key      string // the event key: twilio:call:{CallSid}:{SequenceNumber, else CallStatus}
 	// rawDirection is Twilio's Direction, lower-cased (inbound, outbound-api, outbound-dial...).
 	rawDirection string
-	// direction is "inbound", "outbound" or "" when Twilio's Direction is neither.
+	// direction is the conversation's direction as seen from the external party: on a parent (or
+	// single) leg Twilio's Direction ("inbound", "outbound", "" when neither); on a child leg
+	// "inbound" when the external party is From, "outbound" when it is To, else "" (the parent
+	// leg says).
 	direction string
 	from, to  string
-	// external is the other party's number: To on outbound calls, else From.
+	// external is the external party's number (see externalParty); "" when there is none.
 	external string
+	// externalIsFrom is set when external is From (the caller).
+	externalIsFrom bool
 }
 
-// readCallback reads a callback's call, status, sequence and direction, and derives its event
-// key; a callback without CallSid, or with neither SequenceNumber nor CallStatus, is unusable.
-func readCallback(params url.Values) (callback, error) {
+// root returns the call that identifies the conversation: the parent leg's CallSid on a child
+// leg, else the leg's own.
+func (c callback) root() string {
+	if c.parent != "" {
+		return c.parent
+	}
+	return c.callSid
+}
+
+// readCallback reads a callback's call, status, sequence, direction and external party, and
+// derives its event key; a callback without CallSid, or with neither SequenceNumber nor
+// CallStatus, is unusable.
+func readCallback(params url.Values, company map[string]bool) (callback, error) {
 	call := callback{
 		callSid:  strings.TrimSpace(params.Get("CallSid")),
+		parent:   strings.TrimSpace(params.Get("ParentCallSid")),
 		status:   strings.ToLower(strings.TrimSpace(params.Get("CallStatus"))),
 		sequence: strings.TrimSpace(params.Get("SequenceNumber")),
 	}
 	if call.callSid == "" {
 		return callback{}, fmt.Errorf("%w: no CallSid", connector.ErrUnusable)
+	}
+	if call.parent == call.callSid {
+		call.parent = ""
 	}
 	switch {
 	case call.sequence != "":
@@ -359,15 +338,76 @@ func readCallback(params url.Values) (callback, error) {
 	}
 	call.rawDirection = strings.ToLower(strings.TrimSpace(params.Get("Direction")))
 	call.from, call.to = params.Get("From"), params.Get("To")
+	call.external, call.externalIsFrom = externalParty(call, company)
 	switch {
+	case call.parent != "" && call.external == "":
+	case call.parent != "" && call.externalIsFrom:
+		call.direction = "inbound"
+	case call.parent != "":
+		call.direction = "outbound"
 	case call.rawDirection == "inbound":
-		call.direction, call.external = "inbound", call.from
+		call.direction = "inbound"
 	case strings.HasPrefix(call.rawDirection, "outbound"):
-		call.direction, call.external = "outbound", call.to
-	default:
-		call.external = call.from
+		call.direction = "outbound"
 	}
 	return call, nil
+}
+
+// externalParty returns the number of the party that is not the company, and whether it is From:
+//
+//   - inbound: the caller (From), unless it is a company number;
+//   - outbound-api / outbound-dial: the callee (To), unless it is a company number (an agent's
+//     phone, the rep's leg of click-to-call); then, on a child leg, the parent's external party,
+//     which is the child's From unless that is a company number too (a <Dial> presents the
+//     parent's caller ID unless callerId overrides it);
+//   - any other direction: From, unless it is a company number.
+//
+// "" means the leg names no external party (its event then has no subject and joins the
+// conversation's activity through the leg that does).
+func externalParty(call callback, company map[string]bool) (string, bool) {
+	ours := func(number string) bool {
+		e164, ok := identity.Phone(number)
+		return ok && company[e164]
+	}
+	fromOrNone := func() (string, bool) {
+		if ours(call.from) {
+			return "", false
+		}
+		return call.from, true
+	}
+	switch {
+	case call.rawDirection == "inbound":
+		return fromOrNone()
+	case strings.HasPrefix(call.rawDirection, "outbound"):
+		if !ours(call.to) {
+			return call.to, false
+		}
+		if call.parent != "" {
+			return fromOrNone()
+		}
+		return "", false
+	default:
+		return fromOrNone()
+	}
+}
+
+// SecretCompanyNumbers is the optional secret field listing the company's own numbers — its Twilio
+// numbers and the agents' and reps' phones that calls are forwarded to — separated by commas,
+// semicolons or new lines, each in any format identity.Phone reads (E.164 preferred). A company
+// number is never a call's external party.
+const SecretCompanyNumbers = "company_numbers"
+
+// CompanyNumbers returns the secret's company numbers (current and previous) in E.164.
+func CompanyNumbers(sec connector.Secret) map[string]bool {
+	out := map[string]bool{}
+	for _, list := range sec.Values(SecretCompanyNumbers) {
+		for _, raw := range strings.FieldsFunc(list, func(r rune) bool { return r == ',' || r == ';' || r == '\n' }) {
+			if e164, ok := identity.Phone(raw); ok {
+				out[e164] = true
+			}
+		}
+	}
+	return out
 }
 
 // callTime returns the callback's Timestamp, else when crmsync received it.
@@ -384,9 +424,10 @@ func callTime(timestamp string, receivedAt time.Time) (time.Time, error) {
 	return occurred, nil
 }
 
-// mapCall maps one callback's parameters to a call.status event (without its payload hash).
-func mapCall(params url.Values, receivedAt time.Time) (*canonical.Event, error) {
-	call, err := readCallback(params)
+// mapCall maps one callback's parameters to a call.status event (without its payload hash); the
+// company numbers decide the external party.
+func mapCall(params url.Values, receivedAt time.Time, company map[string]bool) (*canonical.Event, error) {
+	call, err := readCallback(params, company)
 	if err != nil {
 		return nil, err
 	}
@@ -407,15 +448,15 @@ func mapCall(params url.Values, receivedAt time.Time) (*canonical.Event, error) 
 	if e164, ok := identity.Phone(call.external); ok {
 		phones = []string{e164}
 	}
-	event.GroupKey = identity.GroupKey(nil, phones, Name, call.callSid)
-	event.Subject = canonical.Person{Phones: phones, Name: strings.TrimSpace(params.Get("CallerName"))}
-	if call.direction == "outbound" {
-		event.Subject.Name = "" // CallerName describes From, which is ours on outbound calls
+	event.GroupKey = identity.GroupKey(nil, phones, Name, call.root())
+	event.Subject = canonical.Person{Phones: phones}
+	if call.externalIsFrom && len(phones) > 0 {
+		event.Subject.Name = strings.TrimSpace(params.Get("CallerName")) // CallerName describes From
 	}
 	event.Fields = map[string]map[string]string{"contact": callContact(call, phones, occurred)}
 	event.Activity = buildActivity(params, call)
-	if parent := params.Get("ParentCallSid"); parent != "" {
-		event.ExternalIDs["parent_call_sid"] = parent
+	if call.parent != "" {
+		event.ExternalIDs["parent_call_sid"] = call.parent
 	}
 	if accountSid := params.Get("AccountSid"); accountSid != "" {
 		event.ExternalIDs["account_sid"] = accountSid
@@ -438,11 +479,15 @@ func callContact(call callback, phones []string, occurred time.Time) map[string]
 	return contact
 }
 
-// buildActivity returns the call activity (call:{CallSid}) with both parties, the duration and
-// the Twilio details a timeline shows.
+// buildActivity returns the conversation's call activity — call:{ParentCallSid} on a child leg,
+// else call:{CallSid}, so both legs of one call are one activity — with both parties, the
+// duration and the Twilio details a timeline shows. Every leg records its own status as
+// leg_status.{CallSid}; a child leg records its Direction and AnsweredBy as
+// leg_direction.{CallSid} and leg_answered_by.{CallSid} and its parent as parent_call_sid, and
+// leaves twilio_direction, answered_by and sequence_number to the parent leg.
 func buildActivity(params url.Values, call callback) *canonical.Activity {
 	activity := &canonical.Activity{
-		ID:        "call:" + call.callSid,
+		ID:        "call:" + call.root(),
 		Type:      "call",
 		Status:    call.status,
 		Direction: call.direction,
@@ -457,21 +502,22 @@ func buildActivity(params url.Values, call callback) *canonical.Activity {
 			activity.DurationSec = seconds
 		}
 	}
-	if call.rawDirection != "" {
-		activity.Attrs["twilio_direction"] = call.rawDirection
+	set := func(name, value string) {
+		if value != "" {
+			activity.Attrs[name] = value
+		}
 	}
-	if value := params.Get("AnsweredBy"); value != "" {
-		activity.Attrs["answered_by"] = value
+	set("callback_source", params.Get("CallbackSource"))
+	if call.parent != "" {
+		set("parent_call_sid", call.parent)
+		set("leg_direction."+call.callSid, call.rawDirection)
+		set("leg_answered_by."+call.callSid, params.Get("AnsweredBy"))
+	} else {
+		set("twilio_direction", call.rawDirection)
+		set("answered_by", params.Get("AnsweredBy"))
+		set("sequence_number", call.sequence)
 	}
-	if value := params.Get("CallbackSource"); value != "" {
-		activity.Attrs["callback_source"] = value
-	}
-	if value := params.Get("ParentCallSid"); value != "" {
-		activity.Attrs["parent_call_sid"] = value
-	}
-	if call.sequence != "" {
-		activity.Attrs["sequence_number"] = call.sequence
-	}
+	set("leg_status."+call.callSid, call.status)
 	if len(activity.Attrs) == 0 {
 		activity.Attrs = nil
 	}

@@ -1,7 +1,9 @@
 // Package typeform owns crmsync's Typeform connector: it authenticates deliveries with
 // Typeform-Signature (sha256=base64(HMAC-SHA256(secret, raw body))) and maps each form response
 // to one lead.submitted event (key typeform:{event_id}) whose activity is the submission
-// (form:{response token}), with answers and hidden fields mapped to contact fields by field ref.
+// (form:{response token}). Answers, hidden fields, variables and the score are mapped to contact
+// and custom fields by the form's mapping (config/typeform.yaml, see Mapping), else by defaults:
+// known field refs, the answer's type and the question's title; the rest is listed as unmapped.
 package typeform
 
 import (
@@ -25,7 +27,7 @@ import (
 const Name = "typeform"
 
 // MappingVersion identifies the mapping this package applies.
-const MappingVersion = "typeform/1"
+const MappingVersion = "typeform/2"
 
 // SecretSigningKey is the secret field holding the webhook secret.
 const SecretSigningKey = "signing_key"
@@ -59,10 +61,21 @@ var RefFields = map[string]string{
 // Connector is the Typeform webhook connector.
 type Connector struct {
 	connector.NoHandshake // the vendor has no subscription handshake
+	mapping               *Mapping
 }
 
-// New returns the Typeform connector.
-func New() *Connector { return &Connector{} }
+// New returns the Typeform connector with the embedded mapping (DefaultMapping); should that
+// not validate, it maps by the defaults alone (the webhook function refuses to start instead).
+func New() *Connector {
+	m, err := DefaultMapping()
+	if err != nil {
+		m = nil
+	}
+	return &Connector{mapping: m}
+}
+
+// NewWithMapping returns the Typeform connector mapping by m; nil maps by the defaults alone.
+func NewWithMapping(m *Mapping) *Connector { return &Connector{mapping: m} }
 
 var (
 	_ connector.Connector = (*Connector)(nil)
@@ -146,7 +159,36 @@ type formResponse = struct {
 			Title string `json:"title"`
 		} `json:"fields"`
 	} `json:"definition"`
-	Answers []answer `json:"answers"`
+	Answers    []answer   `json:"answers"`
+	Variables  []variable `json:"variables"`
+	Calculated struct {
+		Score json.RawMessage `json:"score"`
+	} `json:"calculated"`
+}
+
+// variable is one of a response's variables (Typeform's logic variables, score among them).
+type variable struct {
+	Key    string          `json:"key"`
+	Type   string          `json:"type"`
+	Text   string          `json:"text"`
+	Number json.RawMessage `json:"number"`
+}
+
+// value returns the variable's text or number.
+func (v variable) value() string {
+	if v.Type == "text" {
+		return v.Text
+	}
+	return numberText(v.Number)
+}
+
+// numberText renders a JSON number ("" for null or absent).
+func numberText(raw json.RawMessage) string {
+	s := strings.TrimSpace(string(raw))
+	if s == "null" {
+		return ""
+	}
+	return s
 }
 
 type answer struct {
@@ -160,15 +202,22 @@ type answer struct {
 	Email       string          `json:"email"`
 	PhoneNumber string          `json:"phone_number"`
 	URL         string          `json:"url"`
+	FileURL     string          `json:"file_url"`
+	Date        string          `json:"date"`
+	Boolean     *bool           `json:"boolean"`
 	Number      json.RawMessage `json:"number"`
 	Choice      *struct {
 		Label string `json:"label"`
 		Other string `json:"other"`
 	} `json:"choice"`
+	Choices *struct {
+		Labels []string `json:"labels"`
+		Other  string   `json:"other"`
+	} `json:"choices"`
 }
 
-// value returns an answer's single textual value, or "" for answers with no single value
-// (choices, files, payments, booleans...).
+// value returns an answer's value as text: booleans as true/false, several choices joined with
+// "; ", dates as sent (YYYY-MM-DD); "" for answers with no usable value (payments...).
 func (a answer) value() string {
 	switch a.Type {
 	case "text":
@@ -180,7 +229,23 @@ func (a answer) value() string {
 	case "url":
 		return a.URL
 	case "number":
-		return strings.TrimSpace(string(a.Number))
+		return numberText(a.Number)
+	case "file_url":
+		return a.FileURL
+	case "date":
+		return a.Date
+	case "boolean":
+		if a.Boolean != nil {
+			return strconv.FormatBool(*a.Boolean)
+		}
+	case "choices":
+		if a.Choices != nil {
+			labels := append([]string(nil), a.Choices.Labels...)
+			if a.Choices.Other != "" {
+				labels = append(labels, a.Choices.Other)
+			}
+			return strings.Join(labels, "; ")
+		}
 	case "choice":
 		if a.Choice != nil {
 			if a.Choice.Label != "" {
@@ -198,7 +263,7 @@ func normRef(s string) string {
 }
 
 // Parse maps a form_response (or form_response_partial) delivery to one lead.submitted event.
-func (*Connector) Parse(req *connector.Request, _ connector.Secret) (*connector.Parsed, error) {
+func (c *Connector) Parse(req *connector.Request, _ connector.Secret) (*connector.Parsed, error) {
 	envelope, status, err := readEnvelope(req.Body)
 	if err != nil {
 		return nil, err
@@ -208,10 +273,12 @@ func (*Connector) Parse(req *connector.Request, _ connector.Secret) (*connector.
 	if err != nil {
 		return nil, err
 	}
-	fields := newResponseFields()
+	fields := newResponseFields(c.mapping, formIDOf(response))
 	// Answers first: what the person typed beats what a link pre-filled.
-	fields.mapAnswers(response.Answers)
+	fields.mapAnswers(response.Answers, fieldTitles(response))
 	fields.mapHidden(response.Hidden)
+	fields.mapVariables(response.Variables)
+	fields.mapScore(response.Calculated.Score)
 	fields.contact["lead_source"] = Name
 	fields.contact["last_activity_at"] = occurred.Format(time.RFC3339)
 
@@ -272,6 +339,8 @@ func occurredAt(response *formResponse, receivedAt time.Time) (time.Time, error)
 // responseFields collects what a response's answers and hidden fields say about the person:
 // contact and account fields, the normalised identities, and the paths nothing mapped.
 type responseFields struct {
+	mapping  *Mapping // nil: defaults only
+	formID   string
 	contact  map[string]string
 	account  map[string]string
 	emails   []string
@@ -279,25 +348,32 @@ type responseFields struct {
 	unmapped []string
 }
 
-func newResponseFields() *responseFields {
-	return &responseFields{contact: map[string]string{}, account: map[string]string{}}
+func newResponseFields(m *Mapping, formID string) *responseFields {
+	return &responseFields{mapping: m, formID: formID, contact: map[string]string{}, account: map[string]string{}}
 }
 
-// mapAnswers assigns each answer to the field its ref names (or, failing that, its type
-// implies), and records answers that map to nothing as unmapped.
-func (fields *responseFields) mapAnswers(answers []answer) {
+// mapAnswers assigns each answer to the field the form's mapping names for it (by ref, then by
+// title), else to the field its ref, its type or its question title implies, and records answers
+// that map to nothing as unmapped. titles are the questions' titles by field id.
+func (fields *responseFields) mapAnswers(answers []answer, titles map[string]string) {
 	for _, reply := range answers {
 		ref := reply.Field.Ref
 		if ref == "" {
 			ref = reply.Field.ID
 		}
-		target := RefFields[normRef(reply.Field.Ref)]
+		title := titles[reply.Field.ID]
+		target := fields.mapping.answerTarget(fields.formID, reply.Field.Ref, title)
+		if target == "" {
+			target = RefFields[normRef(reply.Field.Ref)]
+		}
 		if target == "" {
 			switch reply.Type {
 			case "email":
 				target = "email"
 			case "phone_number":
 				target = "phone"
+			case "text":
+				target = TitleField(title)
 			}
 		}
 		if target == "" || !fields.assign(target, reply.value()) {
@@ -306,8 +382,8 @@ func (fields *responseFields) mapAnswers(answers []answer) {
 	}
 }
 
-// mapHidden assigns non-empty hidden fields, in key order, to the field their name names, and
-// records the ones that map to nothing as unmapped.
+// mapHidden assigns non-empty hidden fields, in key order, to the field the form's mapping or,
+// failing that, their name names, and records the ones that map to nothing as unmapped.
 func (fields *responseFields) mapHidden(hidden map[string]any) {
 	hiddenKeys := make([]string, 0, len(hidden))
 	for key := range hidden {
@@ -319,14 +395,54 @@ func (fields *responseFields) mapHidden(hidden map[string]any) {
 		if value == "" {
 			continue // empty hidden fields carry nothing
 		}
-		if target := RefFields[normRef(key)]; target == "" || !fields.assign(target, value) {
+		target := fields.mapping.hiddenTarget(fields.formID, key)
+		if target == "" {
+			target = RefFields[normRef(key)]
+		}
+		if target == "" || !fields.assign(target, value) {
 			fields.unmapped = append(fields.unmapped, "form_response.hidden."+key)
 		}
 	}
 }
 
-// assign stores value in target (a contact field, or "account.domain") unless that field is
-// already set, normalising emails, phones and domains; it reports false when value is blank or
+// mapVariables assigns the variables the form's mapping names and records the others (with a
+// value) as unmapped: form_response.variables[key=<key>].
+func (fields *responseFields) mapVariables(variables []variable) {
+	for _, v := range variables {
+		value := strings.TrimSpace(v.value())
+		if v.Key == "" || value == "" {
+			continue
+		}
+		target := fields.mapping.variableTarget(fields.formID, v.Key)
+		if target == "" || !fields.assign(target, value) {
+			fields.unmapped = append(fields.unmapped, "form_response.variables[key="+v.Key+"]")
+		}
+	}
+}
+
+// mapScore assigns calculated.score where the form's mapping names a field for it, else records
+// it as unmapped.
+func (fields *responseFields) mapScore(score json.RawMessage) {
+	value := numberText(score)
+	if value == "" {
+		return
+	}
+	if target := fields.mapping.scoreTarget(fields.formID); target == "" || !fields.assign(target, value) {
+		fields.unmapped = append(fields.unmapped, "form_response.calculated.score")
+	}
+}
+
+// fieldTitles returns the response's question titles by field id, from its form definition.
+func fieldTitles(response *formResponse) map[string]string {
+	titles := make(map[string]string, len(response.Definition.Fields))
+	for _, f := range response.Definition.Fields {
+		titles[f.ID] = f.Title
+	}
+	return titles
+}
+
+// assign stores value in target (a contact field, "account.domain", or fullName: first word
+// to first_name, the rest to last_name) unless that field is already set, normalising emails, phones and domains; it reports false when value is blank or
 // does not normalise. A company also names the account.
 func (fields *responseFields) assign(target, value string) bool {
 	value = strings.TrimSpace(value)
@@ -348,6 +464,13 @@ func (fields *responseFields) assign(target, value string) bool {
 		}
 		fields.phones = append(fields.phones, phone)
 		value = phone
+	case fullName:
+		first, last, _ := strings.Cut(strings.Join(strings.Fields(value), " "), " ")
+		if last != "" {
+			setOnce(fields.contact, "last_name", last)
+		}
+		setOnce(fields.contact, "first_name", first)
+		return true
 	case "account.domain":
 		domain := domainOf(value)
 		if domain == "" {

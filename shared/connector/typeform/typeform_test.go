@@ -154,7 +154,7 @@ func TestParse(t *testing.T) {
 				ExternalIDs: map[string]string{
 					"event_id": "01HQ8Z6W3XKJ5Y2R7T9V0B1C2D", "response_token": "a3a12ec67a1365927098a606107fac15", "form_id": "lT4Z3j",
 				},
-				MappingVersion: "typeform/1",
+				MappingVersion: MappingVersion,
 				PayloadHash:    canonical.PayloadHash([]byte(responseBody)),
 				Unmapped: []string{
 					"form_response.answers[ref=f9]",
@@ -181,7 +181,7 @@ func TestParse(t *testing.T) {
 					Attrs:        map[string]string{"form_id": "F"},
 				},
 				ExternalIDs:    map[string]string{"event_id": "E2", "response_token": "T2", "form_id": "F"},
-				MappingVersion: "typeform/1",
+				MappingVersion: MappingVersion,
 				PayloadHash:    canonical.PayloadHash([]byte(partial)),
 				Unmapped:       []string{"form_response.answers[ref=q1]"},
 			},

@@ -61,7 +61,9 @@ func Build(_ context.Context, env wiring.Env) (lambda.Handler, error) {
 
 // New builds the reconcile job runner from a reconcile function's environment: JOB,
 // LEDGER_TABLE, CRM_TABLE, INGEST_QUEUE_URL, DLQ_URL, QUARANTINE_BUCKET, POLICY_PATH and
-// RECONCILE_CONFIG_PATH (empty = embedded), and per listable source <SOURCE>_SECRET_ID and
+// RECONCILE_CONFIG_PATH (empty = embedded), RECONCILE_DEADLINE_MARGIN_MS (how long before the
+// invocation's deadline a run checkpoints and stores its report; default 30 000), and per
+// listable source <SOURCE>_SECRET_ID and
 // <SOURCE>_API_BASE_URL (a source without a secret id is not listed).
 func New(env wiring.Env) (*reconcile.Runner, error) {
 	vars, err := wiring.Required(env.Getenv, "LEDGER_TABLE", "CRM_TABLE", "INGEST_QUEUE_URL", "DLQ_URL", "QUARANTINE_BUCKET")
@@ -84,6 +86,10 @@ func New(env wiring.Env) (*reconcile.Runner, error) {
 	if err != nil {
 		return nil, err
 	}
+	margin, err := wiring.PositiveInt(env.Getenv, "RECONCILE_DEADLINE_MARGIN_MS", reconcile.DefaultDeadlineMargin.Milliseconds())
+	if err != nil {
+		return nil, err
+	}
 	now := env.Clock()
 	cfg := reconcile.Config{Job: env.Getenv("JOB"), LedgerTable: vars["LEDGER_TABLE"], CRMTable: vars["CRM_TABLE"],
 		QueueURL: vars["INGEST_QUEUE_URL"], DLQURL: vars["DLQ_URL"], Bucket: vars["QUARANTINE_BUCKET"]}
@@ -92,6 +98,7 @@ func New(env wiring.Env) (*reconcile.Runner, error) {
 		S3: s3.NewFromConfig(env.AWS, func(o *s3.Options) { o.UsePathStyle = true }), Worker: w,
 		Secrets: secrets.New(secretsmanager.NewFromConfig(env.AWS), 5*time.Minute, now, stale), Sources: listers(env),
 		Settings: settings, Policy: pol, Now: now, Log: env.Log, Metrics: env.Stdout,
+		DeadlineMargin: time.Duration(margin) * time.Millisecond,
 	})
 }
 

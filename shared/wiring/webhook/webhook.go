@@ -13,16 +13,21 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 
+	"github.com/crmsync/crmsync/config"
+	"github.com/crmsync/crmsync/shared/connector"
 	"github.com/crmsync/crmsync/shared/connector/registry"
+	"github.com/crmsync/crmsync/shared/connector/typeform"
 	"github.com/crmsync/crmsync/shared/emf"
 	"github.com/crmsync/crmsync/shared/ingest"
+	"github.com/crmsync/crmsync/shared/policy"
 	"github.com/crmsync/crmsync/shared/secrets"
 	"github.com/crmsync/crmsync/shared/wiring"
 )
 
 // Build builds a webhook function: CONNECTOR, SECRET_ID, INGEST_QUEUE_URL, QUARANTINE_BUCKET,
 // PUBLIC_BASE_URL, MAX_BODY_BYTES, SECRET_TTL_SECONDS, SECRET_GRACE_SECONDS, DEADLINE_MARGIN_MS,
-// REPLAY_TABLE (when the connector needs it).
+// REPLAY_TABLE (when the connector needs it), TYPEFORM_MAPPING_FILE (typeform only: a mapping file
+// to use instead of the embedded config/typeform.yaml).
 func Build(_ context.Context, env wiring.Env) (lambda.Handler, error) {
 	vars, err := wiring.Required(env.Getenv, "CONNECTOR", "SECRET_ID", "INGEST_QUEUE_URL", "QUARANTINE_BUCKET")
 	if err != nil {
@@ -31,6 +36,11 @@ func Build(_ context.Context, env wiring.Env) (lambda.Handler, error) {
 	conn, err := registry.New(vars["CONNECTOR"])
 	if err != nil {
 		return nil, &wiring.ConfigError{Var: "CONNECTOR", Problem: err.Error()}
+	}
+	if vars["CONNECTOR"] == typeform.Name {
+		if conn, err = typeformConnector(env.Getenv("TYPEFORM_MAPPING_FILE")); err != nil {
+			return nil, err
+		}
 	}
 	maxBody, err := wiring.PositiveInt(env.Getenv, "MAX_BODY_BYTES", ingest.DefaultMaxBody)
 	if err != nil {
@@ -63,4 +73,25 @@ func Build(_ context.Context, env wiring.Env) (lambda.Handler, error) {
 	}
 	h := ingest.New(cfg, conn, d)
 	return lambda.NewHandler(h.Handle), nil
+}
+
+// typeformConnector returns the Typeform connector with its mapping: the file at path when
+// given, else the embedded config/typeform.yaml, validated against the embedded policy. An invalid
+// mapping stops the function from starting (every problem with file:line), rather than mapping
+// by the defaults alone.
+func typeformConnector(path string) (connector.Connector, error) {
+	pol, err := policy.Parse("config/policy.yaml", config.PolicyYAML)
+	if err != nil {
+		return nil, &wiring.ConfigError{Var: "CONNECTOR", Problem: "embedded policy: " + err.Error()}
+	}
+	var m *typeform.Mapping
+	if path != "" {
+		m, err = typeform.LoadMapping(path, pol)
+	} else {
+		m, err = typeform.ParseMapping(typeform.MappingFile, config.TypeformYAML, pol)
+	}
+	if err != nil {
+		return nil, &wiring.ConfigError{Var: "TYPEFORM_MAPPING_FILE", Problem: err.Error()}
+	}
+	return typeform.NewWithMapping(m), nil
 }
