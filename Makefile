@@ -107,7 +107,7 @@ vet:
 # (each test binary starts its own moto on a free port unless CRMSYNC_TEST_AWS_ENDPOINT names one),
 # fuzz seed corpora, and the aws-lambda-rie smoke run.
 test: deps tools lint vet test-cdk
-	go test -count=1 -timeout 20m ./...
+	go test -count=1 -timeout 45m ./...
 
 # Runs every fuzz target for FUZZTIME each (seed corpora already run in `make test`).
 FUZZTIME ?= 20s
