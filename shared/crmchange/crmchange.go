@@ -140,102 +140,21 @@ func Event(req Request, pol *policy.Policy, caller string, now time.Time) (*cano
 		return nil, invalid("change_id %q is not valid: 1-128 characters of letters, digits and . _ : @ + / -, starting with a letter or digit", req.ChangeID)
 	}
 
-	var subject canonical.Person
-	var groupKey, contactID string
-	c := req.Contact
-	n := 0
-	for _, v := range []string{c.Email, c.Phone, c.ID} {
-		if strings.TrimSpace(v) != "" {
-			n++
-		}
+	subject, groupKey, contactID, err := addressee(req.Contact)
+	if err != nil {
+		return nil, err
 	}
-	if n != 1 {
-		return nil, invalid("contact must name exactly one of email, phone or id")
+	actorEmail, role, err := actorOf(req.Actor)
+	if err != nil {
+		return nil, err
 	}
-	switch {
-	case strings.TrimSpace(c.Email) != "":
-		e, ok := identity.Email(c.Email)
-		if !ok {
-			return nil, invalid("contact.email %q is not an email address", c.Email)
-		}
-		subject.Emails, groupKey = []string{e}, "email:"+e
-	case strings.TrimSpace(c.Phone) != "":
-		p, ok := identity.Phone(c.Phone)
-		if !ok {
-			return nil, invalid("contact.phone %q is not a phone number (use E.164, e.g. +14155550100)", c.Phone)
-		}
-		subject.Phones, groupKey = []string{p}, "phone:"+p
-	default:
-		contactID = strings.TrimSpace(c.ID)
-		if !changeIDRe.MatchString(contactID) {
-			return nil, invalid("contact.id %q is not a contact id", c.ID)
-		}
-		groupKey = worker.ContactGroupKey(contactID)
+	fields, err := fieldsOf(req.Fields, pol)
+	if err != nil {
+		return nil, err
 	}
-
-	actorEmail, ok := identity.Email(req.Actor.Email)
-	if !ok {
-		if strings.TrimSpace(req.Actor.Email) == "" {
-			return nil, invalid("actor.email is required")
-		}
-		return nil, invalid("actor.email %q is not an email address", req.Actor.Email)
-	}
-	role := strings.TrimSpace(req.Actor.Role)
-	switch {
-	case role == "":
-		return nil, invalid("actor.role is required")
-	case !roleRe.MatchString(role):
-		return nil, invalid("actor.role %q is not valid: lower-case letters, digits, _ and -", req.Actor.Role)
-	}
-
-	fields := map[string]string{}
-	for _, f := range sortedKeys(req.Fields) {
-		if err := knownField(pol, f, "fields"); err != nil {
-			return nil, err
-		}
-		v := strings.TrimSpace(req.Fields[f])
-		if len(v) > maxValueLen {
-			return nil, invalid("fields.%s: value longer than %d bytes", f, maxValueLen)
-		}
-		switch {
-		case v == "":
-		case f == "phone":
-			p, ok := identity.Phone(v)
-			if !ok {
-				return nil, invalid("fields.phone %q is not a phone number (use E.164, e.g. +14155550100)", req.Fields[f])
-			}
-			v = p
-		case f == "email":
-			e, ok := identity.Email(v)
-			if !ok {
-				return nil, invalid("fields.email %q is not an email address", req.Fields[f])
-			}
-			v = e
-		}
-		fields[f] = v
-	}
-	locks := map[string]string{}
-	for _, l := range []struct {
-		name, op string
-		list     []string
-	}{{"lock", "lock", req.Lock}, {"unlock", "unlock", req.Unlock}} {
-		for _, f := range l.list {
-			f = strings.TrimSpace(f)
-			if err := knownField(pol, f, l.name); err != nil {
-				return nil, err
-			}
-			if prev, dup := locks[f]; dup && prev != l.op {
-				return nil, invalid("field %q is both locked and unlocked", f)
-			}
-			locks[f] = l.op
-		}
-	}
-	if len(locks) > 0 && !pol.CanOverride(Source, role) {
-		var roles []string
-		if s, ok := pol.Source(Source); ok {
-			roles = s.OverrideRoles
-		}
-		return nil, invalid("actor.role %q may not lock or unlock fields (override roles: %s)", role, strings.Join(roles, ", "))
+	locks, err := locksOf(req.Lock, req.Unlock, pol, role)
+	if err != nil {
+		return nil, err
 	}
 	if len(fields) == 0 && len(locks) == 0 {
 		return nil, invalid("nothing to change: give fields, lock or unlock")
@@ -289,6 +208,122 @@ func Event(req Request, pol *policy.Policy, caller string, now time.Time) (*cano
 		return nil, invalid("%v", err)
 	}
 	return ev, nil
+}
+
+// addressee validates how the change names its contact (exactly one of email, phone or id) and
+// returns the subject, the FIFO group key and the contact id (when named by id).
+func addressee(c Contact) (subject canonical.Person, groupKey, contactID string, err error) {
+	n := 0
+	for _, v := range []string{c.Email, c.Phone, c.ID} {
+		if strings.TrimSpace(v) != "" {
+			n++
+		}
+	}
+	if n != 1 {
+		return subject, "", "", invalid("contact must name exactly one of email, phone or id")
+	}
+	switch {
+	case strings.TrimSpace(c.Email) != "":
+		e, ok := identity.Email(c.Email)
+		if !ok {
+			return subject, "", "", invalid("contact.email %q is not an email address", c.Email)
+		}
+		subject.Emails, groupKey = []string{e}, "email:"+e
+	case strings.TrimSpace(c.Phone) != "":
+		p, ok := identity.Phone(c.Phone)
+		if !ok {
+			return subject, "", "", invalid("contact.phone %q is not a phone number (use E.164, e.g. +14155550100)", c.Phone)
+		}
+		subject.Phones, groupKey = []string{p}, "phone:"+p
+	default:
+		contactID = strings.TrimSpace(c.ID)
+		if !changeIDRe.MatchString(contactID) {
+			return subject, "", "", invalid("contact.id %q is not a contact id", c.ID)
+		}
+		groupKey = worker.ContactGroupKey(contactID)
+	}
+
+	return subject, groupKey, contactID, nil
+}
+
+// actorOf validates the actor: a normalised email and a well-formed role.
+func actorOf(a Actor) (email, role string, err error) {
+	var ok bool
+	email, ok = identity.Email(a.Email)
+	if !ok {
+		if strings.TrimSpace(a.Email) == "" {
+			return "", "", invalid("actor.email is required")
+		}
+		return "", "", invalid("actor.email %q is not an email address", a.Email)
+	}
+	role = strings.TrimSpace(a.Role)
+	switch {
+	case role == "":
+		return "", "", invalid("actor.role is required")
+	case !roleRe.MatchString(role):
+		return "", "", invalid("actor.role %q is not valid: lower-case letters, digits, _ and -", a.Role)
+	}
+
+	return email, role, nil
+}
+
+// fieldsOf validates the proposed values against the policy and normalises phones and emails.
+func fieldsOf(in map[string]string, pol *policy.Policy) (map[string]string, error) {
+	fields := map[string]string{}
+	for _, f := range sortedKeys(in) {
+		if err := knownField(pol, f, "fields"); err != nil {
+			return nil, err
+		}
+		v := strings.TrimSpace(in[f])
+		if len(v) > maxValueLen {
+			return nil, invalid("fields.%s: value longer than %d bytes", f, maxValueLen)
+		}
+		switch {
+		case v == "":
+		case f == "phone":
+			p, ok := identity.Phone(v)
+			if !ok {
+				return nil, invalid("fields.phone %q is not a phone number (use E.164, e.g. +14155550100)", in[f])
+			}
+			v = p
+		case f == "email":
+			e, ok := identity.Email(v)
+			if !ok {
+				return nil, invalid("fields.email %q is not an email address", in[f])
+			}
+			v = e
+		}
+		fields[f] = v
+	}
+	return fields, nil
+}
+
+// locksOf validates the fields to lock and unlock; only an override role may do either.
+func locksOf(lock, unlock []string, pol *policy.Policy, role string) (map[string]string, error) {
+	locks := map[string]string{}
+	for _, l := range []struct {
+		name, op string
+		list     []string
+	}{{"lock", "lock", lock}, {"unlock", "unlock", unlock}} {
+		for _, f := range l.list {
+			f = strings.TrimSpace(f)
+			if err := knownField(pol, f, l.name); err != nil {
+				return nil, err
+			}
+			if prev, dup := locks[f]; dup && prev != l.op {
+				return nil, invalid("field %q is both locked and unlocked", f)
+			}
+			locks[f] = l.op
+		}
+	}
+	if len(locks) > 0 && !pol.CanOverride(Source, role) {
+		var roles []string
+		if s, ok := pol.Source(Source); ok {
+			roles = s.OverrideRoles
+		}
+		return nil, invalid("actor.role %q may not lock or unlock fields (override roles: %s)", role, strings.Join(roles, ", "))
+	}
+	return locks, nil
 }
 
 func knownField(pol *policy.Policy, f, where string) error {

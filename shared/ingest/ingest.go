@@ -180,26 +180,8 @@ func (h *Handler) handle(ctx context.Context, ev events.APIGatewayV2HTTPRequest,
 	if !h.contentTypeOK(req.Header("content-type")) {
 		return errorResponse(415, "unsupported_media_type"), "content_type"
 	}
-	ver, err := h.conn.Verify(req, sec, now)
-	if err != nil {
-		h.count("AuthFailures", 1)
-		// What `crmsync verify` reports: which check failed, the URL verified against and when.
-		// Never the signature or the secret.
-		h.log.WarnContext(ctx, "authentication failed", "reason", err.Error(), "public_url", req.PublicURL,
-			"received_at", now.UTC().Format(time.RFC3339Nano))
-		return errorResponse(401, "unauthenticated"), "unauthenticated"
-	}
-	if ver.Nonce != "" {
-		if err := h.claimNonce(ctx, ver, body); err != nil {
-			if errors.Is(err, errReplay) {
-				h.count("AuthFailures", 1)
-				h.log.WarnContext(ctx, "authentication failed", "reason", "replayed token with another body", "public_url", req.PublicURL,
-					"received_at", now.UTC().Format(time.RFC3339Nano))
-				return errorResponse(401, "unauthenticated"), "replay"
-			}
-			h.log.ErrorContext(ctx, "replay cache unavailable", "error", err.Error())
-			return errorResponse(503, "unavailable"), "replay_cache_error"
-		}
+	if resp, outcome, done := h.authenticate(ctx, req, sec, body, now); done {
+		return resp, outcome
 	}
 	parsed, err := h.conn.Parse(req, sec)
 	if err != nil {
@@ -216,6 +198,43 @@ func (h *Handler) handle(ctx context.Context, ev events.APIGatewayV2HTTPRequest,
 		return respond(202, `{"status":"quarantined"}`), "quarantined"
 	}
 	good, bad := h.sort(parsed, req.Body, now)
+	h.noteParsed(ctx, parsed)
+	if resp, outcome, done := h.deliver(ctx, req, good, bad, now); done {
+		return resp, outcome
+	}
+	return h.answer(parsed, good, bad)
+}
+
+// authenticate verifies the delivery and claims its nonce; done is set with the refusal when it
+// must not go on (401, or 503 when the replay cache is unavailable).
+func (h *Handler) authenticate(ctx context.Context, req *connector.Request, sec connector.Secret, body []byte, now time.Time) (resp events.APIGatewayV2HTTPResponse, outcome string, done bool) {
+	ver, err := h.conn.Verify(req, sec, now)
+	if err != nil {
+		h.count("AuthFailures", 1)
+		// What `crmsync verify` reports: which check failed, the URL verified against and when.
+		// Never the signature or the secret.
+		h.log.WarnContext(ctx, "authentication failed", "reason", err.Error(), "public_url", req.PublicURL,
+			"received_at", now.UTC().Format(time.RFC3339Nano))
+		return errorResponse(401, "unauthenticated"), "unauthenticated", true
+	}
+	if ver.Nonce != "" {
+		if err := h.claimNonce(ctx, ver, body); err != nil {
+			if errors.Is(err, errReplay) {
+				h.count("AuthFailures", 1)
+				h.log.WarnContext(ctx, "authentication failed", "reason", "replayed token with another body", "public_url", req.PublicURL,
+					"received_at", now.UTC().Format(time.RFC3339Nano))
+				return errorResponse(401, "unauthenticated"), "replay", true
+			}
+			h.log.ErrorContext(ctx, "replay cache unavailable", "error", err.Error())
+			return errorResponse(503, "unavailable"), "replay_cache_error", true
+		}
+	}
+	return resp, "", false
+}
+
+// noteParsed logs and counts what a parse set aside: connector notes, dropped items and
+// lifecycle notifications.
+func (h *Handler) noteParsed(ctx context.Context, parsed *connector.Parsed) {
 	for _, note := range parsed.Notes {
 		h.log.InfoContext(ctx, "connector note", "note", note)
 	}
@@ -230,15 +249,20 @@ func (h *Handler) handle(ctx context.Context, ev events.APIGatewayV2HTTPRequest,
 	if len(parsed.Lifecycle) > 0 {
 		h.count("Lifecycle", float64(len(parsed.Lifecycle)))
 	}
+}
+
+// deliver enqueues the good events and quarantines each bad item alone; done is set with the
+// answer when that failed (413 for an event too large, 503 otherwise).
+func (h *Handler) deliver(ctx context.Context, req *connector.Request, good []canonical.Event, bad []held, now time.Time) (resp events.APIGatewayV2HTTPResponse, outcome string, done bool) {
 	if len(good) > 0 {
 		if err := h.enqueue(ctx, good); errors.Is(err, ErrTooLarge) {
 			h.count("TooLarge", 1)
 			h.log.WarnContext(ctx, "delivery refused: an event is too large for the queue", "error", err.Error())
-			return errorResponse(413, "payload_too_large"), "event_too_large"
+			return errorResponse(413, "payload_too_large"), "event_too_large", true
 		} else if err != nil {
 			h.count("EnqueueFailures", 1)
 			h.log.ErrorContext(ctx, "enqueue failed", "error", err.Error(), "events", len(good))
-			return errorResponse(503, "unavailable"), "enqueue_error"
+			return errorResponse(503, "unavailable"), "enqueue_error", true
 		}
 		h.count("Enqueued", float64(len(good)))
 	}
@@ -247,13 +271,18 @@ func (h *Handler) handle(ctx context.Context, ev events.APIGatewayV2HTTPRequest,
 	for _, b := range bad {
 		if err := h.quarantine(ctx, req, b, now); err != nil {
 			h.log.ErrorContext(ctx, "quarantine failed", "error", err.Error(), "item", b.index)
-			return errorResponse(503, "unavailable"), "quarantine_error"
+			return errorResponse(503, "unavailable"), "quarantine_error", true
 		}
 		h.log.WarnContext(ctx, "item quarantined", "reason", b.reason, "item", b.index)
 	}
 	if len(bad) > 0 {
 		h.count("Quarantined", float64(len(bad)))
 	}
+	return resp, "", false
+}
+
+// answer is the vendor's answer once every good event is enqueued and every bad item stored.
+func (h *Handler) answer(parsed *connector.Parsed, good []canonical.Event, bad []held) (events.APIGatewayV2HTTPResponse, string) {
 	// Vendor fields no mapping uses are counted per connector (the monthly mapping review lists
 	// which ones from the ledger, where each event keeps its own list).
 	unmapped := 0
