@@ -401,6 +401,7 @@ func (c *crmsync) workerFunction() {
 			"MSGRAPH_SECRET_ID":      c.secrets["Msgraph"].SecretArn(),
 			"META_GRAPH_BASE_URL":    jsii.String("https://graph.facebook.com/v21.0"),
 			"MSGRAPH_BASE_URL":       jsii.String("https://graph.microsoft.com/v1.0"),
+			"MSGRAPH_LOGIN_BASE_URL": jsii.String("https://login.microsoftonline.com"), // app tokens (client credentials)
 			"INTERNAL_EMAIL_DOMAINS": c.internalEmailDomains.ValueAsString(),
 		},
 	})

@@ -19,10 +19,6 @@ import (
 // DefaultBaseURL is the Graph API base used when api.BaseURL is empty.
 const DefaultBaseURL = "https://graph.microsoft.com/v1.0"
 
-// DefaultLoginBaseURL is the identity platform's base URL; app tokens come from
-// {base}/{tenant}/oauth2/v2.0/token.
-const DefaultLoginBaseURL = "https://login.microsoftonline.com"
-
 const (
 	messageSelect = "internetMessageId,from,toRecipients,ccRecipients,subject,sentDateTime,receivedDateTime,conversationId,isDraft"
 	eventSelect   = "iCalUId,organizer,attendees,start,end,isCancelled,subject,lastModifiedDateTime,createdDateTime"
@@ -30,10 +26,6 @@ const (
 	maxBody       = 4 << 20
 	// maxOwners bounds the mailbox-owner cache; it is emptied when full.
 	maxOwners = 10000
-	// tokenMargin is how long before its expiry a cached app token is replaced.
-	tokenMargin = 5 * time.Minute
-	// graphScope is the client-credentials scope for Microsoft Graph.
-	graphScope = "https://graph.microsoft.com/.default"
 )
 
 // Graph's JSON shapes, reduced to what the mapping reads.
@@ -84,21 +76,10 @@ type (
 			Code string `json:"code"`
 		} `json:"error"`
 	}
-	tokenAnswer struct {
-		AccessToken string `json:"access_token"`
-		ExpiresIn   int64  `json:"expires_in"`
-		Error       string `json:"error"`
-	}
 )
 
 // owner is a mailbox owner's normalised addresses (mail, then userPrincipalName).
 type owner struct{ addrs []string }
-
-// cachedToken is an app token and when to stop using it.
-type cachedToken struct {
-	token   string
-	expires time.Time
-}
 
 // mailbox is the mailbox a notification's resource names: the path segment after users/ (a
 // user id or an address) and its owner's addresses.
@@ -122,8 +103,9 @@ func (m mailbox) primary() string {
 // message whose from is the owner (or in an internal domain) is sent, and the owner is never the
 // subject. Drafts and deleted messages are skipped (connector.Skip). A deleted event, or one
 // with isCancelled, is a canceled meeting. Errors: 404/410 wrap connector.ErrNotFound; 429, 5xx
-// and network failures connector.ErrTransient; 401/403 (after one token refresh when client
-// credentials are configured) and other 4xx connector.ErrPermanent.
+// and network failures connector.ErrTransient; 401/403 (after one token refresh when a token
+// source is configured, see WithTokenSource) and other 4xx connector.ErrPermanent; the token
+// source's failures keep their class.
 func (c *Connector) Hydrate(ctx context.Context, ev *canonical.Event, sec connector.Secret, api connector.API) error {
 	if ev == nil || ev.Hydrate == nil || ev.Hydrate.Resource == "" ||
 		(ev.Hydrate.Object != "message" && ev.Hydrate.Object != "event") {
@@ -207,8 +189,8 @@ type graphClient struct {
 	tenant string
 }
 
-// get GETs {BaseURL}/{path}?$select=sel and returns a 200 answer's body. With client
-// credentials, a 401 refreshes the app token and retries once.
+// get GETs {BaseURL}/{path}?$select=sel and returns a 200 answer's body. With a token source, a
+// 401 invalidates the tenant's token and retries once with a new one.
 func (g *graphClient) get(ctx context.Context, path, sel string) ([]byte, error) {
 	base := g.api.BaseURL
 	if base == "" {
@@ -220,7 +202,7 @@ func (g *graphClient) get(ctx context.Context, path, sel string) ([]byte, error)
 	}
 	u.RawQuery = url.Values{"$select": {sel}}.Encode()
 	for attempt := 0; ; attempt++ {
-		token, refreshable, err := g.c.token(ctx, g.api, g.sec, g.tenant, attempt > 0)
+		token, err := g.token(ctx)
 		if err != nil {
 			return nil, err
 		}
@@ -228,10 +210,33 @@ func (g *graphClient) get(ctx context.Context, path, sel string) ([]byte, error)
 		if err != nil {
 			return nil, err
 		}
-		if status == http.StatusUnauthorized && refreshable && attempt == 0 {
+		if status == http.StatusUnauthorized && g.c.tokens != nil && attempt == 0 {
+			g.c.tokens.Invalidate(g.tenant)
 			continue
 		}
 		return classify(status, body)
+	}
+}
+
+// token returns the bearer token: the token source's for the notification's tenant, else the
+// secret's static access_token. A token source's unclassified failure counts as transient.
+func (g *graphClient) token(ctx context.Context) (string, error) {
+	if g.c.tokens == nil {
+		if t := g.sec.Get(SecretAccessToken); t != "" {
+			return t, nil
+		}
+		return "", fmt.Errorf("%w: msgraph: no token source or access_token configured", connector.ErrPermanent)
+	}
+	t, err := g.c.tokens.Token(ctx, g.tenant)
+	switch {
+	case err == nil && t == "":
+		return "", fmt.Errorf("%w: msgraph: the token source gave an empty token", connector.ErrTransient)
+	case err == nil:
+		return t, nil
+	case errors.Is(err, connector.ErrTransient) || errors.Is(err, connector.ErrPermanent):
+		return "", fmt.Errorf("msgraph: %w", err)
+	default:
+		return "", fmt.Errorf("%w: msgraph: %w", connector.ErrTransient, err)
 	}
 }
 
@@ -281,73 +286,6 @@ func classify(status int, body []byte) ([]byte, error) {
 	default:
 		return nil, fmt.Errorf("msgraph: unexpected status %d", status)
 	}
-}
-
-// token returns the bearer token for tenant: an app token from the client-credentials flow when
-// client_id and client_secret are configured (cached until shortly before it expires; refresh
-// forces a new one), else the configured access_token. refreshable reports whether a 401 is
-// worth one more try with a new token.
-func (c *Connector) token(ctx context.Context, api connector.API, sec connector.Secret, tenant string, refresh bool) (token string, refreshable bool, err error) {
-	id, secret := sec.Get(SecretClientID), sec.Get(SecretClientSecret)
-	if id == "" || secret == "" {
-		if t := sec.Get(SecretAccessToken); t != "" {
-			return t, false, nil
-		}
-		return "", false, fmt.Errorf("%w: msgraph: no access_token or client credentials configured", connector.ErrPermanent)
-	}
-	if tenant == "" {
-		tenant = sec.Get(SecretTenantID)
-	}
-	if tenant == "" {
-		return "", false, fmt.Errorf("%w: msgraph: no tenant to request a token for", connector.ErrPermanent)
-	}
-	key := tenant + "/" + id
-	c.mu.Lock()
-	cached, ok := c.tokens[key]
-	c.mu.Unlock()
-	if ok && !refresh && c.now().Before(cached.expires) {
-		return cached.token, true, nil
-	}
-	tokenURL := sec.Get(SecretTokenURL)
-	if tokenURL == "" {
-		tokenURL = c.loginBase + "/" + url.PathEscape(tenant) + "/oauth2/v2.0/token"
-	}
-	form := url.Values{"grant_type": {"client_credentials"}, "client_id": {id}, "client_secret": {secret}, "scope": {graphScope}}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, tokenURL, strings.NewReader(form.Encode()))
-	if err != nil {
-		return "", false, fmt.Errorf("%w: msgraph: malformed token URL", connector.ErrPermanent)
-	}
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	req.Header.Set("Accept", "application/json")
-	client := api.Client
-	if client == nil {
-		client = http.DefaultClient
-	}
-	resp, err := client.Do(req)
-	if err != nil {
-		var ue *url.Error
-		if errors.As(err, &ue) {
-			err = ue.Err
-		}
-		return "", false, fmt.Errorf("%w: msgraph: token: %v", connector.ErrTransient, err)
-	}
-	defer resp.Body.Close()
-	var ans tokenAnswer
-	if err := json.NewDecoder(io.LimitReader(resp.Body, maxBody)).Decode(&ans); err != nil && resp.StatusCode == http.StatusOK {
-		return "", false, fmt.Errorf("%w: msgraph: token answer is not JSON", connector.ErrTransient)
-	}
-	switch {
-	case resp.StatusCode == http.StatusOK && ans.AccessToken != "":
-	case resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode >= 500:
-		return "", false, fmt.Errorf("%w: msgraph: token: status %d", connector.ErrTransient, resp.StatusCode)
-	default:
-		return "", false, fmt.Errorf("%w: msgraph: token: status %d, error %s", connector.ErrPermanent, resp.StatusCode, quote(ans.Error))
-	}
-	expires := c.now().Add(time.Duration(ans.ExpiresIn)*time.Second - tokenMargin)
-	c.mu.Lock()
-	c.tokens[key] = cachedToken{token: ans.AccessToken, expires: expires}
-	c.mu.Unlock()
-	return ans.AccessToken, true, nil
 }
 
 // mailbox resolves the mailbox a resource names: an address is its own owner; a user id is

@@ -4,11 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/http"
-	"net/http/httptest"
-	"net/url"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/crmsync/crmsync/shared/canonical"
@@ -165,112 +161,5 @@ func TestHydrateOrganizerCancellation(t *testing.T) {
 		if len(ev.Subject.Emails) != 1 || ev.Subject.Emails[0] != "grace@example.org" {
 			t.Errorf("%s: subject %v", c.change, ev.Subject.Emails)
 		}
-	}
-}
-
-// tokenServer is a client-credentials token endpoint handing out tok-1, tok-2, ...
-type tokenServer struct {
-	mu     sync.Mutex
-	issued int
-	status int
-	form   url.Values
-	path   string
-}
-
-func (ts *tokenServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	ts.mu.Lock()
-	defer ts.mu.Unlock()
-	_ = r.ParseForm()
-	ts.form, ts.path = r.PostForm, r.URL.Path
-	if ts.status != 0 {
-		w.WriteHeader(ts.status)
-		_, _ = w.Write([]byte(`{"error":"invalid_client","error_description":"AADSTS7000215: Invalid client secret provided."}`))
-		return
-	}
-	ts.issued++
-	fmt.Fprintf(w, `{"token_type":"Bearer","expires_in":3599,"ext_expires_in":3599,"access_token":"tok-%d"}`, ts.issued)
-}
-
-// With client credentials, an app token is obtained, cached, and refreshed once when Graph
-// answers 401; a 401 with a fresh token is permanent.
-func TestHydrateRefreshesAppToken(t *testing.T) {
-	ts := &tokenServer{}
-	tokenSrv := httptest.NewServer(ts)
-	defer tokenSrv.Close()
-	var mu sync.Mutex
-	accept := map[string]bool{"Bearer tok-1": true, "Bearer tok-2": true}
-	var auths []string
-	graphSrv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		mu.Lock()
-		defer mu.Unlock()
-		auth := r.Header.Get("Authorization")
-		auths = append(auths, auth)
-		if !accept[auth] {
-			w.WriteHeader(401)
-			_, _ = w.Write([]byte(`{"error":{"code":"InvalidAuthenticationToken","message":"Lifetime validation failed, the token is expired."}}`))
-			return
-		}
-		if strings.Contains(r.URL.Path, "/users/"+repID+"/") {
-			_, _ = w.Write([]byte(sentByRep))
-			return
-		}
-		_, _ = w.Write([]byte(repUser))
-	}))
-	defer graphSrv.Close()
-	creds := connector.Secret{Current: map[string]string{"client_state": state, "client_id": "app-1", "client_secret": "s3cret",
-		"token_url": tokenSrv.URL + "/tenant-9/oauth2/v2.0/token"}}
-	c := New()
-	api := connector.API{BaseURL: graphSrv.URL, Client: graphSrv.Client()}
-
-	ev := thin(t, guidItem("created", "Messages", "AAMk1="))
-	if err := c.Hydrate(context.Background(), &ev, creds, api); err != nil {
-		t.Fatalf("Hydrate: %v", err)
-	}
-	if ts.issued != 1 || ts.form.Get("grant_type") != "client_credentials" || ts.form.Get("scope") != "https://graph.microsoft.com/.default" {
-		t.Fatalf("token requests %d, form %v", ts.issued, ts.form)
-	}
-	// tok-1 expires early (revoked): Graph answers 401, the hydrator gets tok-2 and retries.
-	mu.Lock()
-	delete(accept, "Bearer tok-1")
-	mu.Unlock()
-	ev = thin(t, guidItem("created", "Messages", "AAMk2="))
-	if err := c.Hydrate(context.Background(), &ev, creds, api); err != nil {
-		t.Fatalf("Hydrate after revocation: %v", err)
-	}
-	if ts.issued != 2 {
-		t.Fatalf("token requests = %d, want 2", ts.issued)
-	}
-	// Every token refused: permanent after one refresh.
-	mu.Lock()
-	accept = map[string]bool{}
-	mu.Unlock()
-	ev = thin(t, guidItem("created", "Messages", "AAMk3="))
-	err := c.Hydrate(context.Background(), &ev, creds, api)
-	if !errors.Is(err, connector.ErrPermanent) || ts.issued != 3 {
-		t.Fatalf("Hydrate with every token refused: %v after %d token requests, want ErrPermanent after 3", err, ts.issued)
-	}
-	for _, a := range auths {
-		if strings.Contains(err.Error(), strings.TrimPrefix(a, "Bearer ")) {
-			t.Fatalf("error leaks a token: %v", err)
-		}
-	}
-	// Bad client secret: permanent; the token endpoint down: transient.
-	ts.status = 401
-	ev = thin(t, guidItem("created", "Messages", "AAMk4="))
-	if err := New().Hydrate(context.Background(), &ev, creds, api); !errors.Is(err, connector.ErrPermanent) || strings.Contains(err.Error(), "s3cret") {
-		t.Errorf("bad client secret: %v, want ErrPermanent without the secret", err)
-	}
-	ts.status = 503
-	if err := New().Hydrate(context.Background(), &ev, creds, api); !errors.Is(err, connector.ErrTransient) {
-		t.Errorf("token endpoint 503: %v, want ErrTransient", err)
-	}
-	// Without token_url the endpoint is {login base}/{the notification's tenant}/oauth2/v2.0/token.
-	ts.status = 0
-	mu.Lock()
-	accept = map[string]bool{fmt.Sprintf("Bearer tok-%d", ts.issued+1): true}
-	mu.Unlock()
-	delete(creds.Current, "token_url")
-	if err := New(WithLoginBaseURL(tokenSrv.URL+"/")).Hydrate(context.Background(), &ev, creds, api); err != nil || ts.path != "/tenant-9/oauth2/v2.0/token" {
-		t.Errorf("login base: %v, token path %q", err, ts.path)
 	}
 }

@@ -7,6 +7,7 @@
 package msgraph
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -31,12 +32,13 @@ const (
 
 	// SecretClientState is the secret field holding the subscription's clientState.
 	SecretClientState = "client_state"
-	// SecretAccessToken is the secret field holding a bearer token used to hydrate (when no
-	// client credentials are configured).
+	// SecretAccessToken is the secret field holding a static bearer token, used as is when the
+	// secret holds no client credentials (by the token source, or by Hydrate itself when no
+	// token source is configured).
 	SecretAccessToken = "access_token"
 	// SecretTenantID, SecretClientID and SecretClientSecret are the secret fields holding the
-	// app registration's client credentials; when client_id and client_secret are set, Hydrate
-	// obtains (and refreshes) app tokens with the OAuth client-credentials flow.
+	// app registration's client credentials, from which the token source (shared/graphauth)
+	// obtains and refreshes app tokens with the OAuth client-credentials flow.
 	SecretTenantID     = "tenant_id"
 	SecretClientID     = "client_id"
 	SecretClientSecret = "client_secret"
@@ -46,15 +48,22 @@ const (
 )
 
 // Connector is the Microsoft Graph connector. Its hydrator caches mailbox owners (user id →
-// addresses) and app tokens; it is safe for concurrent use.
+// addresses) and takes its bearer tokens from a TokenSource; it is safe for concurrent use.
 type Connector struct {
-	internal  map[string]bool
-	loginBase string
-	now       func() time.Time
+	internal map[string]bool
+	tokens   TokenSource // nil = the secret's access_token
 
 	mu     sync.Mutex
-	owners map[string]owner       // user id (lower-case) → its addresses
-	tokens map[string]cachedToken // tenant → app token
+	owners map[string]owner // user id (lower-case) → its addresses
+}
+
+// TokenSource hands out Graph app tokens per tenant (shared/graphauth.Tenants): Token returns a
+// valid token for tenant ("" = the app's own tenant), its failures wrapping
+// connector.ErrTransient or connector.ErrPermanent and never holding a secret; Invalidate drops
+// tenant's cached token after Graph refused it (401).
+type TokenSource interface {
+	Token(ctx context.Context, tenant string) (string, error)
+	Invalidate(tenant string)
 }
 
 // Option configures the connector.
@@ -73,20 +82,17 @@ func WithInternalDomains(domains ...string) Option {
 	}
 }
 
-// WithLoginBaseURL sets the identity platform's base URL for app tokens (default
-// DefaultLoginBaseURL); the token endpoint is {base}/{tenant}/oauth2/v2.0/token. A secret's
-// token_url, when set, wins.
-func WithLoginBaseURL(base string) Option {
-	return func(c *Connector) {
-		if base = strings.TrimRight(strings.TrimSpace(base), "/"); base != "" {
-			c.loginBase = base
-		}
-	}
+// WithTokenSource makes Hydrate authorize its Graph calls with app tokens from ts, asked for the
+// notification's tenant (its tenantId; "" when it names none), and, when Graph answers 401,
+// invalidate the token and retry once with a new one. Without a token source, Hydrate uses the
+// secret's static access_token as is.
+func WithTokenSource(ts TokenSource) Option {
+	return func(c *Connector) { c.tokens = ts }
 }
 
 // New returns the Graph connector.
 func New(opts ...Option) *Connector {
-	c := &Connector{internal: map[string]bool{}, loginBase: DefaultLoginBaseURL, now: time.Now, owners: map[string]owner{}, tokens: map[string]cachedToken{}}
+	c := &Connector{internal: map[string]bool{}, owners: map[string]owner{}}
 	for _, o := range opts {
 		o(c)
 	}
