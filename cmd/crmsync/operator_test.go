@@ -111,7 +111,10 @@ func TestConnectLocal(t *testing.T) {
 		t.Errorf("fields %v", names)
 	}
 	text := s.mustCLI("connect", "meta-leads")
-	for _, v := range s.secrets["meta-leads"].Current {
+	for name, v := range s.secrets["meta-leads"].Current {
+		if name == "ad_fields" {
+			continue // a switch ("true"), not a secret; the docs name its value
+		}
 		if strings.Contains(text, v) {
 			t.Errorf("connect printed a secret value")
 		}
