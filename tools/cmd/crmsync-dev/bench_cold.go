@@ -63,6 +63,9 @@ func coldProbe(kind fnbuild.Kind) (name string, quiet, aws []byte) {
 	case fnbuild.KindCrmChanges:
 		return "a GET (answered 405 before any AWS call)",
 			[]byte(`{"version":"2.0","rawPath":"/crm/changes","requestContext":{"http":{"method":"GET"}}}`), nil
+	case fnbuild.KindGraphSubs:
+		return "a GET of the lifecycle route (answered 405 before any AWS call)",
+			[]byte(`{"version":"2.0","rawPath":"/webhooks/msgraph/lifecycle","requestContext":{"http":{"method":"GET"}}}`), nil
 	default:
 		return "an unknown job (refused before any AWS call)", []byte(`{"job":"no-such-job"}`), nil
 	}
