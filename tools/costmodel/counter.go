@@ -389,6 +389,35 @@ func (t *table) entrySize(idx Index, it ddbexpr.Item) int {
 	return ddbexpr.ItemSize(it)
 }
 
+// sameEntry reports whether old and new project the same attributes into idx.
+func (t *table) sameEntry(idx Index, old, new ddbexpr.Item) bool {
+	names := map[string]bool{}
+	switch idx.Projection {
+	case "KEYS_ONLY", "INCLUDE":
+		for _, a := range append([]string{t.hash, t.rng, idx.Hash, idx.Range}, idx.Include...) {
+			names[a] = a != ""
+		}
+	default:
+		for a := range old {
+			names[a] = true
+		}
+		for a := range new {
+			names[a] = true
+		}
+	}
+	for a, projected := range names {
+		if !projected {
+			continue
+		}
+		ov, inOld := old[a]
+		nv, inNew := new[a]
+		if inOld != inNew || (inOld && !ddbexpr.Equal(ov, nv)) {
+			return false
+		}
+	}
+	return true
+}
+
 // indexWrites is the write units a table write from old to new (either nil) costs its indexes.
 func (t *table) indexWrites(old, new ddbexpr.Item) float64 {
 	if t == nil {
@@ -400,9 +429,12 @@ func (t *table) indexWrites(old, new ddbexpr.Item) float64 {
 		switch {
 		case inOld && inNew:
 			same := ddbexpr.Equal(old[idx.Hash], new[idx.Hash]) && (idx.Range == "" || ddbexpr.Equal(old[idx.Range], new[idx.Range]))
-			if same {
+			switch {
+			case same && t.sameEntry(idx, old, new):
+				// Neither the index key nor a projected attribute changed: nothing is written.
+			case same:
 				u += WriteUnits(max(t.entrySize(idx, old), t.entrySize(idx, new)))
-			} else {
+			default:
 				u += WriteUnits(t.entrySize(idx, old)) + WriteUnits(t.entrySize(idx, new))
 			}
 		case inOld:

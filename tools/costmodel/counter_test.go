@@ -54,3 +54,55 @@ func TestWriteUnitsFollowThePublishedRules(t *testing.T) {
 		t.Fatalf("reads: %+v", d)
 	}
 }
+
+// An index entry is written only when the index's key or a projected attribute changes
+// (https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/GSI.html#GSI.Writes).
+func TestIndexWritesOnlyWhenTheEntryChanges(t *testing.T) {
+	key := func(name string, kt types.KeyType) types.KeySchemaElement {
+		return types.KeySchemaElement{AttributeName: aws.String(name), KeyType: kt}
+	}
+	c := NewCounter()
+	c.record(Op{"DynamoDB", "CreateTable"}, &dynamodb.CreateTableInput{
+		TableName: aws.String("t"),
+		KeySchema: []types.KeySchemaElement{key("pk", types.KeyTypeHash), key("sk", types.KeyTypeRange)},
+		GlobalSecondaryIndexes: []types.GlobalSecondaryIndex{
+			{IndexName: aws.String("Keys"), KeySchema: []types.KeySchemaElement{key("k", types.KeyTypeHash)},
+				Projection: &types.Projection{ProjectionType: types.ProjectionTypeKeysOnly}},
+			{IndexName: aws.String("Incl"), KeySchema: []types.KeySchemaElement{key("i", types.KeyTypeHash)},
+				Projection: &types.Projection{ProjectionType: types.ProjectionTypeInclude, NonKeyAttributes: []string{"status"}}},
+			{IndexName: aws.String("All"), KeySchema: []types.KeySchemaElement{key("a", types.KeyTypeHash)},
+				Projection: &types.Projection{ProjectionType: types.ProjectionTypeAll}},
+		},
+	}, &dynamodb.CreateTableOutput{}, nil)
+	put := func(item ddbexpr.Item) float64 {
+		c.Reset()
+		c.record(Op{"DynamoDB", "PutItem"}, &dynamodb.PutItemInput{TableName: aws.String("t"), Item: item}, &dynamodb.PutItemOutput{}, nil)
+		return c.Snapshot().DynamoDB.IndexWrite
+	}
+	item := func(k, i, a, status, doc string) ddbexpr.Item {
+		it := ddbexpr.Item{"pk": s("p"), "sk": s("s"), "status": s(status), "doc": s(doc)}
+		for name, v := range map[string]string{"k": k, "i": i, "a": a} {
+			if v != "" {
+				it[name] = s(v)
+			}
+		}
+		return it
+	}
+	tests := []struct {
+		name string
+		item ddbexpr.Item
+		want float64
+	}{
+		{"new item enters all three indexes", item("k1", "i1", "a1", "open", "x"), 3},
+		{"same item again: no entry changes", item("k1", "i1", "a1", "open", "x"), 0},
+		{"unprojected attribute changes: only ALL rewrites", item("k1", "i1", "a1", "open", "y"), 1},
+		{"included attribute changes: INCLUDE and ALL rewrite", item("k1", "i1", "a1", "done", "y"), 2},
+		{"KEYS_ONLY key changes: old entry deleted, new put; ALL projects k too", item("k2", "i1", "a1", "done", "y"), 2 + 1},
+		{"leaves the INCLUDE index: one delete; ALL projects i too", item("k2", "", "a1", "done", "y"), 1 + 1},
+	}
+	for _, tt := range tests {
+		if got := put(tt.item); got != tt.want {
+			t.Errorf("%s: index units = %g, want %g", tt.name, got, tt.want)
+		}
+	}
+}
