@@ -10,7 +10,9 @@
 //	CONTACT#<id> / ACT#<activity>   an activity associated with the contact
 //	UNASSOC      / ACT#<activity>   an activity waiting for a contact (unassoc = "1", sparse index)
 //	CONTACT#<id> / AUDIT#<occurred_at>#<event key>#<field>   one audited decision
-//	IDENT#email#<addr> / IDENT      → contact_id (claimed with attribute_not_exists)
+//	IDENT#email#<addr> / IDENT      → contact_id (claimed with attribute_not_exists(contact_id));
+//	                                  while unclaimed, the ids of the activities parked with it
+//	                                  (pending, pver), adopted by the claim's transaction
 //	IDENT#phone#<e164> / IDENT      → contact_id
 //	DOMAIN#<domain> / DOMAIN        → account (claimed with attribute_not_exists)
 //
@@ -355,6 +357,13 @@ type IdentityClaim struct {
 	EventKey string `dynamodbav:"event_key"`
 	// ClaimedAt is when (TimeLayout).
 	ClaimedAt string `dynamodbav:"claimed_at"`
+	// Pending are the ids of activities parked as UNASSOC that carry this identity while it is
+	// unclaimed (ContactID empty): the contact that claims it adopts them in its own transaction,
+	// so adoption never waits for an index.
+	Pending []string `dynamodbav:"pending,stringset,omitempty"`
+	// PendingVersion counts the parkings recorded on an unclaimed identity; a claim is
+	// conditioned on it, so a parking that commits first makes the claim re-read and adopt.
+	PendingVersion int64 `dynamodbav:"pver,omitempty"`
 }
 
 // ActivityItem is one timeline entry: an activity under its contact, or unassociated.

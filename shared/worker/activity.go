@@ -66,8 +66,9 @@ func (pl *planner) mergeActivity(ctx context.Context) (write, retire *activityWr
 // Grace and Mailgun's delivery event for it), so:
 //   - a new activity under a contact, when no UNASSOC item for it exists, relies on none being
 //     created meanwhile (else an event parking the same activity concurrently would split it);
-//   - an activity parked as UNASSOC relies on the subject's unclaimed identities staying
-//     unclaimed (else a contact created concurrently would never adopt it).
+//   - an activity parked as UNASSOC is recorded as pending on the subject's unclaimed
+//     identities, conditioned on their staying unclaimed (planner.markPending): a contact that
+//     claims one first cancels this event's transaction, one that claims it later adopts.
 func (pl *planner) locateActivity(ctx context.Context) (storedActivity, error) {
 	id := pl.ev.Activity.ID
 	contact := pl.contactRecord()
@@ -96,17 +97,6 @@ func (pl *planner) locateActivity(ctx context.Context) (storedActivity, error) {
 		case parked.MovedTo == "":
 			current = &store.ActivityItem{Doc: parked.Doc, Identities: parked.Identities, Assoc: parked.Assoc, Log: parked.Log}
 			found.retire = tombstone(parked, contact.ID, pl.now)
-		}
-	}
-	if found.pk == store.PKUnassociated {
-		for _, email := range pl.emails {
-			found.absent = append(found.absent, itemKey{store.IdentEmailPK(email), store.SKIdent})
-		}
-		for _, phone := range pl.phones {
-			found.absent = append(found.absent, itemKey{store.IdentPhonePK(phone), store.SKIdent})
-		}
-		if len(found.absent) > maxClaims {
-			found.absent = found.absent[:maxClaims]
 		}
 	}
 	found.item = current
@@ -181,27 +171,28 @@ func tombstone(parked *store.ActivityItem, contactID string, now time.Time) *act
 	return &activityWrite{item: retired, prev: parked.Version}
 }
 
-// adopt moves unassociated activities carrying one of the contact's new identities under it,
-// skipping those the plan already writes.
+// adopt moves the unassociated activities pending on the identities the contact claims under
+// it (at most maxMoves; the rest stay pending on the claim for the consistency job), skipping
+// those the plan already writes. Each is read strongly consistently: no index is read.
 func (pl *planner) adopt(ctx context.Context, contact *store.Record, newIdentities []string, planned []*activityWrite) ([]*activityWrite, error) {
-	waiting, err := pl.reader.unassociatedCarrying(ctx, newIdentities, maxMoves)
-	if err != nil {
-		return nil, err
-	}
 	var out []*activityWrite
-	for _, candidate := range waiting {
-		if slices.ContainsFunc(planned, func(w *activityWrite) bool { return w.item.ActivityID == candidate.ActivityID }) {
+	adopted := map[string]bool{}
+	for _, id := range pl.pendingActivities() {
+		if len(adopted) >= maxMoves {
+			break
+		}
+		adopted[id] = true
+		if slices.ContainsFunc(planned, func(w *activityWrite) bool { return w.item.ActivityID == id }) {
 			continue
 		}
-		// The index is eventually consistent: read the item itself before moving it.
-		parked, err := pl.reader.activity(ctx, store.PKUnassociated, candidate.ActivityID)
+		parked, err := pl.reader.activity(ctx, store.PKUnassociated, id)
 		if err != nil {
 			return nil, err
 		}
 		if parked == nil || parked.MovedTo != "" {
 			continue
 		}
-		if existing, err := pl.reader.activity(ctx, contact.PK, candidate.ActivityID); err != nil {
+		if existing, err := pl.reader.activity(ctx, contact.PK, id); err != nil {
 			return nil, err
 		} else if existing != nil {
 			continue
@@ -220,7 +211,22 @@ func (pl *planner) adopt(ctx context.Context, contact *store.Record, newIdentiti
 		moved.Version, moved.UpdatedAt = 1, store.FormatTime(pl.now)
 		out = append(out, &activityWrite{item: moved, isNew: true}, tombstone(parked, contact.ID, pl.now))
 	}
+	for i := range pl.plan.claims {
+		claim := &pl.plan.claims[i].item
+		claim.Pending = slices.DeleteFunc(slices.Clone(claim.Pending), func(id string) bool { return adopted[id] })
+	}
 	return out, nil
+}
+
+// pendingActivities lists, sorted and once each, the activities pending on the identities this
+// event claims.
+func (pl *planner) pendingActivities() []string {
+	var ids []string
+	for _, claim := range pl.plan.claims {
+		ids = append(ids, claim.item.Pending...)
+	}
+	slices.Sort(ids)
+	return slices.Compact(ids)
 }
 
 // adoptLink says how an adopted activity was linked: the first new identity it carries.

@@ -59,7 +59,9 @@ type plan struct {
 	ledger     *store.LedgerItem
 	ledgerPrev string // forced re-run: the recorded_at the ledger item must still have
 	records    []*recordWrite
-	claims     []store.IdentityClaim
+	claims     []claimWrite
+	// marks record this event's parked activity on its subject's unclaimed identities.
+	marks      []pendingMark
 	activities []*activityWrite
 	audits     []store.AuditItem
 	// logs are the activity log items of the activities this event merged into.
@@ -68,6 +70,22 @@ type plan struct {
 	// ConditionCheck, so an event of another group that creates one concurrently cancels this
 	// transaction and this event is re-read and re-decided (see planner.locateActivity).
 	absent []itemKey
+}
+
+// claimWrite is one identity or domain claim to Put: conditioned on the item's absence, or,
+// when an unclaimed identity item holding parked activities exists, on its staying unclaimed
+// with the parkings read (pver).
+type claimWrite struct {
+	item    store.IdentityClaim
+	existed bool
+	pver    int64
+}
+
+// pendingMark adds a parked activity to an unclaimed identity's pending list (the item is
+// created when absent), conditioned on the identity staying unclaimed.
+type pendingMark struct {
+	pk         string
+	activityID string
 }
 
 // itemKey is a CRM table item's key.
@@ -100,6 +118,9 @@ func (s *entityState) write() *recordWrite {
 type subjectIdentity struct {
 	pk, kind, value string
 	owner           string // the contact that claims it; "" when unclaimed
+	// claim is the identity's item as read (nil when absent): while unclaimed it may hold
+	// parked activities waiting for it.
+	claim *store.IdentityClaim
 }
 
 // linkMethod says how a contact matched through an identity of this kind.
@@ -205,11 +226,15 @@ func (pl *planner) lookupSubject(ctx context.Context) error {
 		pl.subject = append(pl.subject, subjectIdentity{pk: store.IdentPhonePK(phone), kind: "phone", value: phone})
 	}
 	for i := range pl.subject {
-		owner, err := pl.reader.claimOwner(ctx, pl.subject[i].pk, store.SKIdent)
+		claim, err := pl.reader.claim(ctx, pl.subject[i].pk, store.SKIdent)
 		if err != nil {
 			return err
 		}
-		pl.subject[i].owner = owner
+		owner := ""
+		if claim != nil {
+			owner = claim.ContactID
+		}
+		pl.subject[i].owner, pl.subject[i].claim = owner, claim
 		if owner != "" && pl.contactLink == nil {
 			pl.contactLink = &association.Link{ID: owner, Method: linkMethod(pl.subject[i].kind), Via: pl.subject[i].value}
 		}
@@ -278,8 +303,13 @@ func (pl *planner) claimIdentities() {
 		if ident.owner != "" || len(pl.plan.claims) >= maxClaims {
 			continue // claimed by this contact already, or by another one (never stolen)
 		}
-		pl.plan.claims = append(pl.plan.claims, store.IdentityClaim{PK: ident.pk, SK: store.SKIdent, ContactID: contact.rec.ID,
-			EventKey: pl.ev.Key, ClaimedAt: store.FormatTime(pl.now)})
+		claim := claimWrite{item: store.IdentityClaim{PK: ident.pk, SK: store.SKIdent, ContactID: contact.rec.ID,
+			EventKey: pl.ev.Key, ClaimedAt: store.FormatTime(pl.now)}}
+		if ident.claim != nil { // unclaimed, with parked activities waiting for it
+			claim.existed, claim.pver = true, ident.claim.PendingVersion
+			claim.item.Pending = ident.claim.Pending
+		}
+		pl.plan.claims = append(pl.plan.claims, claim)
 		tag := ident.kind + ":" + ident.value
 		if !slices.Contains(contact.rec.Identities, tag) {
 			contact.rec.Identities = append(contact.rec.Identities, tag)
@@ -396,8 +426,8 @@ func (pl *planner) accountForDomain(ctx context.Context) error {
 		id := AccountIDFor(domain)
 		pl.account = newEntity(store.Account, id)
 		pl.account.rec.Domains = []string{domain}
-		pl.plan.claims = append(pl.plan.claims, store.IdentityClaim{PK: store.DomainPK(domain), SK: store.SKDomain, Account: id,
-			EventKey: pl.ev.Key, ClaimedAt: store.FormatTime(pl.now)})
+		pl.plan.claims = append(pl.plan.claims, claimWrite{item: store.IdentityClaim{PK: store.DomainPK(domain), SK: store.SKDomain,
+			Account: id, EventKey: pl.ev.Key, ClaimedAt: store.FormatTime(pl.now)}})
 	}
 	pl.assoc.Account = &association.Link{ID: pl.account.rec.ID, Method: association.EmailDomain, Via: domain}
 	return nil
@@ -456,6 +486,9 @@ func (pl *planner) planActivity(ctx context.Context) error {
 		return err
 	}
 	pl.plan.absent = append(pl.plan.absent, absent...)
+	if write != nil && write.item.PK == store.PKUnassociated {
+		pl.markPending(activity.ID)
+	}
 	if write != nil {
 		pl.plan.activities = append(pl.plan.activities, write)
 		if write.item.Log != "" {
@@ -481,8 +514,20 @@ func (pl *planner) planActivity(ctx context.Context) error {
 	return nil
 }
 
-// planAdoption lets a contact that gained identities adopt the unassociated activities waiting
-// for them.
+// markPending records a parked activity on each of the subject's unclaimed identities (at most
+// maxClaims): a contact that claims one later adopts it in the claim's own transaction, and a
+// contact that claims one first makes this event's transaction fail and re-plan under it.
+func (pl *planner) markPending(activityID string) {
+	for _, ident := range pl.subject {
+		if ident.owner != "" || len(pl.plan.marks) >= maxClaims {
+			continue
+		}
+		pl.plan.marks = append(pl.plan.marks, pendingMark{pk: ident.pk, activityID: activityID})
+	}
+}
+
+// planAdoption lets a contact that gained identities adopt the unassociated activities recorded
+// as pending on the identities it claims.
 func (pl *planner) planAdoption(ctx context.Context) error {
 	if pl.contact == nil || len(pl.newIdentities) == 0 {
 		return nil

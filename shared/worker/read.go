@@ -175,6 +175,16 @@ func (r reader) get(ctx context.Context, pk, sk string, out any) (bool, error) {
 	return true, nil
 }
 
+// claim reads an identity or domain item; nil when absent.
+func (r reader) claim(ctx context.Context, pk, sk string) (*store.IdentityClaim, error) {
+	var claim store.IdentityClaim
+	ok, err := r.get(ctx, pk, sk, &claim)
+	if err != nil || !ok {
+		return nil, err
+	}
+	return &claim, nil
+}
+
 // claimOwner returns who owns an identity or domain claim ("" when unclaimed).
 func (r reader) claimOwner(ctx context.Context, pk, sk string) (string, error) {
 	var claim store.IdentityClaim
@@ -265,43 +275,3 @@ func (r reader) deals(ctx context.Context, accountID string) ([]*store.Record, e
 	return out, err
 }
 
-// unassociatedCarrying lists up to limit unassociated activities carrying one of identityTags
-// ("kind:value") through the sparse Unassociated index (eventually consistent: read an item
-// itself before relying on it).
-func (r reader) unassociatedCarrying(ctx context.Context, identityTags []string, limit int) ([]*store.ActivityItem, error) {
-	var cond expression.ConditionBuilder
-	for i, tag := range identityTags {
-		carries := expression.Contains(expression.Name("identities"), tag)
-		if i == 0 {
-			cond = carries
-		} else {
-			cond = cond.Or(carries)
-		}
-	}
-	expr, err := expression.NewBuilder().
-		WithKeyCondition(expression.Key("unassoc").Equal(expression.Value("1"))).
-		WithFilter(cond).Build()
-	if err != nil {
-		return nil, err
-	}
-	var found []*store.ActivityItem
-	err = r.query(ctx, &dynamodb.QueryInput{
-		TableName: aws.String(r.cfg.CRMTable), IndexName: aws.String(store.IndexUnassociated),
-		KeyConditionExpression: expr.KeyCondition(), FilterExpression: expr.Filter(),
-		ExpressionAttributeNames: expr.Names(), ExpressionAttributeValues: expr.Values(),
-	}, 5, func(item map[string]types.AttributeValue) error {
-		if len(found) >= limit {
-			return nil
-		}
-		var activity store.ActivityItem
-		if err := attributevalue.UnmarshalMap(item, &activity); err != nil {
-			return err
-		}
-		found = append(found, &activity)
-		return nil
-	})
-	if err != nil {
-		return nil, err
-	}
-	return found, nil
-}

@@ -6,6 +6,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/feature/dynamodb/attributevalue"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+
+	"github.com/crmsync/crmsync/shared/store"
 )
 
 // transactionBuilder collects the items of one TransactWriteItems.
@@ -42,6 +44,31 @@ func (builder *transactionBuilder) putVersioned(table string, value any, isNew b
 		map[string]types.AttributeValue{":v": &types.AttributeValueMemberN{Value: strconv.FormatInt(prev, 10)}})
 }
 
+// putClaim adds a claim's Put: on an absent item, or on an unclaimed identity item whose
+// parkings are still the ones the plan read (so it adopted them all).
+func (builder *transactionBuilder) putClaim(table string, claim claimWrite) error {
+	if !claim.existed {
+		return builder.put(table, claim.item, "attribute_not_exists(pk)", nil, nil)
+	}
+	if claim.pver == 0 {
+		return builder.put(table, claim.item, "attribute_not_exists(contact_id) AND attribute_not_exists(pver)", nil, nil)
+	}
+	return builder.put(table, claim.item, "attribute_not_exists(contact_id) AND pver = :pv", nil,
+		map[string]types.AttributeValue{":pv": &types.AttributeValueMemberN{Value: strconv.FormatInt(claim.pver, 10)}})
+}
+
+// markPending adds an Update recording a parked activity on an unclaimed identity (creating
+// the item when absent), conditioned on the identity staying unclaimed.
+func (builder *transactionBuilder) markPending(table string, mark pendingMark) {
+	builder.items = append(builder.items, types.TransactWriteItem{Update: &types.Update{
+		TableName: aws.String(table), Key: key(mark.pk, store.SKIdent),
+		UpdateExpression:    aws.String("ADD pending :a, pver :one"),
+		ConditionExpression: aws.String("attribute_not_exists(contact_id)"),
+		ExpressionAttributeValues: map[string]types.AttributeValue{
+			":a": &types.AttributeValueMemberSS{Value: []string{mark.activityID}}, ":one": &types.AttributeValueMemberN{Value: "1"}},
+	}})
+}
+
 // checkAbsent adds a ConditionCheck that the item is still absent.
 func (builder *transactionBuilder) checkAbsent(table string, absent itemKey) {
 	builder.items = append(builder.items, types.TransactWriteItem{ConditionCheck: &types.ConditionCheck{
@@ -62,9 +89,12 @@ func (p *plan) transaction(shared *deps) ([]types.TransactWriteItem, error) {
 		}
 	}
 	for _, claim := range p.claims {
-		if err := builder.put(crm, claim, "attribute_not_exists(pk)", nil, nil); err != nil {
+		if err := builder.putClaim(crm, claim); err != nil {
 			return nil, err
 		}
+	}
+	for _, mark := range p.marks {
+		builder.markPending(crm, mark)
 	}
 	for _, activity := range p.activities {
 		if err := builder.putVersioned(crm, activity.item, activity.isNew, activity.prev); err != nil {

@@ -41,8 +41,11 @@
 // created with the id ContactIDFor(event key) and its identities are claimed in the same
 // transaction (attribute_not_exists), so two events racing to create one person yield one
 // contact: the loser's transaction is canceled and it re-decides against the winner's contact.
-// Activities without a contact are stored under UNASSOC (sparse Unassociated index) and move
-// under the contact that later claims one of their identities.
+// Activities without a contact are stored under UNASSOC (sparse Unassociated index, read only
+// by the consistency job) and recorded as pending on their identities' unclaimed IDENT items,
+// conditioned on those staying unclaimed; the contact that later claims one adopts them in the
+// claim's own transaction (the claim is conditioned on the parkings it read). Whichever of the
+// two commits second fails its condition and re-decides, so adoption never waits for an index.
 //
 // Locks: a crm.change event asks to lock or unlock fields through the pseudo-entity
 // entity+LockSuffix in Event.Fields, e.g. Fields["contact#lock"] = {"phone": "lock"}; the

@@ -233,6 +233,7 @@ func (r *crmReader) add(it map[string]types.AttributeValue) error {
 		actual.Contacts[item.ID] = contact
 	case item.SK == "PROFILE" && strings.HasPrefix(item.PK, "ACCOUNT#"):
 		actual.Accounts[item.ID] = item.Fields["name"].Value
+	case item.SK == "IDENT" && item.ContactID == "": // unclaimed: only parked activities pending on it
 	case item.SK == "IDENT":
 		rest := strings.TrimPrefix(item.PK, "IDENT#")
 		kind, value, _ := strings.Cut(rest, "#")
