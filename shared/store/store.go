@@ -162,6 +162,14 @@ type Rerun struct {
 	At string `dynamodbav:"at" json:"at"`
 }
 
+// Redelivery is one delivery of an event after its dedup window was over.
+type Redelivery struct {
+	// At is when it was re-decided (TimeLayout).
+	At string `dynamodbav:"at" json:"at"`
+	// Outcome is what re-deciding it did (usually NOOP: the original already applied it).
+	Outcome string `dynamodbav:"outcome" json:"outcome"`
+}
+
 // LedgerItem is the ledger's one item per event key.
 type LedgerItem struct {
 	// Key is the canonical event key (the table's pk).
@@ -177,8 +185,9 @@ type LedgerItem struct {
 	DedupUntil int64 `dynamodbav:"dedup_until" json:"dedup_until"`
 	// DedupForever is set when the source's window is forever.
 	DedupForever bool `dynamodbav:"dedup_forever,omitempty" json:"dedup_forever,omitempty"`
-	// ExpiresAt is the TTL, epoch seconds.
-	ExpiresAt int64 `dynamodbav:"expires_at" json:"expires_at"`
+	// ExpiresAt is the TTL, epoch seconds; 0 (no attribute) for a source whose dedup window is
+	// forever: its items are kept so that a redelivery years later is still a duplicate.
+	ExpiresAt int64 `dynamodbav:"expires_at,omitempty" json:"expires_at,omitempty"`
 	// GroupKey is the event's group key (ByGroup hash key).
 	GroupKey string `dynamodbav:"group_key,omitempty" json:"group_key,omitempty"`
 	// OccurredAt is the event's occurred_at (ByGroup range key, TimeLayout).
@@ -197,6 +206,9 @@ type LedgerItem struct {
 	Attempts int `dynamodbav:"attempts" json:"attempts"`
 	// Reruns lists forced re-runs, oldest first.
 	Reruns []Rerun `dynamodbav:"reruns,omitempty" json:"reruns,omitempty"`
+	// Redeliveries lists deliveries of the same payload after its dedup window, oldest first:
+	// each was re-decided, and the item's outcome, reason and recorded_at stay the original's.
+	Redeliveries []Redelivery `dynamodbav:"redeliveries,omitempty" json:"redeliveries,omitempty"`
 	// Unmapped lists the vendor fields no mapping used.
 	Unmapped []string `dynamodbav:"unmapped,omitempty" json:"unmapped,omitempty"`
 	// ContactID is the contact the event was applied to, if any.

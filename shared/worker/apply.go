@@ -292,7 +292,7 @@ func (a *applier) planTransaction(ctx context.Context, ev *canonical.Event, now 
 
 // recordApplied reports a written plan in res, the metrics and the log.
 func (a *applier) recordApplied(ctx context.Context, ev *canonical.Event, written *plan, attempt, writes int, res *Result) {
-	res.Outcome, res.Reason = written.ledger.Outcome, written.ledger.Reason
+	res.Outcome, res.Reason = written.outcome(), written.ledger.Reason
 	res.ContactID, res.ActivityID = written.ledger.ContactID, written.ledger.ActivityID
 	a.emitOutcome(ev.Source, res.Outcome, ev)
 	if attempt > 1 {

@@ -49,10 +49,14 @@ func (d *deps) ledgerItem(ev *canonical.Event, now time.Time) *store.LedgerItem 
 	if forever {
 		until = store.ForeverMillis
 	}
+	var expires int64
+	if !forever {
+		expires = now.Add(time.Duration(d.cfg.RetentionDays) * 24 * time.Hour).Unix()
+	}
 	body, _ := ev.Marshal()
 	return &store.LedgerItem{
 		Key: ev.Key, PayloadHash: ev.PayloadHash, DedupUntil: until, DedupForever: forever,
-		ExpiresAt:      now.Add(time.Duration(d.cfg.RetentionDays) * 24 * time.Hour).Unix(),
+		ExpiresAt:      expires,
 		GroupKey:       ev.GroupKey,
 		OccurredAt:     store.FormatTime(ev.OccurredAt),
 		Source:         ev.Source,

@@ -70,6 +70,9 @@ type plan struct {
 	// ConditionCheck, so an event of another group that creates one concurrently cancels this
 	// transaction and this event is re-read and re-decided (see planner.locateActivity).
 	absent []itemKey
+	// decided is this delivery's outcome when the ledger keeps another (a redelivery after the
+	// dedup window keeps the original's); "" otherwise.
+	decided string
 }
 
 // claimWrite is one identity or domain claim to Put: conditioned on the item's absence, or,
@@ -86,6 +89,14 @@ type claimWrite struct {
 type pendingMark struct {
 	pk         string
 	activityID string
+}
+
+// outcome is what deciding this delivery did.
+func (p *plan) outcome() string {
+	if p.decided != "" {
+		return p.decided
+	}
+	return p.ledger.Outcome
 }
 
 // itemKey is a CRM table item's key.
@@ -182,6 +193,7 @@ func (a *applier) plan(ctx context.Context, ev *canonical.Event, now time.Time, 
 	pl.collectRecords()
 	pl.auditRerun()
 	pl.settleOutcome()
+	pl.keepOriginalOutcome(ledger)
 	return pl.plan, nil
 }
 
@@ -554,6 +566,25 @@ func (pl *planner) collectRecords() {
 		pl.plan.ledger.ContactID = pl.contact.rec.ID
 		pl.plan.ledger.Applications = append(pl.plan.ledger.Applications, store.Application{ContactID: pl.contact.rec.ID,
 			Version: pl.contact.prev, Wrote: pl.contact.changed, At: store.FormatTime(pl.now)})
+	}
+}
+
+// keepOriginalOutcome makes a redelivery after the dedup window (a ledger item with the same
+// payload, not a forced re-run) a note on the original: the item keeps its outcome, reason and
+// recording time and lists this delivery's outcome under redeliveries; its window starts anew.
+func (pl *planner) keepOriginalOutcome(original *store.LedgerItem) {
+	if original == nil || pl.rerun != nil || original.PayloadHash != pl.ev.PayloadHash {
+		return
+	}
+	ledger := pl.plan.ledger
+	ledger.Redeliveries = append(slices.Clone(original.Redeliveries), store.Redelivery{At: store.FormatTime(pl.now), Outcome: ledger.Outcome})
+	pl.plan.decided = ledger.Outcome
+	ledger.Outcome, ledger.Reason, ledger.RecordedAt = original.Outcome, original.Reason, original.RecordedAt
+	if ledger.ContactID == "" {
+		ledger.ContactID = original.ContactID
+	}
+	if ledger.ActivityID == "" {
+		ledger.ActivityID = original.ActivityID
 	}
 }
 
