@@ -300,6 +300,7 @@ func (r *benchResults) renderTargets(w writer) {
 		}
 		w("| AWS requests during init, all functions | %d | 0 | %s |\n", calls, verdict(float64(calls), 0, "requests"))
 	}
+	r.renderGraphAnswer(w)
 	if lines := r.moneyLines(false); lines != nil {
 		t := costmodel.Total(lines)
 		tm := costmodel.Total(r.moneyLines(true))
@@ -307,6 +308,31 @@ func (r *benchResults) renderTargets(w writer) {
 		w("| cost per million events, typical mix (Lambda compute modelled for AWS) | %s | $5 | %s |\n", usd(tm), verdict(tm, targetUSDPerMillion, "USD"))
 	}
 	w("\n")
+}
+
+// graphAnswerBudget is how long Microsoft Graph waits for a notification endpoint's answer
+// before it counts the delivery as failed (and, repeated, throttles then drops the endpoint).
+const graphAnswerBudget = 3 * time.Second
+
+// renderGraphAnswer holds Graph's answer budget against the worst case this run saw: the
+// slowest msgraph answer of the webhook run plus its function's cold start, when both were
+// measured.
+func (r *benchResults) renderGraphAnswer(w writer) {
+	h := r.Webhooks
+	if h == nil || len(h.ConnectorLatencies["msgraph"]) == 0 {
+		return
+	}
+	slowest := percentile(h.ConnectorLatencies["msgraph"], 100)
+	worst, how := slowest, fmt.Sprintf("slowest msgraph answer on the local stack %s", ms(slowest))
+	for _, c := range r.Cold {
+		if c.Function == "WebhookMsgraphFunction" && c.InitMs > 0 {
+			cold := time.Duration((c.InitMs + c.HandlerMs) * float64(time.Millisecond))
+			worst += cold
+			how += fmt.Sprintf(" + its function's cold start %s", ms(cold))
+		}
+	}
+	w("| Graph notification answered (%s) | %s | 3 s | %s |\n", how, ms(worst),
+		verdict(worst.Seconds(), graphAnswerBudget.Seconds(), "s"))
 }
 
 // renderFindings says why the missed targets miss, from this run's figures.
