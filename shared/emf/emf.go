@@ -30,10 +30,31 @@ type Metric struct {
 }
 
 // Writer writes EMF records. It is safe for concurrent use.
+//
+// Between Hold and the matching Release it aggregates instead of writing: records with the same
+// dimensions are merged into one, counts summed and other values kept as a list (EMF accepts up
+// to MaxValues values per metric), so a batch of events costs one record per dimension set, not
+// one per event.
 type Writer struct {
 	mu  sync.Mutex
 	w   io.Writer
 	now func() time.Time
+	// holds counts open Holds; pending is what they aggregated, by dimensions, in first-seen order.
+	holds   int
+	pending []*aggregate
+}
+
+// MaxValues is the most values one EMF record may carry for one metric.
+const MaxValues = 100
+
+// aggregate is the merged record of one dimension set while the Writer holds.
+type aggregate struct {
+	key    string
+	dims   map[string]string
+	order  []string // metric names in first-seen order
+	units  map[string]string
+	sums   map[string]float64   // Count metrics
+	values map[string][]float64 // other metrics
 }
 
 // New returns a Writer to w (os.Stdout in Lambda). A nil w discards records.
@@ -83,12 +104,126 @@ func DimensionSets(names []string) [][]string {
 	return append(sets, []string{})
 }
 
+// Hold starts aggregating (see Writer); every Hold needs its Release.
+func (w *Writer) Hold() {
+	if w == nil {
+		return
+	}
+	w.mu.Lock()
+	w.holds++
+	w.mu.Unlock()
+}
+
+// Release ends a Hold; the last open one writes what was aggregated, one record per
+// dimension set (split when a metric has more than MaxValues values).
+func (w *Writer) Release() {
+	if w == nil {
+		return
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.holds > 0 {
+		w.holds--
+	}
+	if w.holds > 0 {
+		return
+	}
+	pending := w.pending
+	w.pending = nil
+	for _, a := range pending {
+		w.writeAggregate(a)
+	}
+}
+
+// writeAggregate writes one aggregated record, and more while values remain. Callers hold mu.
+func (w *Writer) writeAggregate(a *aggregate) {
+	for first := true; ; first = false {
+		var metrics []Metric
+		values := map[string][]float64{}
+		more := false
+		for _, name := range a.order {
+			if sum, ok := a.sums[name]; ok {
+				if first {
+					metrics = append(metrics, Metric{Name: name, Value: sum, Unit: a.units[name]})
+				}
+				continue
+			}
+			vs := a.values[name]
+			if len(vs) == 0 {
+				continue
+			}
+			n := min(len(vs), MaxValues)
+			values[name], a.values[name] = vs[:n], vs[n:]
+			more = more || len(vs) > n
+			metrics = append(metrics, Metric{Name: name, Unit: a.units[name]})
+		}
+		if len(metrics) > 0 {
+			w.write(a.dims, metrics, values)
+		}
+		if !more {
+			return
+		}
+	}
+}
+
 // Emit writes one record: the metrics with the given dimensions (e.g. Connector=twilio),
-// published under DimensionSets of those dimensions.
+// published under DimensionSets of those dimensions. While the Writer holds, the record is
+// merged into its dimension set's aggregate instead.
 func (w *Writer) Emit(dims map[string]string, metrics ...Metric) {
 	if w == nil || w.w == nil || len(metrics) == 0 {
 		return
 	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.holds > 0 {
+		w.merge(dims, metrics)
+		return
+	}
+	w.write(dims, metrics, nil)
+}
+
+// merge adds metrics to the aggregate of dims. Callers hold mu.
+func (w *Writer) merge(dims map[string]string, metrics []Metric) {
+	keys := make([]string, 0, len(dims))
+	for k := range dims {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	key := ""
+	for _, k := range keys {
+		key += k + "=" + dims[k] + "\x00"
+	}
+	var a *aggregate
+	for _, p := range w.pending {
+		if p.key == key {
+			a = p
+			break
+		}
+	}
+	if a == nil {
+		copied := make(map[string]string, len(dims))
+		for k, v := range dims {
+			copied[k] = v
+		}
+		a = &aggregate{key: key, dims: copied, units: map[string]string{}, sums: map[string]float64{}, values: map[string][]float64{}}
+		w.pending = append(w.pending, a)
+	}
+	for _, m := range metrics {
+		if _, seen := a.units[m.Name]; !seen {
+			a.order = append(a.order, m.Name)
+			a.units[m.Name] = m.Unit
+		}
+		if m.Unit == Count {
+			a.sums[m.Name] += m.Value
+		} else {
+			a.values[m.Name] = append(a.values[m.Name], m.Value)
+		}
+	}
+}
+
+// write writes one record; a metric listed in values carries that list instead of its Value.
+// Callers hold mu.
+func (w *Writer) write(dims map[string]string, metrics []Metric, values map[string][]float64) {
 	rec := map[string]any{}
 	keys := make([]string, 0, len(dims))
 	for k, v := range dims {
@@ -98,15 +233,17 @@ func (w *Writer) Emit(dims map[string]string, metrics ...Metric) {
 	d := directive{Namespace: Namespace, Dimensions: DimensionSets(keys)}
 	for _, m := range metrics {
 		d.Metrics = append(d.Metrics, metricDef{Name: m.Name, Unit: m.Unit})
-		rec[m.Name] = m.Value
+		if vs, ok := values[m.Name]; ok {
+			rec[m.Name] = vs
+		} else {
+			rec[m.Name] = m.Value
+		}
 	}
 	rec["_aws"] = meta{Timestamp: w.now().UnixMilli(), CloudWatchMetrics: []directive{d}}
 	b, err := json.Marshal(rec)
 	if err != nil {
 		return
 	}
-	w.mu.Lock()
-	defer w.mu.Unlock()
 	_, _ = w.w.Write(append(b, '\n'))
 }
 
@@ -140,12 +277,17 @@ func Parse(line []byte) []Datum {
 				dims[k] = v
 			}
 			for _, md := range d.Metrics {
+				var vs []float64
 				var v float64
-				if json.Unmarshal(rec[md.Name], &v) != nil {
+				if json.Unmarshal(rec[md.Name], &v) == nil {
+					vs = []float64{v}
+				} else if json.Unmarshal(rec[md.Name], &vs) != nil {
 					continue
 				}
-				out = append(out, Datum{Namespace: d.Namespace, Name: md.Name, Unit: md.Unit, Value: v, Dimensions: dims,
-					Time: time.UnixMilli(m.Timestamp)})
+				for _, v := range vs {
+					out = append(out, Datum{Namespace: d.Namespace, Name: md.Name, Unit: md.Unit, Value: v, Dimensions: dims,
+						Time: time.UnixMilli(m.Timestamp)})
+				}
 			}
 		}
 	}

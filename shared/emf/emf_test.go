@@ -45,3 +45,55 @@ func TestDimensionSets(t *testing.T) {
 		}
 	}
 }
+
+// While held, records of one dimension set merge into one: counts summed, other values listed
+// (split past MaxValues); every value reads back as before, and nothing is written until the
+// last Release.
+func TestHoldAggregatesOneRecordPerDimensionSet(t *testing.T) {
+	var buf bytes.Buffer
+	at := time.UnixMilli(1_800_000_000_000)
+	w := New(&buf, func() time.Time { return at })
+	w.Hold()
+	w.Hold() // nested: a batch inside an invocation
+	twilio := map[string]string{"Connector": "twilio", "Outcome": "APPLIED"}
+	for i := range MaxValues + 5 {
+		w.Emit(twilio, Metric{"Processed", 1, Count}, Metric{"LagMs", float64(i), Milliseconds})
+	}
+	w.Emit(map[string]string{"Connector": "mailgun", "Outcome": "NOOP"}, Metric{"Processed", 1, Count})
+	w.Release()
+	if buf.Len() != 0 {
+		t.Fatalf("wrote before the last Release: %s", buf.String())
+	}
+	w.Release()
+	lines := bytes.Split(bytes.TrimSpace(buf.Bytes()), []byte("\n"))
+	if got, want := len(lines), 3; got != want { // twilio (100 lags), twilio (5 more lags), mailgun
+		t.Fatalf("records = %d, want %d:\n%s", got, want, buf.String())
+	}
+	sum := map[string]float64{}
+	lags := 0
+	for _, line := range lines {
+		for _, d := range Parse(line) {
+			if len(d.Dimensions) != 2 {
+				continue // rollups
+			}
+			if d.Name == "LagMs" {
+				lags++
+			} else {
+				sum[d.Dimensions["Connector"]+" "+d.Name] += d.Value
+			}
+		}
+	}
+	if want := map[string]float64{"twilio Processed": MaxValues + 5, "mailgun Processed": 1}; !cmp.Equal(sum, want) {
+		t.Errorf("sums = %v, want %v", sum, want)
+	}
+	if lags != MaxValues+5 {
+		t.Errorf("LagMs values = %d, want %d", lags, MaxValues+5)
+	}
+	// Not holding: one record per Emit again.
+	buf.Reset()
+	w.Emit(twilio, Metric{"Processed", 1, Count})
+	w.Emit(twilio, Metric{"Processed", 1, Count})
+	if n := bytes.Count(buf.Bytes(), []byte("\n")); n != 2 {
+		t.Errorf("records after Release = %d, want 2", n)
+	}
+}

@@ -207,7 +207,10 @@ func New(cfg Config, ddb DynamoAPI) (*Worker, error) {
 // acknowledged. When less than Config.DeadlineMargin remains before ctx's deadline, no further
 // message is started: the rest are deferred (batch item failures, with every later message of
 // their group). Handle never fails the whole batch: its error is always nil.
+// The batch's metrics are written as one EMF record per dimension set when it ends.
 func (w *Worker) Handle(ctx context.Context, batch events.SQSEvent) (events.SQSEventResponse, error) {
+	w.applier.metrics.Hold()
+	defer w.applier.metrics.Release()
 	return w.applier.handleBatch(ctx, batch), nil
 }
 
