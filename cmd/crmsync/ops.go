@@ -75,6 +75,7 @@ func reconcilerFor(cmd *cobra.Command, ref *stackRef) (*reconcile.Runner, error)
 var localVendorFakes = map[string]string{
 	"TWILIO_API_BASE_URL":   "twilio",
 	"CALENDLY_API_BASE_URL": "calendly",
+	"MAILGUN_API_BASE_URL":  "mailgun",
 	"TYPEFORM_API_BASE_URL": "typeform",
 }
 
@@ -155,7 +156,7 @@ func newBackfillCmd() *cobra.Command {
 	var max int
 	var dryRun, asJSON bool
 	cmd := &cobra.Command{
-		Use:   "backfill --source <twilio|calendly|typeform> --since <t> [--until <t>]",
+		Use:   "backfill --source <twilio|calendly|typeform|mailgun> --since <t> [--until <t>]",
 		Short: "List the vendor's items in a window and enqueue those the ledger lacks",
 		Long: `Backfill lists the vendor's items through the connector's list method and enqueues each one the
 ledger lacks, through the same queue, ledger and policy as a webhook delivery. It is safe to
@@ -208,7 +209,7 @@ enqueued or applied by an earlier run are not enqueued or applied again. --max b
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&source, "source", "", "the connector to list: twilio, calendly or typeform")
+	f.StringVar(&source, "source", "", "the connector to list: twilio, calendly, typeform or mailgun")
 	f.StringVar(&since, "since", "", "window start: a duration ago (24h, 7d) or an RFC 3339 time")
 	f.StringVar(&until, "until", "", "window end (default now)")
 	f.IntVar(&max, "max", 0, "enqueue at most this many in this run (0 = the configured bound)")

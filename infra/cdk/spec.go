@@ -84,6 +84,7 @@ var listableConnectors = []struct{ Name, EnvPrefix, APIBaseURL string }{
 	{"Twilio", "TWILIO", "https://api.twilio.com"},
 	{"Calendly", "CALENDLY", "https://api.calendly.com"},
 	{"Typeform", "TYPEFORM", "https://api.typeform.com"},
+	{"Mailgun", "MAILGUN", "https://api.mailgun.net"},
 }
 
 // Function defaults (template.yaml's Globals.Function).

@@ -229,7 +229,6 @@ func (c *crmsync) tables() {
 	)
 	c.crm = c.table("CrmTable", "pk", "sk", awscdk.RemovalPolicy_RETAIN,
 		gsi{"ByAccount", "account_id", "sk"},
-		gsi{"ByDeal", "deal_id", "sk"},
 		gsi{"Unassociated", "unassoc", "occurred_at"}, // sparse: only items carrying unassoc
 		gsi{"ByChange", "change_day", "updated_at"},
 	)

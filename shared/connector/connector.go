@@ -21,7 +21,8 @@ var (
 	// ErrUnauthenticated: the request's signature, token or clientState is missing or wrong, or
 	// its timestamp is outside tolerance. Answered 401, nothing stored.
 	ErrUnauthenticated = errors.New("unauthenticated")
-	// ErrUnusable: the request is authentic but cannot be parsed or mapped. Quarantined, 202.
+	// ErrUnusable: the request is authentic but cannot be parsed or mapped. Quarantined, 202
+	// (or the connector's QuarantineAnswer).
 	ErrUnusable = errors.New("unusable payload")
 	// ErrNotFound: a hydrate or list call found nothing (vendor 404): permanent.
 	ErrNotFound = errors.New("vendor object not found")
@@ -123,7 +124,8 @@ type Parsed struct {
 	// quarantined on its own and the delivery is still acknowledged.
 	Rejected []Rejection
 	// Lifecycle are the authentic subscription lifecycle items of the delivery (Graph
-	// lifecycleEvent): no event, handed to whatever manages the subscriptions.
+	// lifecycleEvent), for the log; the connector also returns each as an event to queue, which
+	// the subscription manager reads back from the ledger.
 	Lifecycle []Lifecycle
 	// Dropped counts the items dropped as unauthenticated (a Graph notification whose
 	// clientState does not match) while others in the same delivery authenticated.
@@ -171,6 +173,14 @@ type Connector interface {
 	Verify(req *Request, sec Secret, now time.Time) (Verified, error)
 	// Parse turns an authentic delivery into canonical events. Failures wrap ErrUnusable.
 	Parse(req *Request, sec Secret) (*Parsed, error)
+}
+
+// QuarantineAnswerer is implemented by connectors whose vendor must get a particular answer to
+// an authentic delivery quarantined as unusable, so it stops re-sending what no retry can fix
+// (Mailgun stops only on 406). The answer is given once the payload is stored; connectors that do
+// not implement it are answered 202.
+type QuarantineAnswerer interface {
+	QuarantineAnswer() Response
 }
 
 // Doer is the HTTP client a connector uses for vendor API calls.

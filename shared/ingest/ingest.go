@@ -135,6 +135,8 @@ func (h *Handler) count(name string, v float64) {
 
 // Handle answers one API Gateway HTTP API (payload 2.0) request.
 func (h *Handler) Handle(ctx context.Context, ev events.APIGatewayV2HTTPRequest) (events.APIGatewayV2HTTPResponse, error) {
+	h.metrics.Hold() // one EMF record per dimension set for the whole request
+	defer h.metrics.Release()
 	start := h.now()
 	if deadline, ok := ctx.Deadline(); ok {
 		var cancel context.CancelFunc
@@ -195,7 +197,7 @@ func (h *Handler) handle(ctx context.Context, ev events.APIGatewayV2HTTPRequest,
 		}
 		h.count("Quarantined", 1)
 		h.log.WarnContext(ctx, "payload quarantined", "reason", reason)
-		return respond(202, `{"status":"quarantined"}`), "quarantined"
+		return h.quarantinedAnswer(), "quarantined"
 	}
 	good, bad := h.sort(parsed, req.Body, now)
 	h.noteParsed(ctx, parsed)
@@ -242,7 +244,8 @@ func (h *Handler) noteParsed(ctx context.Context, parsed *connector.Parsed) {
 		h.count("ItemsDropped", float64(parsed.Dropped))
 	}
 	for _, lc := range parsed.Lifecycle {
-		// Handed to the subscription manager once it exists; until then logged and counted.
+		// Logged here; the connector also queued it as an event, which the worker records in the
+		// ledger for the subscription manager to act on (shared/graphsub).
 		h.log.InfoContext(ctx, "lifecycle notification", "lifecycle_event", lc.Event, "subscription_id", lc.SubscriptionID,
 			"tenant_id", lc.TenantID, "item", lc.Index)
 	}
@@ -307,13 +310,28 @@ func (h *Handler) answer(parsed *connector.Parsed, good []canonical.Event, bad [
 		return events.APIGatewayV2HTTPResponse{StatusCode: parsed.Ack.Status, Headers: map[string]string{"content-type": ct}, Body: parsed.Ack.Body}, outcome
 	}
 	if len(good) == 0 && len(bad) > 0 {
-		return respond(202, `{"status":"quarantined"}`), outcome
+		return h.quarantinedAnswer(), outcome
 	}
 	answer := `{"status":"accepted","events":` + strconv.Itoa(len(good))
 	if len(bad) > 0 {
 		answer += `,"quarantined":` + strconv.Itoa(len(bad))
 	}
 	return respond(200, answer+"}"), outcome
+}
+
+// quarantinedAnswer is the answer to a delivery whose every item is quarantined: the
+// connector's own (connector.QuarantineAnswerer, e.g. Mailgun's 406), else 202.
+func (h *Handler) quarantinedAnswer() events.APIGatewayV2HTTPResponse {
+	qa, ok := h.conn.(connector.QuarantineAnswerer)
+	if !ok {
+		return respond(202, `{"status":"quarantined"}`)
+	}
+	r := qa.QuarantineAnswer()
+	ct := r.ContentType
+	if ct == "" {
+		ct = "application/json"
+	}
+	return events.APIGatewayV2HTTPResponse{StatusCode: r.Status, Headers: map[string]string{"content-type": ct}, Body: r.Body}
 }
 
 // held is one item to quarantine: its reason, the bytes to store, its object key and its

@@ -150,7 +150,8 @@ func graphMixed() (body string, good, contact, unknown string) {
 
 // One unsupported or malformed notification no longer quarantines the whole Graph delivery: the
 // good one is queued, each bad one is stored alone (its own bytes, its reason, the delivery it
-// came from), the lifecycle one is neither, and the answer is Graph's 202. A retry of the same
+// came from), the lifecycle one is queued for the subscription manager (once per receipt), never
+// quarantined, and the answer is Graph's 202. A retry of the same
 // delivery stores and queues nothing new. Before, the whole delivery was quarantined and the
 // good notification never queued.
 func TestGraphBatchItemByItem(t *testing.T) {
@@ -164,9 +165,19 @@ func TestGraphBatchItemByItem(t *testing.T) {
 			t.Fatalf("attempt %d: %d %s %v, want 202", attempt+1, resp.StatusCode, resp.Body, err)
 		}
 	}
-	got := l.queued()
-	if len(got) != 1 || got[0].PayloadHash != canonical.PayloadHash([]byte(good)) {
-		t.Fatalf("queued %d events (%v), want the message notification once", len(got), keysOf(got))
+	var messages, lifecycles []canonical.Event
+	for _, ev := range l.queued() {
+		if ev.Hydrate != nil && ev.Hydrate.Object == msgraph.LifecycleObject {
+			lifecycles = append(lifecycles, ev)
+		} else {
+			messages = append(messages, ev)
+		}
+	}
+	if len(messages) != 1 || messages[0].PayloadHash != canonical.PayloadHash([]byte(good)) {
+		t.Fatalf("queued %d message events (%v), want the message notification once", len(messages), keysOf(messages))
+	}
+	if len(lifecycles) != 2 {
+		t.Fatalf("queued %d lifecycle events (%v), want one per receipt (2)", len(lifecycles), keysOf(lifecycles))
 	}
 	q := l.quarantined()
 	if len(q) != 2 {

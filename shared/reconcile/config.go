@@ -25,7 +25,7 @@ const (
 var Jobs = []string{JobParity, JobConsistency, JobMappingReview}
 
 // Listable are the sources whose vendors can list past items (parity b).
-var Listable = []string{"twilio", "calendly", "typeform"}
+var Listable = []string{"twilio", "calendly", "typeform", "mailgun"}
 
 // JobSettings are one job's window and bounds.
 type JobSettings struct {

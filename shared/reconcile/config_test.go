@@ -26,7 +26,7 @@ func TestParseConfigErrors(t *testing.T) {
 		{"version: 1\njobs:\n  nightly: {}\n", "jobs.nightly: unknown job"},
 		{"version: 1\nsurprise: 1\n", "field surprise not found"},
 		{"jobs: {}\n", "version: required"},
-		{"version: 1\nsources:\n  mailgun: {settle: 1h}\n", "sources.mailgun: not a listable source"},
+		{"version: 1\nsources:\n  msgraph: {settle: 1h}\n", "sources.msgraph: not a listable source"},
 		{"version: 1\nslas:\n  parity: {drift_percent: -1}\n", "must not be negative"},
 	} {
 		_, err := ParseConfig("r.yaml", []byte(tc.yaml))

@@ -106,19 +106,19 @@ func TestParityReportsRecordEditedBehindThePipeline(t *testing.T) {
 
 // Vendor items the fakes list but whose webhooks were never delivered are found and
 // backfilled through the queue; a delivered item is recognised whether the ledger holds its key
-// (Calendly) or an equivalent event under another key (Twilio's sequence-number callback,
-// Typeform's event id). Applied by the worker, the backfilled events leave the records exactly
+// (Calendly, Mailgun) or an equivalent event under another key (Twilio's sequence-number
+// callback, Typeform's event id). Applied by the worker, the backfilled events leave the records exactly
 // as the webhooks would have.
 func TestParityBackfillsMissedWebhooks(t *testing.T) {
 	delivered := newStack(t, 0)
-	for _, name := range []string{"twilio", "calendly", "typeform"} {
+	for _, name := range []string{"twilio", "calendly", "typeform", "mailgun"} {
 		delivered.deliver(name)
 	}
 	req := reconcile.Request{Job: reconcile.JobParity, Since: fixtureSince.Format(time.RFC3339), Until: fixtureUntil.Format(time.RFC3339)}
 	// A dry run reports, repairs nothing, stores nothing and emits nothing.
 	dry := req
 	dry.DryRun = true
-	if rep := delivered.run(dry); rep.Counts["missing_events"] != 3 || rep.Counts["backfilled"] != 0 {
+	if rep := delivered.run(dry); rep.Counts["missing_events"] != 6 || rep.Counts["backfilled"] != 0 {
 		t.Fatalf("dry run: %v", rep.Counts)
 	}
 	if n := len(delivered.drain()); n != 0 {
@@ -138,13 +138,18 @@ func TestParityBackfillsMissedWebhooks(t *testing.T) {
 	sort.Strings(missing)
 	want := []string{
 		"calendly:invitee.created:https://api.calendly.com/scheduled_events/HKQ7M2VXR4TZ8NBC/invitees/QW3RT8YUP2LKJ6HG",
+		// Mailgun's Events API lists the message's accepted, temporary failure and open beside
+		// the delivery the webhook brought (events/vendor/mailgun).
+		"mailgun:Ta5wX2yPUoO6qD4tA7bVgE",
+		"mailgun:Wd2uS7rKPjJ0lY9oV1wQbZ",
+		"mailgun:Yq3vT8sLQkK1mZ0pW2xRcA",
 		"twilio:call:CA9b8a7c6d5e4f30211f2e3d4c5b6a7980:completed",
 		"typeform:response:7c1d9e4b2f8a6035e1b7c9d2a4f6e8b0",
 	}
-	if !slices.Equal(missing, want) || rep.Counts["missing_events"] != 3 || rep.Counts["backfilled"] != 3 || rep.Counts["listed_items"] != 6 {
+	if !slices.Equal(missing, want) || rep.Counts["missing_events"] != 6 || rep.Counts["backfilled"] != 6 || rep.Counts["listed_items"] != 10 {
 		t.Fatalf("missing %v, counts %v", missing, rep.Counts)
 	}
-	if v := delivered.metrics.metric("MissingEvents", "Job", "parity"); len(v) != 1 || v[0] != 3 {
+	if v := delivered.metrics.metric("MissingEvents", "Job", "parity"); len(v) != 1 || v[0] != 6 {
 		t.Errorf("MissingEvents = %v", v)
 	}
 	keys := delivered.drain()
@@ -163,13 +168,13 @@ func TestParityBackfillsMissedWebhooks(t *testing.T) {
 	}
 
 	// A stack where no webhook arrived at all: parity backfills every listed item, including the
-	// three the first stack got by webhook, and Ada's record is the same in both.
+	// four the first stack got by webhook, and Ada's record is the same in both.
 	missed := newStack(t, 0)
 	rep = missed.run(req)
-	if rep.Counts["missing_events"] != 6 || rep.Counts["backfilled"] != 6 {
+	if rep.Counts["missing_events"] != 10 || rep.Counts["backfilled"] != 10 {
 		t.Fatalf("nothing delivered: %v", rep.Counts)
 	}
-	if n := len(missed.drain()); n != 6 {
+	if n := len(missed.drain()); n != 10 {
 		t.Fatalf("drained %d", n)
 	}
 	byWebhook, byBackfill := delivered.contact("ada@example.com"), missed.contact("ada@example.com")

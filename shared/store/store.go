@@ -51,8 +51,6 @@ const (
 	IndexBySource = "BySource"
 	// IndexByAccount is the CRM table's (account_id, sk) index.
 	IndexByAccount = "ByAccount"
-	// IndexByDeal is the CRM table's (deal_id, sk) index.
-	IndexByDeal = "ByDeal"
 	// IndexUnassociated is the CRM table's sparse (unassoc, occurred_at) index.
 	IndexUnassociated = "Unassociated"
 	// IndexByChange is the CRM table's (change_day, updated_at) index.
@@ -396,7 +394,7 @@ type ActivityItem struct {
 	ContactID string `dynamodbav:"contact_id,omitempty"`
 	// AccountID is the associated account (ByAccount index).
 	AccountID string `dynamodbav:"account_id,omitempty"`
-	// DealID is the associated deal (ByDeal index).
+	// DealID is the associated deal (the index on it was dropped: nothing queried it).
 	DealID string `dynamodbav:"deal_id,omitempty"`
 	// Unassoc is "1" while the activity waits for a contact (sparse Unassociated index).
 	Unassoc string `dynamodbav:"unassoc,omitempty"`

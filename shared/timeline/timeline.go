@@ -7,9 +7,10 @@
 //
 //   - Status never regresses. Each activity type ranks its statuses (calls: queued < ringing <
 //     in-progress < a terminal status, where completed, busy, failed, no-answer and canceled are
-//     terminal; meetings: scheduled < canceled; emails: sent/received < accepted < delivered,
-//     failed < opened < clicked < unsubscribed, complained). The highest rank wins; equal ranks go
-//     to the later occurred_at, then the higher event key.
+//     terminal; meetings: scheduled < canceled; emails: sent/received < accepted, temporary_fail <
+//     delivered, failed < opened < clicked < unsubscribed, complained < permanent_fail, so a
+//     temporary delivery failure never overrides a delivery and a permanent one is final). The
+//     highest rank wins; equal ranks go to the later occurred_at, then the higher event key.
 //   - A call's outcome is its terminal status; its duration comes from a terminal update (the
 //     latest one that reports a duration), else from the latest update that reports one.
 //   - A cancel marks a meeting canceled and never removes it; a reschedule is linked through
@@ -21,7 +22,8 @@
 //     are kept, and Truncated says older ones were dropped, so an activity stays small however
 //     many updates it gets; the full history stays in the ledger.
 //   - Other scalar fields (type, direction, subject, start, end, deal id, actor) and each
-//     attribute take the latest non-empty value by (occurred_at, event key); participants,
+//     attribute take the latest non-empty value by (occurred_at, event key), except a
+//     recipient's own status (RankedAttrPrefix), which ranks like the status; participants,
 //     links and sources are unions.
 //
 // The package is pure: no I/O, no clock.
@@ -135,8 +137,8 @@ var ranks = map[string]map[string]int{
 	"call": {"queued": 1, "initiated": 1, "ringing": 2, "in-progress": 3, "answered": 3,
 		"completed": 4, "busy": 4, "failed": 4, "no-answer": 4, "canceled": 4},
 	"meeting": {"scheduled": 1, "active": 1, "rescheduled": 2, "canceled": 3, "cancelled": 3},
-	"email": {"sent": 1, "received": 1, "accepted": 2, "delivered": 3, "failed": 3, "rejected": 3,
-		"opened": 4, "clicked": 5, "unsubscribed": 6, "complained": 6},
+	"email": {"sent": 1, "received": 1, "accepted": 2, "temporary_fail": 2, "delivered": 3, "failed": 3, "rejected": 3,
+		"opened": 4, "clicked": 5, "unsubscribed": 6, "complained": 6, "permanent_fail": 7},
 	"form": {"started": 1, "submitted": 2},
 }
 
@@ -221,7 +223,7 @@ func Merge(stored *Activity, ev *canonical.Event) Activity {
 	}
 	for _, k := range sortedKeys(a.Attrs) {
 		v := a.Attrs[k]
-		if v == "" || !wins(out.Stamps, "attr."+k, st) {
+		if v == "" || !attrWins(&out, k, v, st) {
 			continue
 		}
 		if out.Attrs == nil {
@@ -269,6 +271,22 @@ func Merge(stored *Activity, ev *canonical.Event) Activity {
 		}
 	}
 	return out
+}
+
+// RankedAttrPrefix starts the attributes that hold one recipient's own status of a message
+// (recipient_status.<email>, e.g. from Mailgun): like the activity's status they never regress —
+// the higher rank wins, equal ranks go to the later update. Other attributes take the latest
+// value.
+const RankedAttrPrefix = "recipient_status."
+
+// attrWins reports whether an update's value v of attribute k replaces the merged one.
+func attrWins(out *Activity, k, v string, st Stamp) bool {
+	cur := out.Attrs[k]
+	if !strings.HasPrefix(k, RankedAttrPrefix) || cur == "" {
+		return wins(out.Stamps, "attr."+k, st)
+	}
+	r, rc := Rank(out.Type, norm(v)), Rank(out.Type, norm(cur))
+	return r > rc || (r == rc && wins(out.Stamps, "attr."+k, st))
 }
 
 // Before reports whether s sorts before o (earlier time, then lower key).

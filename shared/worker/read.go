@@ -274,4 +274,3 @@ func (r reader) deals(ctx context.Context, accountID string) ([]*store.Record, e
 	})
 	return out, err
 }
-

@@ -54,6 +54,7 @@ var BaseURLEnv = map[string]string{
 	"MSGRAPH_LOGIN_BASE_URL": "msgraph-login",
 	"TWILIO_API_BASE_URL":    "twilio",
 	"CALENDLY_API_BASE_URL":  "calendly",
+	"MAILGUN_API_BASE_URL":   "mailgun",
 	"TYPEFORM_API_BASE_URL":  "typeform",
 }
 

@@ -1,8 +1,11 @@
 // Package mailgun owns crmsync's Mailgun event-webhook connector: it authenticates deliveries
 // with the signature object inside the JSON body (hex HMAC-SHA256 over timestamp + token, 5-minute
-// tolerance both ways) and hands the token back as a nonce for the replay cache, and it maps each
-// event (delivered, opened, clicked, failed, ...) to one email.event whose activity is the email
-// it concerns (email:{Message-Id}).
+// tolerance both ways; a subaccount's delivery may instead be verified by its parent-signature
+// with the primary account's key) and hands the token back as a nonce for the replay cache, and it
+// maps each event (delivered, opened, clicked, failed, unsubscribed, ...) to one email.event whose
+// activity is the email it concerns (email:{Message-Id}), with the recipient's own outcome on it
+// and, for unsubscribes and complaints, the contact's opt-out fields. Its Lister reads Mailgun's
+// Events API so reconciliation and backfill recover notifications that never arrived.
 package mailgun
 
 import (
@@ -26,10 +29,20 @@ import (
 const Name = "mailgun"
 
 // MappingVersion identifies the mapping this package applies.
-const MappingVersion = "mailgun/1"
+const MappingVersion = "mailgun/2"
 
 // SecretSigningKey is the secret field holding the Mailgun HTTP webhook signing key.
 const SecretSigningKey = "signing_key"
+
+// SecretParentSigningKey is the optional secret field holding the primary (parent) account's
+// HTTP webhook signing key: a subaccount's delivery carries a parent-signature made with it, so
+// one key verifies every subaccount's deliveries.
+const SecretParentSigningKey = "parent_signing_key"
+
+// QuarantineStatus is the answer to an authentic delivery that is quarantined as unusable:
+// Mailgun stops retrying only on 406 Not Acceptable (any other code but 200 is retried for 8 h),
+// and retrying an unusable delivery cannot help.
+const QuarantineStatus = 406
 
 // Tolerance is how far the signed timestamp may be from now, in either direction.
 const Tolerance = 5 * time.Minute
@@ -44,12 +57,43 @@ var mapped = map[string]bool{
 }
 
 // Ignored lists event-data members deliberately not mapped and not reported as unmapped:
-// delivery plumbing and client details with no CRM meaning.
+// delivery plumbing and client details with no CRM meaning (account, domain, api-key-id and
+// delivered-at are in every current webhook payload).
 var Ignored = []string{
 	"log-level", "flags", "envelope", "storage", "campaigns", "tags", "recipient-domain",
 	"recipient-provider", "method", "geolocation", "client-info", "ip", "batch", "routes",
-	"originating-ip", "primary-dkim",
+	"originating-ip", "primary-dkim", "account", "domain", "api-key-id", "delivered-at",
 }
+
+// Activity statuses of a failed event, by its severity. The timeline ranks them for email
+// activities: a temporary failure (Mailgun retries delivery) ranks with accepted, below
+// delivered, so it never overrides a delivery; a permanent failure (Mailgun dropped the message)
+// outranks every other email status, so it is final. A failed event without a known severity
+// keeps the status "failed".
+const (
+	StatusTemporaryFail = "temporary_fail"
+	StatusPermanentFail = "permanent_fail"
+)
+
+// RecipientStatusAttr prefixes the activity attribute holding one recipient's own outcome:
+// recipient_status.<email> = that recipient's status, ranked by the timeline like the activity's
+// own status (timeline.RankedAttrPrefix), so one message to several recipients keeps each
+// recipient's outcome visible and a temporary failure never overrides that recipient's delivery.
+const RecipientStatusAttr = "recipient_status."
+
+// Contact fields an opt-out event (unsubscribed, complained) proposes; config/policy.yaml
+// governs them (the consent group).
+const (
+	// FieldEmailOptOut is "true" once the recipient unsubscribed or complained.
+	FieldEmailOptOut = "email_opt_out"
+	// FieldEmailOptOutReason is the event that opted the recipient out: unsubscribed or complained.
+	FieldEmailOptOutReason = "email_opt_out_reason"
+	// FieldEmailOptOutAt is when it happened (RFC 3339).
+	FieldEmailOptOutAt = "email_opt_out_at"
+)
+
+// optOut lists the events that opt the recipient out of email.
+var optOut = map[string]bool{"unsubscribed": true, "complained": true}
 
 var ignored = func() map[string]bool {
 	m := map[string]bool{}
@@ -68,8 +112,9 @@ type Connector struct {
 func New() *Connector { return &Connector{} }
 
 var (
-	_ connector.Connector = (*Connector)(nil)
-	_ connector.Signer    = (*Connector)(nil)
+	_ connector.Connector          = (*Connector)(nil)
+	_ connector.Signer             = (*Connector)(nil)
+	_ connector.QuarantineAnswerer = (*Connector)(nil)
 )
 
 // Name returns "mailgun".
@@ -78,10 +123,17 @@ func (*Connector) Name() string { return Name }
 // ContentTypes lists the media type Mailgun's event webhooks send.
 func (*Connector) ContentTypes() []string { return []string{"application/json"} }
 
+// QuarantineAnswer is the answer to a delivery quarantined as unusable: 406, so Mailgun stops
+// retrying it (the payload is kept in the quarantine and can be released after a mapping fix).
+func (*Connector) QuarantineAnswer() connector.Response {
+	return connector.Response{Status: QuarantineStatus, ContentType: "application/json", Body: `{"status":"quarantined"}`}
+}
+
 type signature struct {
-	Timestamp json.RawMessage `json:"timestamp"`
-	Token     string          `json:"token"`
-	Signature string          `json:"signature"`
+	Timestamp       json.RawMessage `json:"timestamp"`
+	Token           string          `json:"token"`
+	Signature       string          `json:"signature"`
+	ParentSignature string          `json:"parent-signature"`
 }
 
 // timestampText returns the timestamp as Mailgun sent it (a string of digits, or a number).
@@ -107,9 +159,11 @@ func (s signature) timestampText() (string, bool) {
 }
 
 // Verify checks the body's signature object: signature must equal hex(HMAC-SHA256(signing_key,
-// timestamp + token)) for the current or previous key, and timestamp must be within Tolerance
-// of now in either direction. The event data itself is not signed by Mailgun; the returned
-// nonce ("mailgun:"+token) must be claimed in the replay cache.
+// timestamp + token)) for the current or previous key — or, for a subaccount's delivery, its
+// parent-signature must equal the same HMAC made with the primary account's key
+// (parent_signing_key, else signing_key) — and timestamp must be within Tolerance of now in either
+// direction. The event data itself is not signed by Mailgun; the returned nonce
+// ("mailgun:"+token) must be claimed in the replay cache.
 func (*Connector) Verify(req *connector.Request, sec connector.Secret, now time.Time) (connector.Verified, error) {
 	var body struct {
 		Signature *signature `json:"signature"`
@@ -118,7 +172,7 @@ func (*Connector) Verify(req *connector.Request, sec connector.Secret, now time.
 		return connector.Verified{}, fmt.Errorf("%w: body is not a JSON object", connector.ErrUnauthenticated)
 	}
 	s := body.Signature
-	if s == nil || s.Token == "" || s.Signature == "" {
+	if s == nil || s.Token == "" || (s.Signature == "" && s.ParentSignature == "") {
 		return connector.Verified{}, fmt.Errorf("%w: missing signature", connector.ErrUnauthenticated)
 	}
 	ts, ok := s.timestampText()
@@ -135,27 +189,64 @@ func (*Connector) Verify(req *connector.Request, sec connector.Secret, now time.
 	} else if d < -Tolerance {
 		return connector.Verified{}, fmt.Errorf("%w: signature timestamp in the future", connector.ErrUnauthenticated)
 	}
-	sig, err := hex.DecodeString(strings.TrimSpace(s.Signature))
-	if err != nil {
+	sig, sigErr := decodeSignature(s.Signature)
+	parent, parentErr := decodeSignature(s.ParentSignature)
+	if sigErr != nil && parentErr != nil {
 		return connector.Verified{}, fmt.Errorf("%w: malformed signature", connector.ErrUnauthenticated)
 	}
-	keys := sec.Values(SecretSigningKey)
-	if len(keys) == 0 {
+	keys, parentKeys := sec.Values(SecretSigningKey), parentKeys(sec)
+	if len(keys) == 0 && len(parentKeys) == 0 {
 		return connector.Verified{}, fmt.Errorf("%w: no %s configured", connector.ErrUnauthenticated, SecretSigningKey)
 	}
-	for _, k := range keys {
-		if hmac.Equal(mac(k, ts, s.Token), sig) {
-			return connector.Verified{
-				Nonce:        "mailgun:" + s.Token,
-				NonceExpires: signedAt.Add(Tolerance + NonceTTL),
-			}, nil
-		}
+	if matches(sig, keys, ts, s.Token) || matches(parent, parentKeys, ts, s.Token) {
+		return connector.Verified{
+			Nonce:        "mailgun:" + s.Token,
+			NonceExpires: signedAt.Add(Tolerance + NonceTTL),
+		}, nil
+	}
+	if len(parent) > 0 {
+		return connector.Verified{}, fmt.Errorf("%w: neither signature nor parent-signature matches", connector.ErrUnauthenticated)
 	}
 	return connector.Verified{}, fmt.Errorf("%w: signature does not match", connector.ErrUnauthenticated)
 }
 
+// decodeSignature decodes a hex signature; an empty one decodes to nothing.
+func decodeSignature(s string) ([]byte, error) {
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return nil, fmt.Errorf("no signature")
+	}
+	return hex.DecodeString(s)
+}
+
+// parentKeys are the keys a parent-signature is checked with: the primary account's key when
+// configured, else the signing key (an operator who holds only the primary account's key has put
+// it there).
+func parentKeys(sec connector.Secret) []string {
+	if keys := sec.Values(SecretParentSigningKey); len(keys) > 0 {
+		return keys
+	}
+	return sec.Values(SecretSigningKey)
+}
+
+// matches reports whether sig is the HMAC of timestamp + token under one of keys (constant-time
+// per key).
+func matches(sig []byte, keys []string, ts, token string) bool {
+	if len(sig) == 0 {
+		return false
+	}
+	ok := false
+	for _, k := range keys {
+		if hmac.Equal(mac(k, ts, token), sig) {
+			ok = true
+		}
+	}
+	return ok
+}
+
 // Sign writes the signature object into the JSON body as Mailgun would, with timestamp = now
-// and sec.Current's signing_key. An existing token is kept; otherwise a 50-character token is
+// and sec.Current's signing_key (and, when sec.Current has parent_signing_key, the
+// parent-signature a subaccount's delivery carries). An existing token is kept; otherwise a 50-character token is
 // derived from the event data and the timestamp (deterministic, so samples are reproducible).
 // The body is re-encoded; its other members are kept.
 func (*Connector) Sign(req *connector.Request, sec connector.Secret, now time.Time) error {
@@ -175,11 +266,16 @@ func (*Connector) Sign(req *connector.Request, sec connector.Secret, now time.Ti
 		sum := sha256.Sum256(append([]byte(ts+"."), obj["event-data"]...))
 		token = hex.EncodeToString(sum[:])[:50]
 	}
-	sig, err := json.Marshal(map[string]string{
+	members := map[string]string{
 		"timestamp": ts,
 		"token":     token,
 		"signature": hex.EncodeToString(mac(k, ts, token)),
-	})
+	}
+	if parentKey := sec.Get(SecretParentSigningKey); parentKey != "" {
+		// A subaccount's delivery: Mailgun adds the primary account's signature.
+		members["parent-signature"] = hex.EncodeToString(mac(parentKey, ts, token))
+	}
+	sig, err := json.Marshal(members)
 	if err != nil {
 		return err
 	}
@@ -251,9 +347,15 @@ func (*Connector) Parse(req *connector.Request, _ connector.Secret) (*connector.
 		PayloadHash:    canonical.PayloadHash(raw),
 		ExternalIDs:    map[string]string{"event_id": data.ID, "message_id": message.id},
 	}
-	if eventName == "opened" || eventName == "clicked" {
+	switch {
+	case eventName == "opened" || eventName == "clicked":
 		// Opens and clicks are the recipient's own activity; delivery outcomes are not.
 		event.Fields = map[string]map[string]string{"contact": {"last_activity_at": occurred.Format(time.RFC3339)}}
+	case optOut[eventName] && len(emails) > 0:
+		// The recipient asked for no more email (an unsubscribe link, a spam complaint).
+		event.Fields = map[string]map[string]string{"contact": {
+			FieldEmailOptOut: "true", FieldEmailOptOutReason: eventName, FieldEmailOptOutAt: occurred.Format(time.RFC3339),
+		}}
 	}
 	event.Activity, event.Actor = buildActivity(data, eventName, message, recipient)
 	event.Unmapped = unmappedMembers(raw)
@@ -324,17 +426,37 @@ func recipientOf(recipient, to string) (string, []string) {
 	return recipient, emails
 }
 
-// buildActivity returns the outbound email activity (email:{Message-Id}) with the event as its
-// status, sender and recipient as participants and the event's details as attributes, and the
-// sender as actor when the From header is a valid email (else nil).
+// ActivityStatus returns the email activity status of a Mailgun event: the event name, except a
+// failed event, which becomes temporary_fail or permanent_fail by its severity.
+func ActivityStatus(eventName, severity string) string {
+	if eventName != "failed" {
+		return eventName
+	}
+	switch strings.ToLower(strings.TrimSpace(severity)) {
+	case "temporary":
+		return StatusTemporaryFail
+	case "permanent":
+		return StatusPermanentFail
+	}
+	return eventName
+}
+
+// buildActivity returns the outbound email activity (email:{Message-Id}) with the event's status
+// (see ActivityStatus), also kept per recipient (RecipientStatusAttr), sender and recipient as
+// participants and the event's details as attributes, and the sender as actor when the From
+// header is a valid email (else nil).
 func buildActivity(data *eventData, eventName string, email message, recipient string) (*canonical.Activity, *canonical.Actor) {
+	status := ActivityStatus(eventName, data.Severity)
 	activity := &canonical.Activity{
 		ID:        "email:" + email.id,
 		Type:      "email",
-		Status:    eventName,
+		Status:    status,
 		Direction: "outbound",
 		Subject:   email.subject,
 		Attrs:     map[string]string{"mailgun_event_id": data.ID},
+	}
+	if recipient != "" {
+		activity.Attrs[RecipientStatusAttr+recipient] = status
 	}
 	var actor *canonical.Actor
 	if email.from != "" {

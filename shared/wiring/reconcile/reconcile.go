@@ -18,6 +18,7 @@ import (
 	"github.com/crmsync/crmsync/config"
 	"github.com/crmsync/crmsync/shared/connector"
 	"github.com/crmsync/crmsync/shared/connector/calendly"
+	"github.com/crmsync/crmsync/shared/connector/mailgun"
 	"github.com/crmsync/crmsync/shared/connector/twilio"
 	"github.com/crmsync/crmsync/shared/connector/typeform"
 	"github.com/crmsync/crmsync/shared/reconcile"
@@ -34,6 +35,7 @@ var Sources = []struct {
 }{
 	{twilio.Name, "TWILIO_SECRET_ID", "TWILIO_API_BASE_URL", twilio.New()},
 	{calendly.Name, "CALENDLY_SECRET_ID", "CALENDLY_API_BASE_URL", calendly.New()},
+	{mailgun.Name, "MAILGUN_SECRET_ID", "MAILGUN_API_BASE_URL", mailgun.New()},
 	{typeform.Name, "TYPEFORM_SECRET_ID", "TYPEFORM_API_BASE_URL", typeform.New()},
 }
 
