@@ -1,7 +1,10 @@
 // Package calendly owns crmsync's Calendly (webhooks v2) connector: it authenticates deliveries
 // with Calendly-Webhook-Signature (hex HMAC-SHA256 over "t.body" with a 3-minute tolerance) and
-// maps invitee.created / invitee.canceled to meeting.scheduled / meeting.canceled events whose
-// activity is the scheduled event (meeting:{scheduled_event.uri}), linking reschedules.
+// maps the invitee events to meeting events whose activity is the scheduled event
+// (meeting:{scheduled_event.uri}): a booking schedules it, a cancellation cancels it (or, in a
+// group event that goes on, only the invitee's participation), a reschedule marks the old meeting
+// rescheduled and links the two, and no-show marks change the invitee's participation. The
+// subscription's other events are acknowledged and ignored by name.
 package calendly
 
 import (
@@ -23,8 +26,11 @@ import (
 // Name is the connector's source and route name.
 const Name = "calendly"
 
-// MappingVersion identifies the mapping this package applies.
-const MappingVersion = "calendly/1"
+// MappingVersion identifies the mapping this package applies. Version 2: a reschedule's
+// cancellation marks the old meeting rescheduled (not canceled) and links it to the new one in
+// the meeting key space; a group event's invitee changes only that invitee's participation;
+// no-shows are mapped and the subscription's other events are ignored by name.
+const MappingVersion = "calendly/2"
 
 // SecretSigningKey is the secret field holding the webhook signing key.
 const SecretSigningKey = "signing_key"
@@ -35,10 +41,41 @@ const SecretAPIToken = "api_token"
 // Tolerance is how far the signed timestamp may be from now, in either direction.
 const Tolerance = 3 * time.Minute
 
-// The Calendly events this connector maps; other events are quarantined as unusable.
+// The Calendly webhook events this connector maps: an invitee booking, cancelling (or
+// rescheduling), and being marked or unmarked as a no-show. Their payload is the Invitee resource
+// with its scheduled_event.
 const (
 	EventInviteeCreated  = "invitee.created"
 	EventInviteeCanceled = "invitee.canceled"
+	EventNoShowCreated   = "invitee_no_show.created"
+	EventNoShowDeleted   = "invitee_no_show.deleted"
+)
+
+// IgnoredEvents maps every other event a Calendly webhook subscription can send (the event enum
+// of Calendly's GET /sample_webhook_data and POST /webhook_subscriptions) to why crmsync maps
+// it to nothing. An authentic delivery of one is acknowledged (200, no event) with a log note; an
+// event type that is neither mapped nor listed here is quarantined, as a new vendor event
+// deserves a look.
+var IgnoredEvents = map[string]string{
+	"routing_form_submission.created": "a routing form submission names its person only in free-form answers; a submitter who books arrives as invitee.created",
+	"event_type.created":              "event type configuration: no person, no interaction",
+	"event_type.updated":              "event type configuration: no person, no interaction",
+	"event_type.deleted":              "event type configuration: no person, no interaction",
+	"meeting_recap.created":           "meeting notes: the meeting itself arrives as invitee events; notes are not synced",
+	"meeting_recap.updated":           "meeting notes: the meeting itself arrives as invitee events; notes are not synced",
+	"meeting_recap.deleted":           "meeting notes: the meeting itself arrives as invitee events; notes are not synced",
+	"contact.created":                 "Calendly's own contact records: crmsync learns people from their bookings' invitee events",
+	"contact.updated":                 "Calendly's own contact records: crmsync learns people from their bookings' invitee events",
+	"contact.deleted":                 "Calendly's own contact records: crmsync learns people from their bookings' invitee events",
+}
+
+// An invitee's participation in a meeting, recorded as the activity attribute
+// invitee_status.{invitee uuid}.
+const (
+	ParticipationActive      = "active"
+	ParticipationCanceled    = "canceled"
+	ParticipationRescheduled = "rescheduled"
+	ParticipationNoShow      = "no_show"
 )
 
 const headerSignature = "calendly-webhook-signature"
@@ -49,12 +86,13 @@ var mappedPayload = map[string]bool{
 	"status": true, "timezone": true, "text_reminder_number": true, "rescheduled": true,
 	"old_invitee": true, "new_invitee": true, "questions_and_answers": true, "tracking": true,
 	"scheduled_event": true, "cancellation": true, "created_at": true, "updated_at": true,
+	"event": true, "no_show": true,
 }
 
 // IgnoredPayload lists payload members deliberately not mapped and not reported as unmapped:
 // links and scheduling metadata with no CRM meaning.
 var IgnoredPayload = []string{
-	"cancel_url", "reschedule_url", "event", "routing_form_submission", "payment", "no_show",
+	"cancel_url", "reschedule_url", "routing_form_submission", "payment",
 	"reconfirmation", "invitee_scheduled_by", "scheduling_method",
 }
 
@@ -169,6 +207,27 @@ type delivery struct {
 	Payload   json.RawMessage `json:"payload"`
 }
 
+// scheduledEvent is the Event resource Calendly embeds as payload.scheduled_event.
+type scheduledEvent struct {
+	URI       string `json:"uri"`
+	Name      string `json:"name"`
+	Status    string `json:"status"` // active or canceled
+	StartTime string `json:"start_time"`
+	EndTime   string `json:"end_time"`
+	// InviteesCounter counts the event's invitees: total, active, and limit (the most invitees a
+	// slot takes: 1 for one-on-one, more for a group event).
+	InviteesCounter *struct {
+		Total  int `json:"total"`
+		Active int `json:"active"`
+		Limit  int `json:"limit"`
+	} `json:"invitees_counter"`
+	EventMemberships []struct {
+		User      string `json:"user"`
+		UserEmail string `json:"user_email"`
+		UserName  string `json:"user_name"`
+	} `json:"event_memberships"`
+}
+
 type payload struct {
 	URI                 string `json:"uri"`
 	Email               string `json:"email"`
@@ -185,54 +244,89 @@ type payload struct {
 		Question string `json:"question"`
 		Answer   string `json:"answer"`
 	} `json:"questions_and_answers"`
-	Tracking       map[string]any `json:"tracking"`
-	ScheduledEvent *struct {
-		URI              string `json:"uri"`
-		Name             string `json:"name"`
-		StartTime        string `json:"start_time"`
-		EndTime          string `json:"end_time"`
-		EventMemberships []struct {
-			User      string `json:"user"`
-			UserEmail string `json:"user_email"`
-			UserName  string `json:"user_name"`
-		} `json:"event_memberships"`
-	} `json:"scheduled_event"`
+	Tracking       map[string]any  `json:"tracking"`
+	ScheduledEvent *scheduledEvent `json:"scheduled_event"`
+	// Event is the Invitee resource's link to its scheduled event (its URI); read only when
+	// scheduled_event is absent.
+	Event        json.RawMessage `json:"event"`
 	Cancellation *struct {
 		CanceledBy   string `json:"canceled_by"`
 		Reason       string `json:"reason"`
 		CancelerType string `json:"canceler_type"`
 	} `json:"cancellation"`
+	NoShow *struct {
+		URI       string `json:"uri"`
+		CreatedAt string `json:"created_at"`
+	} `json:"no_show"`
 	CreatedAt string `json:"created_at"`
 	UpdatedAt string `json:"updated_at"`
+
+	// eventURI is the scheduled event's URI: scheduled_event.uri, else event, else the invitee
+	// URI's parent.
+	eventURI string
 }
 
-// Parse maps an invitee.created or invitee.canceled delivery to one meeting event.
+// change is what one invitee delivery does to the meeting and to the invitee's participation.
+type change struct {
+	kind canonical.Kind
+	// status is the meeting's status; "" leaves it as it is.
+	status string
+	// participation is the invitee's: active, canceled, rescheduled or no_show.
+	participation string
+	// meeting is set when the change is the meeting's as a whole (a one-on-one event, or a group
+	// event canceled for everyone), not only the invitee's participation.
+	meeting bool
+}
+
+// Parse maps an invitee delivery (created, canceled, no-show created or deleted) to one meeting
+// event; a delivery of an IgnoredEvents event is acknowledged with no event and a note; any other
+// event is unusable.
 func (*Connector) Parse(req *connector.Request, _ connector.Secret) (*connector.Parsed, error) {
 	var envelope delivery
 	if err := json.Unmarshal(req.Body, &envelope); err != nil {
 		return nil, fmt.Errorf("%w: malformed JSON: %v", connector.ErrUnusable, err)
 	}
-	kind, status, err := mapEventType(envelope.Event)
-	if err != nil {
-		return nil, err
+	if reason, ok := IgnoredEvents[envelope.Event]; ok {
+		return &connector.Parsed{Notes: []string{"ignored Calendly event " + envelope.Event + ": " + reason}}, nil
+	}
+	switch envelope.Event {
+	case EventInviteeCreated, EventInviteeCanceled, EventNoShowCreated, EventNoShowDeleted:
+	default:
+		return nil, fmt.Errorf("%w: unmapped Calendly event %q", connector.ErrUnusable, envelope.Event)
 	}
 	invitee, err := readPayload(envelope.Payload)
 	if err != nil {
 		return nil, err
 	}
-	occurred, err := occurredAt(kind, invitee, envelope, req.ReceivedAt)
+	occurred, err := occurredAt(envelope, invitee, req.ReceivedAt)
 	if err != nil {
 		return nil, err
 	}
+	ch := classify(envelope.Event, invitee)
 
+	noShow := envelope.Event == EventNoShowCreated || envelope.Event == EventNoShowDeleted
 	contact, subject := mapInvitee(invitee, occurred)
-	unmapped := mapTracking(contact, invitee.Tracking)
-	unmapped = append(unmapped, unmappedPayload(envelope.Payload, invitee)...)
-	activity, actor := buildActivity(kind, status, invitee, subject.Emails)
+	var unmapped []string
+	if noShow {
+		// A no-show mark is the host's act, not the invitee's: it proposes only the identities
+		// that find the contact, and its payload (the invitee again) was reviewed with the booking.
+		contact = identityFields(contact)
+	} else {
+		unmapped = mapTracking(contact, invitee.Tracking)
+		unmapped = append(unmapped, unmappedPayload(envelope.Payload, invitee)...)
+	}
+	activity, actor := buildActivity(envelope.Event, ch, invitee, subject.Emails)
+	key := "calendly:" + envelope.Event + ":" + invitee.URI
+	externalIDs := map[string]string{"invitee_uri": invitee.URI, "scheduled_event_uri": invitee.eventURI}
+	if noShow && invitee.NoShow != nil && invitee.NoShow.URI != "" {
+		// An invitee can be marked, unmarked and marked again: each mark is its own fact.
+		key += ":" + invitee.NoShow.URI
+		externalIDs["no_show_uri"] = invitee.NoShow.URI
+	}
 	event := canonical.Event{
-		Key:            "calendly:" + envelope.Event + ":" + invitee.URI,
+		Key:            key,
 		Source:         Name,
-		Kind:           kind,
+		Kind:           ch.kind,
 		OccurredAt:     occurred,
 		GroupKey:       identity.GroupKey(subject.Emails, subject.Phones, Name, invitee.URI),
 		Subject:        subject,
@@ -241,25 +335,59 @@ func (*Connector) Parse(req *connector.Request, _ connector.Secret) (*connector.
 		Activity:       activity,
 		MappingVersion: MappingVersion,
 		PayloadHash:    canonical.PayloadHash(req.Body),
-		ExternalIDs:    map[string]string{"invitee_uri": invitee.URI, "scheduled_event_uri": invitee.ScheduledEvent.URI},
+		ExternalIDs:    externalIDs,
 		Unmapped:       sortedUnique(unmapped),
 	}
 	return &connector.Parsed{Events: []canonical.Event{event}}, nil
 }
 
-// mapEventType returns the event kind and activity status of a mapped Calendly event.
-func mapEventType(event string) (canonical.Kind, string, error) {
+// classify returns what a mapped delivery does. A booking schedules the meeting. A cancellation
+// ends the invitee's participation; it cancels the meeting only when the meeting ends with it
+// (see endsMeeting), and a cancellation for a reschedule (rescheduled: true) marks the meeting
+// rescheduled instead, never canceled. A no-show mark (or its removal) changes only the
+// invitee's participation.
+func classify(event string, invitee *payload) change {
 	switch event {
 	case EventInviteeCreated:
-		return canonical.KindMeetingScheduled, "scheduled", nil
+		return change{kind: canonical.KindMeetingScheduled, status: "scheduled", participation: ParticipationActive,
+			meeting: !groupEvent(invitee.ScheduledEvent)}
 	case EventInviteeCanceled:
-		return canonical.KindMeetingCanceled, "canceled", nil
+		ends := endsMeeting(invitee.ScheduledEvent)
+		switch {
+		case invitee.Rescheduled && ends:
+			return change{kind: canonical.KindMeetingScheduled, status: "rescheduled", participation: ParticipationRescheduled, meeting: true}
+		case invitee.Rescheduled:
+			return change{kind: canonical.KindMeetingScheduled, status: "scheduled", participation: ParticipationRescheduled}
+		case ends:
+			return change{kind: canonical.KindMeetingCanceled, status: "canceled", participation: ParticipationCanceled, meeting: true}
+		default:
+			return change{kind: canonical.KindMeetingScheduled, status: "scheduled", participation: ParticipationCanceled}
+		}
+	case EventNoShowCreated:
+		return change{kind: canonical.KindMeetingScheduled, participation: ParticipationNoShow}
+	default: // EventNoShowDeleted: the mark was removed, the invitee attended
+		return change{kind: canonical.KindMeetingScheduled, participation: ParticipationActive}
 	}
-	return "", "", fmt.Errorf("%w: unmapped Calendly event %q", connector.ErrUnusable, event)
 }
 
-// readPayload decodes the invitee payload and checks it names the invitee and its scheduled
-// event.
+// groupEvent reports whether the scheduled event takes more than one invitee per slot
+// (invitees_counter.limit > 1). Without a counter the event is taken for one-on-one.
+func groupEvent(se *scheduledEvent) bool {
+	return se != nil && se.InviteesCounter != nil && se.InviteesCounter.Limit > 1
+}
+
+// endsMeeting reports whether an invitee's cancellation ends the meeting for everyone: always
+// for a one-on-one event; for a group event only when Calendly reports the event itself canceled
+// (status canceled, as when the host cancels it) or no invitee left active.
+func endsMeeting(se *scheduledEvent) bool {
+	if !groupEvent(se) {
+		return true
+	}
+	return strings.EqualFold(strings.TrimSpace(se.Status), "canceled") || se.InviteesCounter.Active <= 0
+}
+
+// readPayload decodes the invitee payload and checks it names the invitee and, through
+// scheduled_event.uri, the Invitee's event link or its own URI, its scheduled event.
 func readPayload(raw json.RawMessage) (*payload, error) {
 	var invitee payload
 	if len(raw) == 0 || json.Unmarshal(raw, &invitee) != nil {
@@ -268,18 +396,59 @@ func readPayload(raw json.RawMessage) (*payload, error) {
 	if invitee.URI == "" {
 		return nil, fmt.Errorf("%w: no payload.uri", connector.ErrUnusable)
 	}
-	if invitee.ScheduledEvent == nil || invitee.ScheduledEvent.URI == "" {
+	var link string
+	_ = json.Unmarshal(invitee.Event, &link) // a string URI, or nothing usable
+	switch {
+	case invitee.ScheduledEvent != nil && invitee.ScheduledEvent.URI != "":
+		invitee.eventURI = invitee.ScheduledEvent.URI
+	case strings.HasPrefix(link, "http"):
+		invitee.eventURI = link
+	default:
+		invitee.eventURI = eventOfInvitee(invitee.URI)
+	}
+	if invitee.eventURI == "" {
 		return nil, fmt.Errorf("%w: no payload.scheduled_event.uri", connector.ErrUnusable)
 	}
 	return &invitee, nil
 }
 
-// occurredAt returns the event time: when the invitee was created, or (cancel) last updated;
-// else the delivery's created_at; else when crmsync received the delivery.
-func occurredAt(kind canonical.Kind, invitee *payload, envelope delivery, receivedAt time.Time) (time.Time, error) {
-	timeCandidates := []string{invitee.CreatedAt, envelope.CreatedAt}
-	if kind == canonical.KindMeetingCanceled {
+// eventOfInvitee returns the scheduled event URI an invitee URI lives under
+// ({event uri}/invitees/{invitee uuid}), or "" when the URI has no such form.
+func eventOfInvitee(inviteeURI string) string {
+	i := strings.LastIndex(inviteeURI, "/invitees/")
+	if i <= 0 {
+		return ""
+	}
+	return inviteeURI[:i]
+}
+
+// meetingID is the activity id of a scheduled event's meeting.
+func meetingID(eventURI string) string { return "meeting:" + eventURI }
+
+// inviteeID returns the invitee's UUID (the last segment of its URI), the suffix of its
+// participation attributes.
+func inviteeID(inviteeURI string) string {
+	trimmed := strings.TrimRight(inviteeURI, "/")
+	return trimmed[strings.LastIndex(trimmed, "/")+1:]
+}
+
+// occurredAt returns the event time: when the invitee was created (created), last updated
+// (canceled) or marked a no-show (no-show created); else the delivery's created_at; else when
+// crmsync received the delivery.
+func occurredAt(envelope delivery, invitee *payload, receivedAt time.Time) (time.Time, error) {
+	var timeCandidates []string
+	switch envelope.Event {
+	case EventInviteeCreated:
+		timeCandidates = []string{invitee.CreatedAt, envelope.CreatedAt}
+	case EventInviteeCanceled:
 		timeCandidates = []string{invitee.UpdatedAt, envelope.CreatedAt}
+	case EventNoShowCreated:
+		if invitee.NoShow != nil {
+			timeCandidates = append(timeCandidates, invitee.NoShow.CreatedAt)
+		}
+		timeCandidates = append(timeCandidates, envelope.CreatedAt)
+	default:
+		timeCandidates = []string{envelope.CreatedAt}
 	}
 	var occurred time.Time
 	for _, text := range timeCandidates {
@@ -314,6 +483,17 @@ func mapInvitee(invitee *payload, occurred time.Time) (map[string]string, canoni
 	setIf(contact, "last_name", invitee.LastName)
 	setIf(contact, "timezone", invitee.Timezone)
 	return contact, canonical.Person{Emails: emails, Phones: phones, Name: strings.TrimSpace(invitee.Name)}
+}
+
+// identityFields keeps only the contact's email and phone.
+func identityFields(contact map[string]string) map[string]string {
+	out := map[string]string{}
+	for _, k := range []string{"email", "phone"} {
+		if v, ok := contact[k]; ok {
+			out[k] = v
+		}
+	}
+	return out
 }
 
 // mapTracking copies the UTM members of payload.tracking into contact and returns the paths of
@@ -356,56 +536,81 @@ func unmappedPayload(raw json.RawMessage, invitee *payload) []string {
 	return unmapped
 }
 
-// buildActivity returns the meeting activity (meeting:{scheduled_event.uri}) with the invitee
-// and every host as participants, and the first host that identifies as the event's actor (nil
-// if none does).
-func buildActivity(kind canonical.Kind, status string, invitee *payload, emails []string) (*canonical.Activity, *canonical.Actor) {
-	scheduled := invitee.ScheduledEvent
+// buildActivity returns the meeting activity (meeting:{scheduled event uri}) with the invitee
+// and every host as participants, the invitee's participation and the reschedule links, and the
+// first host that identifies as the event's actor (nil if none does).
+func buildActivity(event string, ch change, invitee *payload, emails []string) (*canonical.Activity, *canonical.Actor) {
 	activity := &canonical.Activity{
-		ID:      "meeting:" + scheduled.URI,
-		Type:    "meeting",
-		Status:  status,
-		Subject: scheduled.Name,
-		Attrs:   map[string]string{"invitee": invitee.URI},
-	}
-	if start, err := time.Parse(time.RFC3339Nano, scheduled.StartTime); err == nil {
-		start = start.UTC()
-		activity.StartAt = &start
-	}
-	if end, err := time.Parse(time.RFC3339Nano, scheduled.EndTime); err == nil {
-		end = end.UTC()
-		activity.EndAt = &end
+		ID:     meetingID(invitee.eventURI),
+		Type:   "meeting",
+		Status: ch.status,
+		Attrs: map[string]string{
+			"invitee": invitee.URI,
+			"invitee_status." + inviteeID(invitee.URI): ch.participation,
+		},
 	}
 	activity.Participants = append(activity.Participants, canonical.Participant{Role: "invitee", Email: firstOr(emails, invitee.Email), Name: invitee.Name})
 	var actor *canonical.Actor
-	for _, membership := range scheduled.EventMemberships {
-		email := membership.UserEmail
-		if normalised, ok := identity.Email(email); ok {
-			email = normalised
+	if scheduled := invitee.ScheduledEvent; scheduled != nil {
+		activity.Subject = scheduled.Name
+		if start, err := time.Parse(time.RFC3339Nano, scheduled.StartTime); err == nil {
+			start = start.UTC()
+			activity.StartAt = &start
 		}
-		activity.Participants = append(activity.Participants, canonical.Participant{Role: "host", Email: email, Name: membership.UserName})
-		if actor == nil && (email != "" || membership.User != "") {
-			actor = &canonical.Actor{ID: membership.User, Email: email, Name: membership.UserName, Role: "host", Type: "user"}
+		if end, err := time.Parse(time.RFC3339Nano, scheduled.EndTime); err == nil {
+			end = end.UTC()
+			activity.EndAt = &end
+		}
+		for _, membership := range scheduled.EventMemberships {
+			email := membership.UserEmail
+			if normalised, ok := identity.Email(email); ok {
+				email = normalised
+			}
+			activity.Participants = append(activity.Participants, canonical.Participant{Role: "host", Email: email, Name: membership.UserName})
+			if actor == nil && (email != "" || membership.User != "") {
+				actor = &canonical.Actor{ID: membership.User, Email: email, Name: membership.UserName, Role: "host", Type: "user"}
+			}
 		}
 	}
-	addRescheduleAttrs(activity, kind, invitee)
+	addRescheduleAttrs(activity, event, ch, invitee)
 	return activity, actor
 }
 
-// addRescheduleAttrs links a rescheduled meeting to the invitee it replaces and records the
-// reschedule and cancellation details Calendly gives.
-func addRescheduleAttrs(activity *canonical.Activity, kind canonical.Kind, invitee *payload) {
-	if kind == canonical.KindMeetingScheduled && invitee.OldInvitee != "" {
-		activity.RelatesTo = "invitee:" + invitee.OldInvitee
-		activity.Attrs["old_invitee"] = invitee.OldInvitee
+// addRescheduleAttrs links a reschedule's two meetings in the meeting key space and records the
+// reschedule and cancellation details Calendly gives. The new meeting names the old one in
+// RelatesTo (and rescheduled_from.{invitee}); the old one names the new one in
+// rescheduled_to.{invitee}. When the change is the meeting's as a whole, the meeting-level
+// attributes rescheduled_from / rescheduled_to, old_invitee / new_invitee, rescheduled and
+// canceler_type are set too; a group event's meeting keeps them for its own fate.
+func addRescheduleAttrs(activity *canonical.Activity, event string, ch change, invitee *payload) {
+	id := inviteeID(invitee.URI)
+	switch {
+	case event == EventInviteeCreated && invitee.OldInvitee != "":
+		if old := eventOfInvitee(invitee.OldInvitee); old != "" && meetingID(old) != activity.ID {
+			activity.RelatesTo = meetingID(old)
+			activity.Attrs["rescheduled_from."+id] = meetingID(old)
+			if ch.meeting {
+				activity.Attrs["rescheduled_from"] = meetingID(old)
+			}
+		}
+		if ch.meeting {
+			activity.Attrs["old_invitee"] = invitee.OldInvitee
+		}
+	case event == EventInviteeCanceled && invitee.Rescheduled:
+		if next := eventOfInvitee(invitee.NewInvitee); next != "" && meetingID(next) != activity.ID {
+			activity.Attrs["rescheduled_to."+id] = meetingID(next)
+			if ch.meeting {
+				activity.Attrs["rescheduled_to"] = meetingID(next)
+			}
+		}
+		if ch.meeting {
+			activity.Attrs["rescheduled"] = "true"
+			if invitee.NewInvitee != "" {
+				activity.Attrs["new_invitee"] = invitee.NewInvitee
+			}
+		}
 	}
-	if invitee.NewInvitee != "" {
-		activity.Attrs["new_invitee"] = invitee.NewInvitee
-	}
-	if invitee.Rescheduled {
-		activity.Attrs["rescheduled"] = "true"
-	}
-	if cancellation := invitee.Cancellation; cancellation != nil && cancellation.CancelerType != "" {
+	if cancellation := invitee.Cancellation; event == EventInviteeCanceled && ch.meeting && cancellation != nil && cancellation.CancelerType != "" {
 		activity.Attrs["canceler_type"] = cancellation.CancelerType
 	}
 }

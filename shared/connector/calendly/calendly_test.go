@@ -2,6 +2,8 @@ package calendly
 
 import (
 	"errors"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -168,17 +170,20 @@ func TestParse(t *testing.T) {
 						{Role: "invitee", Email: "jane.doe@example.com", Name: "Jane Doe"},
 						{Role: "host", Email: "rep@corp.example", Name: "Rep One"},
 					},
-					RelatesTo: "invitee:https://api.calendly.com/scheduled_events/EV1/invitees/INV1",
+					RelatesTo: "meeting:https://api.calendly.com/scheduled_events/EV1",
 					Attrs: map[string]string{
-						"invitee":     "https://api.calendly.com/scheduled_events/EV2/invitees/INV2",
-						"old_invitee": "https://api.calendly.com/scheduled_events/EV1/invitees/INV1",
+						"invitee":               "https://api.calendly.com/scheduled_events/EV2/invitees/INV2",
+						"invitee_status.INV2":   "active",
+						"old_invitee":           "https://api.calendly.com/scheduled_events/EV1/invitees/INV1",
+						"rescheduled_from":      "meeting:https://api.calendly.com/scheduled_events/EV1",
+						"rescheduled_from.INV2": "meeting:https://api.calendly.com/scheduled_events/EV1",
 					},
 				},
 				ExternalIDs: map[string]string{
 					"invitee_uri":         "https://api.calendly.com/scheduled_events/EV2/invitees/INV2",
 					"scheduled_event_uri": "https://api.calendly.com/scheduled_events/EV2",
 				},
-				MappingVersion: "calendly/1",
+				MappingVersion: "calendly/2",
 				PayloadHash:    canonical.PayloadHash([]byte(createdBody)),
 				Unmapped: []string{
 					"payload.questions_and_answers[What is your budget?]",
@@ -193,7 +198,7 @@ func TestParse(t *testing.T) {
 			want: canonical.Event{
 				Key:        "calendly:invitee.canceled:https://api.calendly.com/scheduled_events/EV2/invitees/INV2",
 				Source:     "calendly",
-				Kind:       canonical.KindMeetingCanceled,
+				Kind:       canonical.KindMeetingScheduled, // moved, not canceled
 				OccurredAt: time.Date(2024, 3, 2, 9, 0, 0, 0, time.UTC),
 				GroupKey:   "email:jane.doe@example.com",
 				Subject:    canonical.Person{Emails: []string{"jane.doe@example.com"}, Name: "Jane Doe"},
@@ -201,21 +206,24 @@ func TestParse(t *testing.T) {
 					"email": "jane.doe@example.com", "last_activity_at": "2024-03-02T09:00:00Z",
 				}},
 				Activity: &canonical.Activity{
-					ID: "meeting:https://api.calendly.com/scheduled_events/EV2", Type: "meeting", Status: "canceled",
+					ID: "meeting:https://api.calendly.com/scheduled_events/EV2", Type: "meeting", Status: "rescheduled",
 					Subject: "30 Minute Meeting", StartAt: tp("2024-03-05T14:00:00Z"), EndAt: tp("2024-03-05T14:30:00Z"),
 					Participants: []canonical.Participant{{Role: "invitee", Email: "jane.doe@example.com", Name: "Jane Doe"}},
 					Attrs: map[string]string{
-						"invitee":       "https://api.calendly.com/scheduled_events/EV2/invitees/INV2",
-						"new_invitee":   "https://api.calendly.com/scheduled_events/EV3/invitees/INV3",
-						"rescheduled":   "true",
-						"canceler_type": "invitee",
+						"invitee":             "https://api.calendly.com/scheduled_events/EV2/invitees/INV2",
+						"invitee_status.INV2": "rescheduled",
+						"new_invitee":         "https://api.calendly.com/scheduled_events/EV3/invitees/INV3",
+						"rescheduled":         "true",
+						"rescheduled_to":      "meeting:https://api.calendly.com/scheduled_events/EV3",
+						"rescheduled_to.INV2": "meeting:https://api.calendly.com/scheduled_events/EV3",
+						"canceler_type":       "invitee",
 					},
 				},
 				ExternalIDs: map[string]string{
 					"invitee_uri":         "https://api.calendly.com/scheduled_events/EV2/invitees/INV2",
 					"scheduled_event_uri": "https://api.calendly.com/scheduled_events/EV2",
 				},
-				MappingVersion: "calendly/1",
+				MappingVersion: "calendly/2",
 				PayloadHash:    canonical.PayloadHash([]byte(canceledBody)),
 			},
 		},
@@ -242,7 +250,8 @@ func TestParse(t *testing.T) {
 func TestParseUnusable(t *testing.T) {
 	tests := []struct{ name, body string }{
 		{"not JSON", "nope"},
-		{"unknown event", `{"event":"invitee_no_show.created","payload":{"uri":"u","scheduled_event":{"uri":"e"}}}`},
+		{"unknown event", `{"event":"invitee.rescheduled","payload":{"uri":"u","scheduled_event":{"uri":"e"},"created_at":"2024-01-01T00:00:00Z"}}`},
+		{"no event", `{"payload":{"uri":"u","scheduled_event":{"uri":"e"},"created_at":"2024-01-01T00:00:00Z"}}`},
 		{"no uri", `{"event":"invitee.created","payload":{"scheduled_event":{"uri":"e"},"created_at":"2024-01-01T00:00:00Z"}}`},
 		{"no scheduled event", `{"event":"invitee.created","payload":{"uri":"u","created_at":"2024-01-01T00:00:00Z"}}`},
 		{"payload wrong type", `{"event":"invitee.created","payload":[1]}`},
@@ -289,6 +298,12 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte(canceledBody))
 	f.Add([]byte(`{"event":"invitee.created","payload":{"uri":"u","scheduled_event":{"uri":"e","start_time":"x"},"tracking":{"utm_source":5}}}`))
 	f.Add([]byte(`null`))
+	for _, name := range []string{"calendly-reschedule-canceled.json", "calendly-reschedule-created.json", "calendly-group-canceled.json", "calendly-no-show.json"} {
+		if b, err := os.ReadFile(filepath.Join(payloads, name)); err == nil {
+			f.Add(b)
+		}
+	}
+	f.Add([]byte(`{"event":"routing_form_submission.created","payload":{}}`))
 	f.Fuzz(func(t *testing.T, body []byte) {
 		got, err := New().Parse(&connector.Request{Body: body, ReceivedAt: time.Unix(1700000000, 0)}, connector.Secret{})
 		if err != nil {

@@ -35,10 +35,14 @@ type invitee struct {
 	Status    string `json:"status"`
 	CreatedAt string `json:"created_at"`
 	UpdatedAt string `json:"updated_at"`
+	NoShow    *struct {
+		CreatedAt string `json:"created_at"`
+	} `json:"no_show"`
 }
 
-// List returns the invitee.created and invitee.canceled events Calendly would have delivered
-// for invitees created (or canceled) inside [since, until): it reads GET /scheduled_events for
+// List returns the invitee.created, invitee.canceled and invitee_no_show.created events Calendly
+// would have delivered for invitees created, canceled (or rescheduled) or marked no-show inside
+// [since, until): it reads GET /scheduled_events for
 // the organization (min_start_time = since: a meeting booked in the window starts after it was
 // booked), then GET /scheduled_events/{uuid}/invitees for each, following next_page_token, with
 // the secret's api_token as a Bearer token. Each invitee is wrapped with its scheduled event
@@ -140,7 +144,9 @@ func cloneValues(v url.Values) url.Values {
 }
 
 // listedInvitee returns the events one listed invitee stands for in the window: its creation,
-// and its cancellation when it is canceled.
+// its cancellation when it is canceled (a reschedule's, when it says rescheduled), and its
+// no-show mark when it has one. A removed no-show mark leaves no trace in the invitee, so
+// invitee_no_show.deleted cannot be listed.
 func (c *Connector) listedInvitee(raw, scheduledEvent json.RawMessage, since, until time.Time) ([]canonical.Event, error) {
 	var inv invitee
 	if err := json.Unmarshal(raw, &inv); err != nil || inv.URI == "" {
@@ -173,6 +179,11 @@ func (c *Connector) listedInvitee(raw, scheduledEvent json.RawMessage, since, un
 	}
 	if strings.EqualFold(inv.Status, "canceled") {
 		if err := add(EventInviteeCanceled, inv.UpdatedAt); err != nil {
+			return nil, err
+		}
+	}
+	if inv.NoShow != nil {
+		if err := add(EventNoShowCreated, inv.NoShow.CreatedAt); err != nil {
 			return nil, err
 		}
 	}

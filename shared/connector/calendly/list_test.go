@@ -133,3 +133,39 @@ func TestListCanceledInvitee(t *testing.T) {
 		t.Fatalf("events = %+v", evs)
 	}
 }
+
+// A listed invitee that rescheduled, and one marked as a no-show, become the events their
+// webhooks map to: the old meeting rescheduled and linked, the no-show on the invitee.
+func TestListRescheduledAndNoShowInvitees(t *testing.T) {
+	invitees := `{"collection":[
+	{"uri":"https://api.calendly.com/scheduled_events/E1/invitees/I1","email":"kim@example.com","name":"Kim","status":"canceled",
+	 "rescheduled":true,"old_invitee":null,"new_invitee":"https://api.calendly.com/scheduled_events/E2/invitees/I2","no_show":null,
+	 "created_at":"2025-03-01T10:00:00Z","updated_at":"2025-03-11T09:00:00Z",
+	 "cancellation":{"canceled_by":"Kim","reason":"conflict","canceler_type":"invitee"}},
+	{"uri":"https://api.calendly.com/scheduled_events/E1/invitees/I3","email":"lee@example.com","name":"Lee","status":"active",
+	 "rescheduled":false,"old_invitee":null,"new_invitee":null,
+	 "no_show":{"uri":"https://api.calendly.com/invitee_no_shows/N1","created_at":"2025-03-11T11:00:00Z"},
+	 "created_at":"2025-03-01T10:05:00Z","updated_at":"2025-03-01T10:05:00Z"}],"pagination":{"next_page_token":null}}`
+	events := `{"collection":[{"uri":"https://api.calendly.com/scheduled_events/E1","name":"Intro","status":"active","start_time":"2025-03-11T10:00:00Z",
+	"end_time":"2025-03-11T10:30:00Z","invitees_counter":{"total":2,"active":1,"limit":1},"event_memberships":[]}],"pagination":{"next_page_token":null}}`
+	srv := httptest.NewServer(&fake{extra: map[string]string{"/calendly/scheduled_events": events, "/calendly/scheduled_events/E1/invitees": invitees}})
+	defer srv.Close()
+	since := time.Date(2025, 3, 11, 0, 0, 0, 0, time.UTC)
+	evs, err := New().List(context.Background(), since, since.Add(24*time.Hour), listSecret(), connector.API{BaseURL: srv.URL + "/calendly"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	type row struct{ Key, Kind, Status, Participation, RescheduledTo string }
+	var got []row
+	for _, e := range evs {
+		id := inviteeID(e.ExternalIDs["invitee_uri"])
+		got = append(got, row{e.Key, string(e.Kind), e.Activity.Status, e.Activity.Attrs["invitee_status."+id], e.Activity.Attrs["rescheduled_to"]})
+	}
+	want := []row{
+		{"calendly:invitee.canceled:https://api.calendly.com/scheduled_events/E1/invitees/I1", "meeting.scheduled", "rescheduled", "rescheduled", "meeting:https://api.calendly.com/scheduled_events/E2"},
+		{"calendly:invitee_no_show.created:https://api.calendly.com/scheduled_events/E1/invitees/I3:https://api.calendly.com/invitee_no_shows/N1", "meeting.scheduled", "", "no_show", ""},
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("listed events (-want +got):\n%s", diff)
+	}
+}

@@ -2,6 +2,7 @@ package twilio
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"net/http"
 	"net/http/httptest"
@@ -9,6 +10,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"sort"
 	"strings"
 	"sync"
 	"testing"
@@ -136,5 +138,134 @@ func TestListErrors(t *testing.T) {
 	}
 	if _, err := New().List(context.Background(), time.Time{}, time.Time{}, connector.Secret{}, api); err == nil {
 		t.Error("no credentials: no error")
+	}
+}
+
+// twilioCalls answers the Calls list the way Twilio filters it: Status keeps the calls in that
+// one status; EndTime> and EndTime< (YYYY-MM-DD, on or after / on or before midnight) keep the
+// calls whose end_time is in range, so a call that has not ended never matches a date filter.
+// The calls come from a fixture of events/vendor.
+type twilioCalls struct {
+	t       *testing.T
+	fixture string
+	mu      sync.Mutex
+	queries []url.Values
+}
+
+func (f *twilioCalls) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	f.mu.Lock()
+	f.queries = append(f.queries, q)
+	f.mu.Unlock()
+	b, err := os.ReadFile(f.fixture)
+	if err != nil {
+		f.t.Error(err)
+		w.WriteHeader(http.StatusInternalServerError)
+		return
+	}
+	var page map[string]any
+	if err := json.Unmarshal(b, &page); err != nil {
+		f.t.Error(err)
+		w.WriteHeader(http.StatusInternalServerError)
+		return
+	}
+	midnight := func(name string) (time.Time, bool) {
+		d, err := time.Parse("2006-01-02", q.Get(name))
+		return d, err == nil
+	}
+	var kept []any
+	for _, c := range page["calls"].([]any) {
+		call := c.(map[string]any)
+		if s := q.Get("Status"); s != "" && call["status"] != s {
+			continue
+		}
+		end, _ := call["end_time"].(string)
+		ended, endOK := parseTimestamp(end)
+		if after, ok := midnight("EndTime>"); ok && (!endOK || ended.Before(after)) {
+			continue
+		}
+		if before, ok := midnight("EndTime<"); ok && (!endOK || ended.After(before)) {
+			continue
+		}
+		kept = append(kept, call)
+	}
+	page["calls"] = kept
+	_ = json.NewEncoder(w).Encode(page)
+}
+
+// The lister recovers a call in every status Twilio's Calls list reports, not only the terminal
+// ones: ended calls through the EndTime filter, live calls (which have no end_time, and queued
+// ones no start_time) by asking for each live status.
+func TestListRecoversEveryStatus(t *testing.T) {
+	const account = "ACdec0de00000000000000000000000002"
+	f := &twilioCalls{t: t, fixture: filepath.Join(fixtures, "twilio/2010-04-01/Accounts", account, "Calls.json.json")}
+	srv := httptest.NewServer(f)
+	defer srv.Close()
+	sec := connector.Secret{Current: map[string]string{SecretAccountSID: account, SecretAuthToken: "tok", SecretCompanyNumbers: "+14155550100"}}
+	day := time.Date(2025, 3, 11, 0, 0, 0, 0, time.UTC)
+	at := func(h, m, s int) time.Time {
+		return day.Add(time.Duration(h)*time.Hour + time.Duration(m)*time.Minute + time.Duration(s)*time.Second)
+	}
+
+	type call struct {
+		Key, Status, Phone string
+		At                 time.Time
+		DurationSec        int
+	}
+	all := []call{
+		{"twilio:call:CA10000000000000000000000000000001:completed", "completed", "+14155550131", at(9, 15, 40), 338},
+		{"twilio:call:CA10000000000000000000000000000002:busy", "busy", "+12125550132", at(10, 2, 3), 0},
+		{"twilio:call:CA10000000000000000000000000000003:failed", "failed", "+12125550133", at(10, 30, 12), 0},
+		{"twilio:call:CA10000000000000000000000000000004:no-answer", "no-answer", "+12125550134", at(11, 0, 31), 0},
+		{"twilio:call:CA10000000000000000000000000000005:canceled", "canceled", "+12125550135", at(11, 20, 7), 0},
+		{"twilio:call:CA10000000000000000000000000000006:in-progress", "in-progress", "+14155550136", at(16, 40, 9), 0},
+		{"twilio:call:CA10000000000000000000000000000007:ringing", "ringing", "+12125550137", at(16, 45, 2), 0},
+		{"twilio:call:CA10000000000000000000000000000008:queued", "queued", "+12125550138", at(16, 50, 0), 0},
+	}
+	tests := []struct {
+		name         string
+		since, until time.Time
+		want         []call
+	}{
+		{"the whole day: every status", day, day.Add(24 * time.Hour), all},
+		{"the morning: the calls that ended then", day, at(12, 0, 0), all[:5]},
+		{"the late afternoon: the live calls, by when they entered their status", at(16, 0, 0), at(17, 0, 0), all[5:]},
+		{"up to the in-progress call's answer", at(16, 0, 0), at(16, 42, 0), all[5:6]},
+		{"the next day: nothing", day.Add(24 * time.Hour), day.Add(48 * time.Hour), nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			evs, err := New().List(context.Background(), tt.since, tt.until, sec, connector.API{BaseURL: srv.URL})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []call
+			for _, e := range evs {
+				if err := e.Validate(); err != nil {
+					t.Error(err)
+				}
+				got = append(got, call{e.Key, e.Activity.Status, strings.Join(e.Subject.Phones, ","), e.OccurredAt, e.Activity.DurationSec})
+				if e.Fields["contact"]["last_call_status"] != e.Activity.Status {
+					t.Errorf("%s: last_call_status %q", e.Key, e.Fields["contact"]["last_call_status"])
+				}
+			}
+			sort.Slice(got, func(i, j int) bool { return got[i].At.Before(got[j].At) })
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("listed calls (-want +got):\n%s", diff)
+			}
+		})
+	}
+
+	// One query for ended calls (no Status: any), one per live status (no date filter).
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var asked []string
+	for _, q := range f.queries[:4] {
+		asked = append(asked, "Status="+q.Get("Status")+" EndTime>="+q.Get("EndTime>")+" EndTime<="+q.Get("EndTime<"))
+	}
+	want := []string{"Status= EndTime>=2025-03-10 EndTime<=2025-03-13", "Status=queued EndTime>= EndTime<=",
+		"Status=ringing EndTime>= EndTime<=", "Status=in-progress EndTime>= EndTime<="}
+	if diff := cmp.Diff(want, asked); diff != "" {
+		t.Errorf("queries (-want +got):\n%s", diff)
 	}
 }
