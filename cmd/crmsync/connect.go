@@ -64,7 +64,7 @@ var guides = map[string]connectGuide{
 			"Create a personal access token at Calendly → Integrations & apps → API & webhooks.",
 			"Choose a signing key (a long random string) and put it in the secret as `signing_key`.",
 			"Create the subscription: `POST https://api.calendly.com/webhook_subscriptions` with `url` `<url>`, `events` `[\"invitee.created\", \"invitee.canceled\"]`, your `organization` (and `user` for user scope), `scope` and `signing_key`.",
-			"Subscribe to no other events: they are quarantined as unusable.",
+			"Add `invitee_no_show.created` and `invitee_no_show.deleted` to `events` to see no-shows; other subscribable events are acknowledged and ignored.",
 		},
 		Fields: []secretField{
 			{calendly.SecretSigningKey, true, "the signing key given to the subscription: verifies Calendly-Webhook-Signature"},
@@ -111,7 +111,7 @@ var guides = map[string]connectGuide{
 			"Register an app in the Entra admin center (App registrations → New registration); note its client and tenant ids.",
 			"Add a client secret (Certificates & secrets) and the application permissions Mail.Read, Calendars.Read and User.Read.All; grant admin consent.",
 			"Put the secret in place, with a random `client_state` of your choice.",
-			"Create the subscriptions (`POST https://graph.microsoft.com/v1.0/subscriptions`, header `Prefer: IdType=\"ImmutableId\"`) with `notificationUrl` and `lifecycleNotificationUrl` `<url>`, the resource (`users/{id}/messages`, `users/{id}/events`) and `clientState` = the secret's `client_state`.",
+			"List the mailboxes in the stack's GraphMailboxes parameter: the subscription manager creates and renews their subscriptions (`crmsync graph subscriptions ensure`). To create one by hand: `POST https://graph.microsoft.com/v1.0/subscriptions` (header `Prefer: IdType=\"ImmutableId\"`) with `notificationUrl` `<url>`, `lifecycleNotificationUrl` `<url>/lifecycle`, the resource (`users/{id}/messages`, `users/{id}/events`) and `clientState` = the secret's `client_state`.",
 		},
 		Fields: []secretField{
 			{msgraph.SecretClientState, true, "the subscriptions' clientState: authenticates each notification"},
@@ -134,6 +134,9 @@ var guides = map[string]connectGuide{
 		},
 		Fields: []secretField{
 			{mailgun.SecretSigningKey, true, "the HTTP webhook signing key: verifies the body's signature object"},
+			{mailgun.SecretParentSigningKey, false, "the primary account's signing key: verifies a subaccount delivery's parent-signature"},
+			{mailgun.SecretAPIKey, false, "a private API key: the Events API lister (parity, backfill) signs in as api:<key>"},
+			{mailgun.SecretDomain, false, "the sending domain whose events the lister reads"},
 		},
 	},
 	"generic": {

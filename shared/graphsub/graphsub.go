@@ -17,7 +17,11 @@
 //
 // The lifecycle route (Lifecycle) answers Graph's validationToken handshake, authenticates each
 // notification by clientState, records the requested action on the subscription's state item and
-// answers 202 at once; the next run carries the action out. Graph calls go through the app token
+// answers 202 at once; the next run carries the action out. Lifecycle notifications Graph sends
+// to the notification route instead (a lifecycleNotificationUrl equal to the notificationUrl)
+// reach the manager through the ledger: the msgraph webhook queues them, the worker records them,
+// and each run first records the new ones of every subscription it keeps, as the route would
+// have (collectLedgerLifecycle). Graph calls go through the app token
 // of shared/graphauth (refreshed on 401). The package's AWS calls are the small interfaces below.
 package graphsub
 

@@ -112,16 +112,7 @@ func anyEqual(want []string, got string) bool {
 // subscriptionRemoved for a recreate (and a resync from then), missed for a resync of the last
 // ResyncLookback.
 func (m *Manager) Record(ctx context.Context, subscriptionID, event string, now time.Time) error {
-	set := map[string]string{}
-	switch event {
-	case EventReauthorizationRequired:
-		set["reauthorize_requested"] = formatTime(now)
-	case EventSubscriptionRemoved:
-		set["recreate_requested"] = formatTime(now)
-	case EventMissed:
-		set["resync_since"] = formatTime(now.Add(-m.cfg.ResyncLookback))
-		set["resync_subscription_id"] = subscriptionID
-	default:
+	if m.requests(subscriptionID, event, now) == nil {
 		m.log.WarnContext(ctx, "lifecycle: unknown event ignored", "subscription_id", subscriptionID, "event", safeCode(event))
 		return nil
 	}
@@ -132,19 +123,66 @@ func (m *Manager) Record(ctx context.Context, subscriptionID, event string, now 
 		}
 		return err
 	}
-	expr := "SET last_lifecycle = :ll, updated_at = :now"
-	values := map[string]types.AttributeValue{":ll": str(event + " " + formatTime(now)), ":now": str(formatTime(now)),
-		":sid": str(subscriptionID), ":one": &types.AttributeValueMemberN{Value: "1"}}
+	return m.recordOn(ctx, pk, subscriptionID, event, now, "")
+}
+
+// requests are the state item attributes a lifecycle event at now asks to set (nil for an
+// unknown event).
+func (m *Manager) requests(subscriptionID, event string, now time.Time) map[string]string {
+	switch event {
+	case EventReauthorizationRequired:
+		return map[string]string{"reauthorize_requested": formatTime(now)}
+	case EventSubscriptionRemoved:
+		return map[string]string{"recreate_requested": formatTime(now)}
+	case EventMissed:
+		return map[string]string{"resync_since": formatTime(now.Add(-m.cfg.ResyncLookback)), "resync_subscription_id": subscriptionID}
+	}
+	return nil
+}
+
+// recordOn records a lifecycle event at now on the state item pk while it still holds the
+// subscription (a request already pending is kept: if_not_exists). seen, when set, is the ledger
+// entry's recorded_at the notification came from (collectLedgerLifecycle): it is written as the
+// item's LifecycleLedgerSeen in the same update, which is refused if the item has already seen
+// it, so each ledger entry is recorded once even by concurrent runs.
+func (m *Manager) recordOn(ctx context.Context, pk, subscriptionID, event string, now time.Time, seen string) error {
+	set := map[string]string{}
+	if req := m.requests(subscriptionID, event, now); req != nil {
+		set = req
+	} else if seen == "" {
+		return nil
+	}
+	expr := "SET updated_at = :now"
+	values := map[string]types.AttributeValue{":now": str(formatTime(m.d.Now())), ":sid": str(subscriptionID),
+		":one": &types.AttributeValueMemberN{Value: "1"}}
+	cond := "subscription_id = :sid"
+	if len(set) > 0 {
+		expr += ", last_lifecycle = :ll"
+		values[":ll"] = str(event + " " + formatTime(now))
+	}
 	for attr, v := range set {
 		expr += fmt.Sprintf(", %[1]s = if_not_exists(%[1]s, :%[1]s)", attr)
 		values[":"+attr] = str(v)
 	}
-	_, err = m.d.DynamoDB.UpdateItem(ctx, &dynamodb.UpdateItemInput{TableName: aws.String(m.cfg.StateTable),
+	if seen != "" {
+		expr += ", lifecycle_ledger_seen = :seen"
+		values[":seen"] = str(seen)
+		cond += " AND (attribute_not_exists(lifecycle_ledger_seen) OR lifecycle_ledger_seen < :seen)"
+	}
+	_, err := m.d.DynamoDB.UpdateItem(ctx, &dynamodb.UpdateItemInput{TableName: aws.String(m.cfg.StateTable),
 		Key: map[string]types.AttributeValue{"pk": str(pk)}, UpdateExpression: aws.String(expr + " ADD version :one"),
-		ConditionExpression: aws.String("subscription_id = :sid"), ExpressionAttributeValues: values})
+		ConditionExpression: aws.String(cond), ExpressionAttributeValues: values})
 	var ccf *types.ConditionalCheckFailedException
 	if errors.As(err, &ccf) {
-		m.log.WarnContext(ctx, "lifecycle: subscription replaced meanwhile, ignored", "subscription_id", subscriptionID, "event", event)
+		m.log.WarnContext(ctx, "lifecycle: subscription replaced or notification already recorded meanwhile, ignored",
+			"subscription_id", subscriptionID, "event", safeCode(event))
+		return nil
+	}
+	if len(set) == 0 {
+		if err != nil {
+			return fmt.Errorf("record lifecycle event: %w", err)
+		}
+		m.log.WarnContext(ctx, "lifecycle: unknown event ignored", "subscription_id", subscriptionID, "event", safeCode(event))
 		return nil
 	}
 	if err != nil {

@@ -58,6 +58,13 @@ func (m *Manager) Run(ctx context.Context) (Report, error) {
 	if err != nil {
 		return rep, err
 	}
+	// Lifecycle notifications that came to the notification route wait in the ledger.
+	recorded, ledgerErrs := m.collectLedgerLifecycle(ctx, states, rep.RunAt)
+	if recorded > 0 {
+		if states, err = m.List(ctx); err != nil {
+			return rep, err
+		}
+	}
 	byKey := map[string]State{}
 	for _, s := range states {
 		byKey[s.PK] = s
@@ -70,6 +77,9 @@ func (m *Manager) Run(ctx context.Context) (Report, error) {
 				st = State{PK: StateKey(mb, res), Mailbox: mb, Resource: res, Status: StatusMissing}
 			}
 			out := m.ensure(ctx, &st, &budget)
+			if e, ok := ledgerErrs[st.PK]; ok && out.Error == "" {
+				out.Error = "lifecycle notifications unread: " + e
+			}
 			rep.Subscriptions = append(rep.Subscriptions, out)
 			rep.Resynced += out.ResyncEnqueued
 			if out.AtRisk {

@@ -28,8 +28,9 @@ const TimeLayout = time.RFC3339
 
 // State is one (mailbox, resource) subscription's state item in the subscriptions table. The
 // manager owns every field but the requests (ReauthorizeRequested, RecreateRequested,
-// ResyncSince, ResyncSubscriptionID, LastLifecycle), which the lifecycle route sets and the
-// manager clears once carried out. Version increases on every write (optimistic locking).
+// ResyncSince, ResyncSubscriptionID, LastLifecycle), which the lifecycle route (or a run, for
+// the lifecycle notifications of the notification route it reads from the ledger, advancing
+// LifecycleLedgerSeen) sets and the manager clears once carried out. Version increases on every write (optimistic locking).
 type State struct {
 	// PK is "<mailbox>/<resource>", e.g. "sam@example.com/messages".
 	PK       string `dynamodbav:"pk" json:"pk"`
@@ -61,6 +62,10 @@ type State struct {
 	ResyncSubscriptionID string `dynamodbav:"resync_subscription_id,omitempty" json:"resync_subscription_id,omitempty"`
 	// LastLifecycle is the last lifecycle notification recorded: "<event> <time>".
 	LastLifecycle string `dynamodbav:"last_lifecycle,omitempty" json:"last_lifecycle,omitempty"`
+	// LifecycleLedgerSeen is the ledger recorded_at (store.TimeLayout) of the last lifecycle
+	// notification read back from the ledger (one that came to the notification route): later
+	// runs read only newer ones.
+	LifecycleLedgerSeen string `dynamodbav:"lifecycle_ledger_seen,omitempty" json:"lifecycle_ledger_seen,omitempty"`
 
 	LastResyncAt       string `dynamodbav:"last_resync_at,omitempty" json:"last_resync_at,omitempty"`
 	LastResyncEnqueued int    `dynamodbav:"last_resync_enqueued,omitempty" json:"last_resync_enqueued,omitempty"`
@@ -184,6 +189,7 @@ func (m *Manager) save(ctx context.Context, s *State, before State) error {
 		keep(&s.ResyncSince, before.ResyncSince, cur.ResyncSince)
 		keep(&s.ResyncSubscriptionID, before.ResyncSubscriptionID, cur.ResyncSubscriptionID)
 		keep(&s.LastLifecycle, before.LastLifecycle, cur.LastLifecycle)
+		keep(&s.LifecycleLedgerSeen, before.LifecycleLedgerSeen, cur.LifecycleLedgerSeen)
 		before = *cur
 	}
 	return fmt.Errorf("write subscription state %s: %w", s.PK, errConflict)

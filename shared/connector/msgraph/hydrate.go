@@ -101,12 +101,19 @@ func (m mailbox) primary() string {
 // external people), Fields, Activity, GroupKey and OccurredAt; Hydrate is cleared. The mailbox
 // owner (Graph names the mailbox by user id) is resolved with GET /users/{id} and cached; a
 // message whose from is the owner (or in an internal domain) is sent, and the owner is never the
-// subject. Drafts and deleted messages are skipped (connector.Skip). A deleted event, or one
+// subject. Drafts, deleted messages and lifecycle events (object LifecycleObject: the ledger
+// records them for the subscription manager) are skipped (connector.Skip). A deleted event, or one
 // with isCancelled, is a canceled meeting. Errors: 404/410 wrap connector.ErrNotFound; 429, 5xx
 // and network failures connector.ErrTransient; 401/403 (after one token refresh when a token
 // source is configured, see WithTokenSource) and other 4xx connector.ErrPermanent; the token
 // source's failures keep their class.
 func (c *Connector) Hydrate(ctx context.Context, ev *canonical.Event, sec connector.Secret, api connector.API) error {
+	if ev != nil && ev.Hydrate != nil && ev.Hydrate.Object == LifecycleObject {
+		// Nothing to fetch or apply: the ledger entry the worker writes for this skip is what the
+		// subscription manager reads (shared/graphsub).
+		return connector.Skip("msgraph: lifecycle " + quote(ev.Hydrate.Change) + " of " + quote(ev.ExternalIDs["subscription_id"]) +
+			": recorded for the subscription manager")
+	}
 	if ev == nil || ev.Hydrate == nil || ev.Hydrate.Resource == "" ||
 		(ev.Hydrate.Object != "message" && ev.Hydrate.Object != "event") {
 		return fmt.Errorf("%w: msgraph: event has no message or event to hydrate", connector.ErrUnusable)

@@ -232,7 +232,11 @@ func unusable(format string, a ...any) error {
 
 // Parse handles every notification of the collection on its own (Graph batches notifications of
 // several subscriptions, even tenants, in one POST). Items whose clientState does not match are
-// dropped and counted (Dropped). Lifecycle notifications go to Lifecycle. Resource notifications
+// dropped and counted (Dropped). Lifecycle notifications (Graph sends them here when a
+// subscription's lifecycleNotificationUrl is this route) go to Lifecycle and each also becomes a
+// KindNotification event of object LifecycleObject: queued like any event, recorded in the
+// ledger by the worker (Hydrate skips it with its reason), and read back from there by the
+// subscription manager's next run, which acts on it as on the lifecycle route's. Resource notifications
 // for a message or an event become thin KindNotification events to hydrate; any other authentic
 // item (malformed, an unknown change type or lifecycle event, another resource) is a Rejection
 // indexed by its position in value[], whose Raw is {"value":[item]}. Only a body that is not a
@@ -259,8 +263,13 @@ func (*Connector) Parse(req *connector.Request, sec connector.Secret) (*connecto
 				out.Rejected = append(out.Rejected, rejection(i, raw, "unknown lifecycleEvent "+quote(n.LifecycleEvent)))
 				continue
 			}
+			if n.SubscriptionID == "" {
+				out.Rejected = append(out.Rejected, rejection(i, raw, "lifecycle notification lacks subscriptionId"))
+				continue
+			}
 			out.Lifecycle = append(out.Lifecycle, connector.Lifecycle{Index: i, Event: n.LifecycleEvent,
 				SubscriptionID: n.SubscriptionID, TenantID: n.TenantID, Raw: raw})
+			out.Events = append(out.Events, lifecycleEvent(n, raw, req.ReceivedAt))
 			continue
 		}
 		ev, reason := thinEvent(n, raw, req.ReceivedAt)
@@ -274,6 +283,46 @@ func (*Connector) Parse(req *connector.Request, sec connector.Secret) (*connecto
 		out.Notes = append(out.Notes, fmt.Sprintf("dropped %d notification(s) without a matching clientState", out.Dropped))
 	}
 	return out, nil
+}
+
+// LifecycleObject is the HydrateRef.Object of a lifecycle event: a Graph lifecycle notification
+// that reached the notification route, queued so the ledger records it for the subscription
+// manager (shared/graphsub reads it back by LifecycleGroupKey). Its Change is the lifecycleEvent
+// and its Resource "subscriptions/{subscriptionId}".
+const LifecycleObject = "lifecycle"
+
+// LifecycleGroupKey is the group key of a subscription's lifecycle events: one FIFO group (in
+// order) and one ledger ByGroup partition per subscription.
+func LifecycleGroupKey(subscriptionID string) string {
+	return identity.GroupKey(nil, nil, Name, "lifecycle:"+subscriptionID)
+}
+
+// lifecycleEvent maps an authentic lifecycle notification (known event, with a subscription id)
+// to the event that carries it to the ledger. Graph's lifecycle items usually have no id and two
+// distinct `missed` notifications can be byte for byte the same, so the key holds the receipt
+// time unless the item has an id: a re-sent delivery records the request again, which the
+// manager treats as the same request (it is idempotent).
+func lifecycleEvent(n notification, raw json.RawMessage, receivedAt time.Time) canonical.Event {
+	at := receivedAt.UTC()
+	key := "msgraph:lifecycle:" + n.SubscriptionID + ":" + n.LifecycleEvent + ":"
+	if n.ID != "" {
+		key += n.ID
+	} else {
+		key += at.Format(time.RFC3339Nano)
+	}
+	ev := canonical.Event{
+		Key: key, Source: Name, Kind: canonical.KindNotification,
+		GroupKey:       LifecycleGroupKey(n.SubscriptionID),
+		OccurredAt:     at,
+		MappingVersion: MappingVersion,
+		PayloadHash:    canonical.PayloadHash(raw),
+		Hydrate:        &canonical.HydrateRef{Object: LifecycleObject, Resource: "subscriptions/" + n.SubscriptionID, Change: n.LifecycleEvent},
+		ExternalIDs:    map[string]string{"subscription_id": n.SubscriptionID},
+	}
+	if n.TenantID != "" {
+		ev.ExternalIDs["tenant_id"] = n.TenantID
+	}
+	return ev
 }
 
 // thinEvent maps one resource notification to a thin event, or says why it cannot.

@@ -144,6 +144,17 @@ func TestParse(t *testing.T) {
 				Hydrate:        &canonical.HydrateRef{Object: "event", Resource: "Users/rep@acme.com/Events/AAMkEV=", Change: "updated"},
 				Unmapped:       []string{"value[].encryptedContent"},
 			},
+			{
+				Key:            "msgraph:lifecycle:sub-1:reauthorizationRequired:2026-03-02T10:00:00Z",
+				Source:         "msgraph",
+				Kind:           canonical.KindNotification,
+				OccurredAt:     recv,
+				GroupKey:       "msgraph:lifecycle:sub-1",
+				ExternalIDs:    map[string]string{"subscription_id": "sub-1", "tenant_id": "tenant-9"},
+				MappingVersion: "msgraph/1",
+				PayloadHash:    canonical.PayloadHash([]byte(itemLifecycle)),
+				Hydrate:        &canonical.HydrateRef{Object: LifecycleObject, Resource: "subscriptions/sub-1", Change: "reauthorizationRequired"},
+			},
 		},
 		Ack:   &connector.Response{Status: 202},
 		Notes: []string{"dropped 1 notification(s) without a matching clientState"},
@@ -192,6 +203,7 @@ func TestParseRejectsItemsAlone(t *testing.T) {
 		{`{"subscriptionId":"s","changeType":"moved","resource":"users/u/messages/m","clientState":"` + state + `"}`, `unsupported changeType "moved"`},
 		{`{"subscriptionId":"s","changeType":["created"],"resource":"users/u/messages/m","clientState":"` + state + `"}`, "malformed"},
 		{`{"subscriptionId":"s","clientState":"` + state + `","lifecycleEvent":"renamed"}`, `unknown lifecycleEvent "renamed"`},
+		{`{"clientState":"` + state + `","lifecycleEvent":"missed"}`, "lifecycle notification lacks subscriptionId"},
 	} {
 		p, err := New().Parse(req(`{"value":[`+c.item+`]}`), sec)
 		if err != nil {
@@ -208,8 +220,9 @@ func TestParseRejectsItemsAlone(t *testing.T) {
 // A production-shaped batch: a message notification, a contact notification (a resource the
 // connector does not map) and one with a change type Graph does not send for mail, from two
 // subscriptions and tenants, plus a lifecycle notification and an item of another app's
-// subscription. One event, two rejections indexed by position, the lifecycle item set aside,
-// the foreign item dropped.
+// subscription. The message's event, two rejections indexed by position, the lifecycle item
+// both listed in Lifecycle and queued as its lifecycle event (for the subscription manager), the
+// foreign item dropped.
 func TestParseMixedBatch(t *testing.T) {
 	contact := `{"subscriptionId":"sub-3","subscriptionExpirationDateTime":"2026-03-05T10:00:00Z","changeType":"created",` +
 		`"resource":"Users/9a1e2c44-0b7d-4f3e-9d61-3c5b2a7f8e10/Contacts/AAMkCT=","tenantId":"tenant-7","clientState":"` + state + `",` +
@@ -221,8 +234,12 @@ func TestParseMixedBatch(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Parse: %v", err)
 	}
-	if len(p.Events) != 1 || p.Events[0].Hydrate.Object != "message" || p.Events[0].PayloadHash != canonical.PayloadHash([]byte(itemMsg)) {
-		t.Fatalf("events = %+v, want the message notification alone", p.Events)
+	if len(p.Events) != 2 || p.Events[0].Hydrate.Object != "message" || p.Events[0].PayloadHash != canonical.PayloadHash([]byte(itemMsg)) {
+		t.Fatalf("events = %+v, want the message notification and the lifecycle event", p.Events)
+	}
+	if lc := p.Events[1]; lc.Hydrate.Object != LifecycleObject || lc.Hydrate.Change != "missed" || lc.GroupKey != LifecycleGroupKey("sub-1") ||
+		lc.PayloadHash != canonical.PayloadHash([]byte(missed)) {
+		t.Errorf("lifecycle event = %+v, want missed of sub-1", lc)
 	}
 	var idx []int
 	for _, r := range p.Rejected {
@@ -264,9 +281,47 @@ func TestKeyStability(t *testing.T) {
 	}
 	for i := range pa.Events {
 		x, y := pa.Events[i], pb.Events[i]
+		if x.Hydrate.Object == LifecycleObject {
+			// A lifecycle item has no id and two distinct `missed` can be the same bytes: its
+			// key holds the receipt time, so each receipt is recorded (acting on it is idempotent).
+			if x.Key == y.Key || x.PayloadHash != y.PayloadHash || x.GroupKey != y.GroupKey {
+				t.Errorf("lifecycle event %d: keys %q vs %q (want distinct), hash or group differ", i, x.Key, y.Key)
+			}
+			continue
+		}
 		if x.Key != y.Key || x.PayloadHash != y.PayloadHash || x.GroupKey != y.GroupKey {
 			t.Errorf("event %d: retry keys differ: %q/%q/%q vs %q/%q/%q", i, x.Key, x.PayloadHash, x.GroupKey, y.Key, y.PayloadHash, y.GroupKey)
 		}
+	}
+}
+
+// A lifecycle item with an id (Graph may send one) is keyed by it, so a re-sent delivery is a
+// duplicate.
+func TestLifecycleKeyByID(t *testing.T) {
+	item := `{"id":"lc-7","subscriptionId":"sub-1","clientState":"` + state + `","lifecycleEvent":"subscriptionRemoved"}`
+	p, err := New().Parse(req(`{"value":[`+item+`]}`), sec)
+	if err != nil || len(p.Events) != 1 {
+		t.Fatalf("Parse: %v, %d events", err, len(p.Events))
+	}
+	if got, want := p.Events[0].Key, "msgraph:lifecycle:sub-1:subscriptionRemoved:lc-7"; got != want {
+		t.Errorf("key = %q, want %q", got, want)
+	}
+}
+
+// A lifecycle event is never fetched: Hydrate skips it (the worker records it NOOP with the
+// reason, the ledger entry the subscription manager reads) without calling Graph.
+func TestHydrateLifecycleSkips(t *testing.T) {
+	p, err := New().Parse(req(`{"value":[`+itemLifecycle+`]}`), sec)
+	if err != nil || len(p.Events) != 1 {
+		t.Fatalf("Parse: %v, %d events", err, len(p.Events))
+	}
+	ev := p.Events[0]
+	err = New().Hydrate(context.Background(), &ev, sec, connector.API{BaseURL: "http://127.0.0.1:1", Client: http.DefaultClient})
+	if !errors.Is(err, connector.ErrSkipped) || !strings.Contains(err.Error(), `lifecycle "reauthorizationRequired" of "sub-1"`) {
+		t.Fatalf("Hydrate = %v, want a skip naming the event and subscription", err)
+	}
+	if ev.Kind != canonical.KindNotification || ev.Hydrate == nil {
+		t.Errorf("Hydrate changed the lifecycle event: %+v", ev)
 	}
 }
 
