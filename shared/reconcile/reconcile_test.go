@@ -49,12 +49,25 @@ func TestParityReportsRecordEditedBehindThePipeline(t *testing.T) {
 	if ada.Fields["first_name"].Value != "Ada" {
 		t.Fatalf("ada = %+v", ada.Fields)
 	}
-	// Someone edits the record directly in DynamoDB.
-	if _, err := s.ddb.UpdateItem(ctx, &dynamodb.UpdateItemInput{TableName: aws.String(s.st.Physical["CrmTable"].Ref),
-		Key:                       map[string]ddbtypes.AttributeValue{"pk": &ddbtypes.AttributeValueMemberS{Value: ada.PK}, "sk": &ddbtypes.AttributeValueMemberS{Value: "PROFILE"}},
-		UpdateExpression:          aws.String("SET #f.#n.#v = :v"),
-		ExpressionAttributeNames:  map[string]string{"#f": "fields", "#n": "first_name", "#v": "value"},
-		ExpressionAttributeValues: map[string]ddbtypes.AttributeValue{":v": &ddbtypes.AttributeValueMemberS{Value: "Mallory"}}}); err != nil {
+	// Someone edits the record directly in DynamoDB (read, change the packed fields, write back).
+	table := aws.String(s.st.Physical["CrmTable"].Ref)
+	got, err := s.ddb.GetItem(ctx, &dynamodb.GetItemInput{TableName: table, ConsistentRead: aws.Bool(true),
+		Key: map[string]ddbtypes.AttributeValue{"pk": &ddbtypes.AttributeValueMemberS{Value: ada.PK}, "sk": &ddbtypes.AttributeValueMemberS{Value: "PROFILE"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var edited store.Record
+	if err := attributevalue.UnmarshalMap(got.Item, &edited); err != nil {
+		t.Fatal(err)
+	}
+	first := edited.Fields["first_name"]
+	first.Value = "Mallory"
+	edited.Fields["first_name"] = first
+	item, err := attributevalue.MarshalMap(edited)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.ddb.PutItem(ctx, &dynamodb.PutItemInput{TableName: table, Item: item}); err != nil {
 		t.Fatal(err)
 	}
 	// Stuck work the run also counts: a quarantined payload and a rejected event.

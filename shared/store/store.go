@@ -195,7 +195,7 @@ type LedgerItem struct {
 	// RecordedAt is when the outcome was written (BySource range key, TimeLayout).
 	RecordedAt string `dynamodbav:"recorded_at" json:"recorded_at"`
 	// Event is the compact canonical event JSON, for replay and rebuild.
-	Event string `dynamodbav:"event,omitempty" json:"event,omitempty"`
+	Event Packed `dynamodbav:"event,omitempty" json:"event,omitempty"`
 	// PolicyVersion is the policy the outcome was decided under.
 	PolicyVersion string `dynamodbav:"policy_version,omitempty" json:"policy_version,omitempty"`
 	// MappingVersion is the connector mapping that produced the event.
@@ -289,7 +289,7 @@ type Record struct {
 	// ID is the record id.
 	ID string `dynamodbav:"id" json:"id"`
 	// Fields maps field name to value and provenance.
-	Fields map[string]Field `dynamodbav:"fields" json:"fields"`
+	Fields FieldMap `dynamodbav:"fields" json:"fields"`
 	// Version increases by one with every write; writes are conditioned on it.
 	Version int64 `dynamodbav:"version" json:"version"`
 	// AccountID is a contact's or deal's account (ByAccount index).
@@ -409,8 +409,8 @@ type ActivityItem struct {
 	Log string `dynamodbav:"log,omitempty"`
 	// MovedTo is set on an UNASSOC item once its activity moved under this contact id.
 	MovedTo string `dynamodbav:"moved_to,omitempty"`
-	// Doc is the merged timeline.Activity as compact JSON.
-	Doc string `dynamodbav:"doc"`
+	// Doc is the merged timeline.Activity as compact JSON (stored packed).
+	Doc Packed `dynamodbav:"doc"`
 	// Version increases with every write; writes are conditioned on it.
 	Version int64 `dynamodbav:"version"`
 	// UpdatedAt is when it was last written (TimeLayout).

@@ -139,7 +139,7 @@ func (pl *planner) mergedItem(found storedActivity, merged *timeline.Activity) s
 // merged activity, stored under pk.
 func fillActivityItem(item *store.ActivityItem, activity *timeline.Activity, pk string) {
 	document, _ := json.Marshal(activity)
-	item.Doc = string(document)
+	item.Doc = store.Packed(document)
 	item.Type, item.Status = activity.Type, activity.Status
 	item.OccurredAt = store.FormatTime(activity.FirstAt)
 	item.Unassoc, item.ContactID, item.AccountID, item.DealID = "", "", "", ""

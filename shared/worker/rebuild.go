@@ -29,7 +29,7 @@ type Rebuilt struct {
 	// ContactID is the contact rebuilt.
 	ContactID string `json:"contact_id"`
 	// Fields are the recomputed fields with provenance.
-	Fields map[string]store.Field `json:"fields"`
+	Fields store.FieldMap `json:"fields"`
 	// Activities are the recomputed timeline, by first occurrence.
 	Activities []timeline.Activity `json:"activities"`
 	// Events are the keys of the ledger events folded, in the order they were applied.

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"strings"
 	"sync"
@@ -75,10 +76,17 @@ func (r *txErrors) TransactWriteItems(ctx context.Context, in *dynamodb.Transact
 }
 
 // bigCallback is callback seq of one call whose update carries a large attribute (a transcript),
-// so the call's activity item grows by about twice size per event.
+// so the call's activity item grows by about twice size per event. The text is random (seeded
+// by seq), so packing the stored documents cannot shrink it much below size.
 func bigCallback(seq int, phone string, size int) *canonical.Event {
 	ev := callback(seq, "in-progress", phone, 0)
-	ev.Activity.Attrs = map[string]string{"transcript": strings.Repeat(string(rune('a'+seq)), size)}
+	const alphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 ."
+	rng := rand.New(rand.NewPCG(uint64(seq), 7))
+	text := make([]byte, size)
+	for i := range text {
+		text[i] = alphabet[rng.IntN(len(alphabet))]
+	}
+	ev.Activity.Attrs = map[string]string{"transcript": string(text)}
 	return ev
 }
 
@@ -93,9 +101,10 @@ func TestOversizedTransactionRejectedNotRetried(t *testing.T) {
 	var metrics lockedBuffer
 	w := newWorker(t, tb, rec, c, func(cfg *Config) { cfg.Metrics = &metrics })
 	phone := "+14155550166"
-	// Each update carries 120 kB: the call's activity keeps it in its history and its merged
-	// attributes, so the third update makes the item about 480 kB.
-	e1, e2, e3 := bigCallback(1, phone, 120_000), bigCallback(2, phone, 120_000), bigCallback(3, phone, 120_000)
+	// Each update carries 160 kB of random text (packed to about 3/4): the call's activity keeps
+	// it in its history and its merged attributes, so the third update makes the item about
+	// 480 kB stored.
+	e1, e2, e3 := bigCallback(1, phone, 160_000), bigCallback(2, phone, 160_000), bigCallback(3, phone, 160_000)
 	e4 := callback(4, "completed", phone, 42) // small: only the oversized event is refused
 	batch := events.SQSEvent{Records: []events.SQSMessage{
 		message(t, "m1", e1), message(t, "m2", e2), message(t, "m3", e3), message(t, "m4", e4)}}

@@ -16,6 +16,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 
+	"github.com/crmsync/crmsync/shared/store"
 	"github.com/crmsync/crmsync/tools/awsproxy"
 	"github.com/crmsync/crmsync/tools/localcloud"
 	"github.com/crmsync/crmsync/tools/oracle"
@@ -108,25 +109,21 @@ type state struct {
 
 // crmItem decodes any CRM table item (each kind fills its own attributes).
 type crmItem struct {
-	PK         string   `dynamodbav:"pk"`
-	SK         string   `dynamodbav:"sk"`
-	ID         string   `dynamodbav:"id"`
-	Entity     string   `dynamodbav:"entity"`
-	Identities []string `dynamodbav:"identities"`
-	Fields     map[string]struct {
-		Value    string `dynamodbav:"value"`
-		Source   string `dynamodbav:"source"`
-		EventKey string `dynamodbav:"event_key"`
-	} `dynamodbav:"fields"`
-	AccountID  string `dynamodbav:"account_id"`
-	ContactID  string `dynamodbav:"contact_id"`
-	Account    string `dynamodbav:"account"`
-	ActivityID string `dynamodbav:"activity_id"`
-	MovedTo    string `dynamodbav:"moved_to"`
-	Doc        string `dynamodbav:"doc"`
-	EventKey   string `dynamodbav:"event_key"`
-	Field      string `dynamodbav:"field"`
-	RerunBy    string `dynamodbav:"rerun_by"`
+	PK         string         `dynamodbav:"pk"`
+	SK         string         `dynamodbav:"sk"`
+	ID         string         `dynamodbav:"id"`
+	Entity     string         `dynamodbav:"entity"`
+	Identities []string       `dynamodbav:"identities"`
+	Fields     store.FieldMap `dynamodbav:"fields"`
+	AccountID  string         `dynamodbav:"account_id"`
+	ContactID  string         `dynamodbav:"contact_id"`
+	Account    string         `dynamodbav:"account"`
+	ActivityID string         `dynamodbav:"activity_id"`
+	MovedTo    string         `dynamodbav:"moved_to"`
+	Doc        store.Packed   `dynamodbav:"doc"`
+	EventKey   string         `dynamodbav:"event_key"`
+	Field      string         `dynamodbav:"field"`
+	RerunBy    string         `dynamodbav:"rerun_by"`
 }
 
 // activityDoc is what the oracle reads of a stored timeline entry's document.
