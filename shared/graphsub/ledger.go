@@ -96,10 +96,14 @@ func (m *Manager) ledgerLifecycle(ctx context.Context, st State, now time.Time) 
 		}
 		for _, item := range page.Items {
 			var li store.LedgerItem
-			if attributevalue.UnmarshalMap(item, &li) != nil || li.Event == "" || li.RecordedAt == "" {
+			if attributevalue.UnmarshalMap(item, &li) != nil || li.RecordedAt == "" {
 				continue
 			}
-			ev, err := canonical.Unmarshal([]byte(li.Event))
+			doc, err := li.EventJSON()
+			if err != nil || doc == "" {
+				continue
+			}
+			ev, err := canonical.Unmarshal([]byte(doc))
 			if err != nil || ev.Source != msgraph.Name || ev.Hydrate == nil || ev.Hydrate.Object != msgraph.LifecycleObject ||
 				ev.ExternalIDs["subscription_id"] != st.SubscriptionID {
 				continue

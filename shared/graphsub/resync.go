@@ -204,10 +204,14 @@ func (m *Manager) equivalentInLedger(ctx context.Context, mapped *canonical.Even
 		}
 		for _, item := range page.Items {
 			var li store.LedgerItem
-			if attributevalue.UnmarshalMap(item, &li) != nil || li.Event == "" {
+			if attributevalue.UnmarshalMap(item, &li) != nil {
 				continue
 			}
-			if d, err := canonical.Unmarshal([]byte(li.Event)); err == nil && check.Equivalent(mapped, d) {
+			doc, err := li.EventJSON()
+			if err != nil || doc == "" {
+				continue
+			}
+			if d, err := canonical.Unmarshal([]byte(doc)); err == nil && check.Equivalent(mapped, d) {
 				return true, nil
 			}
 		}

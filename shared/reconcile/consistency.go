@@ -231,9 +231,9 @@ func (r *Runner) mappingReview(ctx context.Context, x *run) error {
 					return false, err
 				}
 				var fields map[string]map[string]string
-				if it.Event != "" {
+				if doc, err := it.EventJSON(); err == nil && doc != "" {
 					var ev canonical.Event
-					if json.Unmarshal([]byte(it.Event), &ev) == nil {
+					if json.Unmarshal([]byte(doc), &ev) == nil {
 						fields = ev.Fields
 					}
 				}

@@ -318,10 +318,14 @@ func (r *Runner) delivered(ctx context.Context, ev *canonical.Event) (bool, erro
 		KeyConditionExpression: expr.KeyCondition(), ExpressionAttributeNames: expr.Names(), ExpressionAttributeValues: expr.Values()}, 0,
 		func(item map[string]types.AttributeValue) (bool, error) {
 			var li store.LedgerItem
-			if err := attributevalue.UnmarshalMap(item, &li); err != nil || li.Event == "" {
+			if err := attributevalue.UnmarshalMap(item, &li); err != nil {
 				return true, err
 			}
-			d, err := canonical.Unmarshal([]byte(li.Event))
+			doc, err := li.EventJSON()
+			if err != nil || doc == "" {
+				return true, nil //nolint:nilerr // an unreadable stored event is not a match
+			}
+			d, err := canonical.Unmarshal([]byte(doc))
 			if err != nil {
 				return true, nil //nolint:nilerr // an unreadable stored event is not a match
 			}

@@ -3,22 +3,19 @@ package store
 import (
 	"bytes"
 	"compress/flate"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-
-	"github.com/aws/aws-sdk-go-v2/feature/dynamodb/attributevalue"
-	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 )
 
-// Packed is a JSON document stored compressed: a binary attribute holding a format byte and the
-// document deflated with a preset dictionary of crmsync's own JSON names, so the names every
-// document repeats cost almost nothing. Write units are billed per KB of item, and the ledger's
-// event and an activity's document are most of their items. It reads back both forms: the binary
-// one and a plain string attribute (items written before packing), so a deployed table needs no
+// Packed is a JSON document as stored: a format byte and the document deflated with a preset
+// dictionary of crmsync's own JSON names, so the names every document repeats cost almost
+// nothing. It is a []byte, so DynamoDB stores it as a binary attribute. Write units are billed
+// per KB of item, and the ledger's event and an activity's document are most of their items.
+// Items written before packing keep their documents in plain string attributes, read beside the
+// packed ones (LedgerItem.EventJSON, ActivityItem.DocJSON), so a deployed table needs no
 // migration for it.
-type Packed string
+type Packed []byte
 
 // packedV1 is the format byte of a document deflated with packDictV1.
 const packedV1 = 0x01
@@ -36,105 +33,34 @@ var packDictV1 = []byte(`"attrs":{"actor":{"role":"participants":[{"role":"from"
 	`"entries":[{"at":"key":"status":"stamps":{"first_at":"last_at":"type":"call","email","meeting","form",` +
 	`"activity":{"id":"call:CA","email:<","meeting:","form:","status":"completed","ringing","delivered","opened",`)
 
-// MarshalDynamoDBAttributeValue stores the document packed (nothing for an empty one).
-func (p Packed) MarshalDynamoDBAttributeValue() (types.AttributeValue, error) {
-	if p == "" {
-		return &types.AttributeValueMemberNULL{Value: true}, nil
+// Pack packs a document; an empty one packs to nil (no attribute).
+func Pack(doc []byte) Packed {
+	if len(doc) == 0 {
+		return nil
 	}
 	var buf bytes.Buffer
 	buf.WriteByte(packedV1)
-	w, err := flate.NewWriterDict(&buf, flate.BestCompression, packDictV1)
-	if err != nil {
-		return nil, fmt.Errorf("pack: %w", err)
-	}
-	if _, err := io.WriteString(w, string(p)); err != nil {
-		return nil, fmt.Errorf("pack: %w", err)
-	}
-	if err := w.Close(); err != nil {
-		return nil, fmt.Errorf("pack: %w", err)
-	}
-	return &types.AttributeValueMemberB{Value: buf.Bytes()}, nil
+	// Writing to a bytes.Buffer cannot fail, and the level and dictionary are valid constants.
+	w, _ := flate.NewWriterDict(&buf, flate.BestCompression, packDictV1)
+	_, _ = w.Write(doc)
+	_ = w.Close()
+	return buf.Bytes()
 }
 
-// UnmarshalDynamoDBAttributeValue reads a packed document, or a plain string one.
-func (p *Packed) UnmarshalDynamoDBAttributeValue(av types.AttributeValue) error {
-	switch v := av.(type) {
-	case *types.AttributeValueMemberNULL:
-		*p = ""
-	case *types.AttributeValueMemberS:
-		*p = Packed(v.Value)
-	case *types.AttributeValueMemberB:
-		s, err := Unpack(v.Value)
-		if err != nil {
-			return err
-		}
-		*p = Packed(s)
-	default:
-		return fmt.Errorf("packed document: unexpected attribute type %T", av)
+// Unpack returns the packed document; nil packs to "".
+func (p Packed) Unpack() (string, error) {
+	if len(p) == 0 {
+		return "", nil
 	}
-	return nil
-}
-
-// Unpack returns the document of a packed binary value.
-func Unpack(b []byte) (string, error) {
-	if len(b) == 0 {
-		return "", errors.New("packed document: empty")
+	if p[0] != packedV1 {
+		return "", fmt.Errorf("packed document: unknown format %d", p[0])
 	}
-	if b[0] != packedV1 {
-		return "", fmt.Errorf("packed document: unknown format %d", b[0])
-	}
-	out, err := io.ReadAll(flate.NewReaderDict(bytes.NewReader(b[1:]), packDictV1))
+	out, err := io.ReadAll(flate.NewReaderDict(bytes.NewReader(p[1:]), packDictV1))
 	if err != nil {
 		return "", fmt.Errorf("packed document: %w", err)
 	}
+	if len(out) == 0 {
+		return "", errors.New("packed document: empty")
+	}
 	return string(out), nil
 }
-
-var (
-	_ attributevalue.Marshaler   = Packed("")
-	_ attributevalue.Unmarshaler = (*Packed)(nil)
-)
-
-// FieldMap is a record's fields with their provenance, stored as one packed JSON document (see
-// Packed): a profile's per-field provenance is most of its item, and it is always read and
-// written whole. It reads back both forms: the packed one and a DynamoDB map (items written
-// before packing).
-type FieldMap map[string]Field
-
-// MarshalDynamoDBAttributeValue stores the fields packed.
-func (m FieldMap) MarshalDynamoDBAttributeValue() (types.AttributeValue, error) {
-	doc, err := json.Marshal(map[string]Field(m))
-	if err != nil {
-		return nil, fmt.Errorf("pack fields: %w", err)
-	}
-	return Packed(doc).MarshalDynamoDBAttributeValue()
-}
-
-// UnmarshalDynamoDBAttributeValue reads packed fields, or a map of them.
-func (m *FieldMap) UnmarshalDynamoDBAttributeValue(av types.AttributeValue) error {
-	if legacy, ok := av.(*types.AttributeValueMemberM); ok {
-		var fields map[string]Field
-		if err := attributevalue.UnmarshalMap(legacy.Value, &fields); err != nil {
-			return fmt.Errorf("fields: %w", err)
-		}
-		*m = fields
-		return nil
-	}
-	var doc Packed
-	if err := doc.UnmarshalDynamoDBAttributeValue(av); err != nil {
-		return fmt.Errorf("fields: %w", err)
-	}
-	fields := map[string]Field{}
-	if doc != "" {
-		if err := json.Unmarshal([]byte(doc), &fields); err != nil {
-			return fmt.Errorf("fields: %w", err)
-		}
-	}
-	*m = fields
-	return nil
-}
-
-var (
-	_ attributevalue.Marshaler   = FieldMap(nil)
-	_ attributevalue.Unmarshaler = (*FieldMap)(nil)
-)

@@ -4,51 +4,62 @@ import (
 	"os"
 	"strings"
 	"testing"
-
-	"github.com/aws/aws-sdk-go-v2/feature/dynamodb/attributevalue"
-	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 )
 
-func TestPackedRoundTripAndLegacyStrings(t *testing.T) {
-	event, err := os.ReadFile("../../events/sqs-ingest-batch.json")
+func TestPackRoundTrip(t *testing.T) {
+	batch, err := os.ReadFile("../../events/sqs-ingest-batch.json")
 	if err != nil {
 		t.Fatal(err)
 	}
+	for _, doc := range []string{`{"key":"twilio:call:CA1:3"}`, string(batch), strings.Repeat("é", 5000)} {
+		packed := Pack([]byte(doc))
+		if len(packed) == 0 || packed[0] != packedV1 {
+			t.Fatalf("Pack(%.20q) = %x, want format %d first", doc, packed[:min(len(packed), 4)], packedV1)
+		}
+		got, err := packed.Unpack()
+		if err != nil || got != doc {
+			t.Errorf("round trip of %d bytes: got %d bytes, %v", len(doc), len(got), err)
+		}
+	}
+	if Pack(nil) != nil {
+		t.Error("an empty document packs to something")
+	}
+	if got, err := Packed(nil).Unpack(); got != "" || err != nil {
+		t.Errorf("nil unpacks to %q, %v", got, err)
+	}
+	for _, bad := range []Packed{{0x7f, 1, 2}, {packedV1, 0xff, 0xff}} {
+		if _, err := bad.Unpack(); err == nil {
+			t.Errorf("Unpack(%x) succeeded, want an error", []byte(bad))
+		}
+	}
+}
+
+// Items written before packing keep their documents in the plain attributes; the accessors
+// read either form, and setting a document clears the plain one.
+func TestDocumentsReadPackedAndPlain(t *testing.T) {
+	const doc = `{"id":"call:CA1","status":"completed"}`
 	tests := []struct {
 		name string
-		in   types.AttributeValue // as stored
+		item LedgerItem
 		want string
 	}{
-		{"plain string (written before packing)", &types.AttributeValueMemberS{Value: `{"key":"a"}`}, `{"key":"a"}`},
-		{"null", &types.AttributeValueMemberNULL{Value: true}, ""},
-	}
-	for _, doc := range []string{`{"key":"twilio:call:CA1:3"}`, string(event), strings.Repeat("é", 5000)} {
-		av, err := Packed(doc).MarshalDynamoDBAttributeValue()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, ok := av.(*types.AttributeValueMemberB); !ok {
-			t.Fatalf("packed %d bytes as %T, want a binary attribute", len(doc), av)
-		}
-		tests = append(tests, struct {
-			name string
-			in   types.AttributeValue
-			want string
-		}{"packed " + doc[:min(len(doc), 20)], av, doc})
+		{"packed", LedgerItem{Event: Pack([]byte(doc))}, doc},
+		{"written before packing", LedgerItem{PlainEvent: doc}, doc},
+		{"none", LedgerItem{}, ""},
 	}
 	for _, tt := range tests {
-		var got Packed
-		if err := got.UnmarshalDynamoDBAttributeValue(tt.in); err != nil {
-			t.Fatalf("%s: %v", tt.name, err)
-		}
-		if string(got) != tt.want {
-			t.Errorf("%s: got %.40q, want %.40q", tt.name, got, tt.want)
+		got, err := tt.item.EventJSON()
+		if err != nil || got != tt.want || tt.item.HasEvent() != (tt.want != "") {
+			t.Errorf("%s: EventJSON = %q, %v; HasEvent %v", tt.name, got, err, tt.item.HasEvent())
 		}
 	}
-	for _, bad := range [][]byte{{}, {0x7f, 1, 2}, {packedV1, 0xff, 0xff}} {
-		if _, err := Unpack(bad); err == nil {
-			t.Errorf("Unpack(%v) succeeded, want an error", bad)
-		}
+	legacy := ActivityItem{PlainDoc: doc}
+	if got, err := legacy.DocJSON(); got != doc || err != nil {
+		t.Errorf("plain doc = %q, %v", got, err)
+	}
+	legacy.SetDoc(`{"id":"call:CA1","status":"busy"}`)
+	if got, _ := legacy.DocJSON(); legacy.PlainDoc != "" || got != `{"id":"call:CA1","status":"busy"}` {
+		t.Errorf("after SetDoc: plain %q, doc %q", legacy.PlainDoc, got)
 	}
 }
 
@@ -63,45 +74,7 @@ func TestPackedLedgerEventIsSmall(t *testing.T) {
 		`"phone":"+14155550123"},{"role":"callee","phone":"+14155550100"}]},"external_ids":{"call_sid":` +
 		`"CA5e1f0a2b3c4d5e6f708192a3b4c5d6e7","account_sid":"ACdec0de00000000000000000000000001"},"mapping_version":"twilio/1",` +
 		`"payload_hash":"0d2abfe0b08d3a8bc8e9e06b8e3f9931acdf8a088bffd284493460fd615f5360"}`
-	item, err := attributevalue.MarshalMap(LedgerItem{Key: "k", Event: Packed(event)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	packed := len(item["event"].(*types.AttributeValueMemberB).Value)
-	if packed*2 > len(event) {
-		t.Errorf("a %d-byte event packs to %d bytes, want under half", len(event), packed)
-	}
-	var back LedgerItem
-	if err := attributevalue.UnmarshalMap(item, &back); err != nil || string(back.Event) != event {
-		t.Errorf("read back %q (%v)", back.Event, err)
-	}
-}
-
-
-// A profile's fields read back from the packed form and from the map items written before
-// packing hold.
-func TestFieldMapPackedAndLegacy(t *testing.T) {
-	want := FieldMap{"first_name": {Value: "Ada", Source: "typeform", EventKey: "typeform:e1", OccurredAt: "2025-03-11T16:00:00.000000000Z"},
-		"phone": {Value: "+14155550123", LockedBy: "admin"}}
-	packed, err := attributevalue.MarshalMap(Record{PK: "CONTACT#c1", SK: SKProfile, Fields: want})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, ok := packed["fields"].(*types.AttributeValueMemberB); !ok {
-		t.Fatalf("fields stored as %T, want packed binary", packed["fields"])
-	}
-	legacyFields, err := attributevalue.Marshal(map[string]Field(want))
-	if err != nil {
-		t.Fatal(err)
-	}
-	legacy := map[string]types.AttributeValue{"pk": &types.AttributeValueMemberS{Value: "CONTACT#c1"}, "fields": legacyFields}
-	for name, item := range map[string]map[string]types.AttributeValue{"packed": packed, "legacy map": legacy} {
-		var got Record
-		if err := attributevalue.UnmarshalMap(item, &got); err != nil {
-			t.Fatalf("%s: %v", name, err)
-		}
-		if len(got.Fields) != 2 || got.Fields["first_name"] != want["first_name"] || got.Fields["phone"] != want["phone"] {
-			t.Errorf("%s: fields = %+v, want %+v", name, got.Fields, want)
-		}
+	if packed := Pack([]byte(event)); len(packed)*2 > len(event) {
+		t.Errorf("a %d-byte event packs to %d bytes, want under half", len(event), len(packed))
 	}
 }

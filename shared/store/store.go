@@ -195,7 +195,9 @@ type LedgerItem struct {
 	// RecordedAt is when the outcome was written (BySource range key, TimeLayout).
 	RecordedAt string `dynamodbav:"recorded_at" json:"recorded_at"`
 	// Event is the compact canonical event JSON, for replay and rebuild.
-	Event Packed `dynamodbav:"event,omitempty" json:"event,omitempty"`
+	Event Packed `dynamodbav:"event_z,omitempty" json:"-"`
+	// PlainEvent is the compact event of an item written before packing (attribute event).
+	PlainEvent string `dynamodbav:"event,omitempty" json:"-"`
 	// PolicyVersion is the policy the outcome was decided under.
 	PolicyVersion string `dynamodbav:"policy_version,omitempty" json:"policy_version,omitempty"`
 	// MappingVersion is the connector mapping that produced the event.
@@ -289,7 +291,7 @@ type Record struct {
 	// ID is the record id.
 	ID string `dynamodbav:"id" json:"id"`
 	// Fields maps field name to value and provenance.
-	Fields FieldMap `dynamodbav:"fields" json:"fields"`
+	Fields map[string]Field `dynamodbav:"fields" json:"fields"`
 	// Version increases by one with every write; writes are conditioned on it.
 	Version int64 `dynamodbav:"version" json:"version"`
 	// AccountID is a contact's or deal's account (ByAccount index).
@@ -409,8 +411,10 @@ type ActivityItem struct {
 	Log string `dynamodbav:"log,omitempty"`
 	// MovedTo is set on an UNASSOC item once its activity moved under this contact id.
 	MovedTo string `dynamodbav:"moved_to,omitempty"`
-	// Doc is the merged timeline.Activity as compact JSON (stored packed).
-	Doc Packed `dynamodbav:"doc"`
+	// Doc is the merged timeline.Activity as compact JSON, packed.
+	Doc Packed `dynamodbav:"doc_z,omitempty"`
+	// PlainDoc is the document of an item written before packing (attribute doc).
+	PlainDoc string `dynamodbav:"doc,omitempty"`
 	// Version increases with every write; writes are conditioned on it.
 	Version int64 `dynamodbav:"version"`
 	// UpdatedAt is when it was last written (TimeLayout).
@@ -487,3 +491,28 @@ func hashHex(s string) string {
 	sum := sha256.Sum256([]byte(s))
 	return hex.EncodeToString(sum[:])
 }
+
+// EventJSON is the ledger item's compact event ("" when it keeps none).
+func (l *LedgerItem) EventJSON() (string, error) {
+	if len(l.Event) > 0 {
+		return l.Event.Unpack()
+	}
+	return l.PlainEvent, nil
+}
+
+// HasEvent reports whether the ledger item keeps its event.
+func (l *LedgerItem) HasEvent() bool { return len(l.Event) > 0 || l.PlainEvent != "" }
+
+// SetEvent keeps doc as the item's event, packed ("" keeps none).
+func (l *LedgerItem) SetEvent(doc string) { l.Event, l.PlainEvent = Pack([]byte(doc)), "" }
+
+// DocJSON is the activity's document ("" when it has none).
+func (a *ActivityItem) DocJSON() (string, error) {
+	if len(a.Doc) > 0 {
+		return a.Doc.Unpack()
+	}
+	return a.PlainDoc, nil
+}
+
+// SetDoc stores doc as the activity's document, packed.
+func (a *ActivityItem) SetDoc(doc string) { a.Doc, a.PlainDoc = Pack([]byte(doc)), "" }

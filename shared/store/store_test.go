@@ -63,7 +63,8 @@ func TestRecordRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, packed := av["fields"].(*types.AttributeValueMemberB); !packed || av["change_day"].(*types.AttributeValueMemberS).Value != "2026-11-01" {
+	f := av["fields"].(*types.AttributeValueMemberM).Value["phone"].(*types.AttributeValueMemberM).Value
+	if f["locked_by"].(*types.AttributeValueMemberS).Value != "a" || av["change_day"].(*types.AttributeValueMemberS).Value != "2026-11-01" {
 		t.Fatalf("item = %v", av)
 	}
 	var back Record

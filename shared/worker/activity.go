@@ -95,7 +95,7 @@ func (pl *planner) locateActivity(ctx context.Context) (storedActivity, error) {
 		case parked == nil:
 			found.absent = append(found.absent, itemKey{store.PKUnassociated, store.ActivitySK(id)})
 		case parked.MovedTo == "":
-			current = &store.ActivityItem{Doc: parked.Doc, Identities: parked.Identities, Assoc: parked.Assoc, Log: parked.Log}
+			current = &store.ActivityItem{Doc: parked.Doc, PlainDoc: parked.PlainDoc, Identities: parked.Identities, Assoc: parked.Assoc, Log: parked.Log}
 			found.retire = tombstone(parked, contact.ID, pl.now)
 		}
 	}
@@ -139,7 +139,7 @@ func (pl *planner) mergedItem(found storedActivity, merged *timeline.Activity) s
 // merged activity, stored under pk.
 func fillActivityItem(item *store.ActivityItem, activity *timeline.Activity, pk string) {
 	document, _ := json.Marshal(activity)
-	item.Doc = store.Packed(document)
+	item.SetDoc(string(document))
 	item.Type, item.Status = activity.Type, activity.Status
 	item.OccurredAt = store.FormatTime(activity.FirstAt)
 	item.Unassoc, item.ContactID, item.AccountID, item.DealID = "", "", "", ""
@@ -167,7 +167,7 @@ func sameActivityItem(first, second store.ActivityItem) bool {
 // index (unassoc removed) and says where the activity went.
 func tombstone(parked *store.ActivityItem, contactID string, now time.Time) *activityWrite {
 	retired := store.ActivityItem{PK: parked.PK, SK: parked.SK, ActivityID: parked.ActivityID, Type: parked.Type, Status: parked.Status,
-		OccurredAt: parked.OccurredAt, MovedTo: contactID, Version: parked.Version + 1, UpdatedAt: store.FormatTime(now), Doc: "{}"}
+		OccurredAt: parked.OccurredAt, MovedTo: contactID, Version: parked.Version + 1, UpdatedAt: store.FormatTime(now), PlainDoc: "{}"}
 	return &activityWrite{item: retired, prev: parked.Version}
 }
 

@@ -389,7 +389,7 @@ func (a *applier) settle(ctx context.Context, ev *canonical.Event, outcome, reas
 	ledger := a.ledgerItem(ev, now)
 	ledger.Outcome, ledger.Reason = outcome, reason
 	if ev.Validate() != nil {
-		ledger.Event = "" // not a usable event: keep only what identifies it
+		ledger.SetEvent("") // not a usable event: keep only what identifies it
 		ledger.GroupKey, ledger.OccurredAt = "", ""
 	}
 	for attempt := 1; ; attempt++ {
@@ -420,10 +420,10 @@ func (a *applier) settle(ctx context.Context, ev *canonical.Event, outcome, reas
 					"ledger_outcome", current.Outcome)
 				return res, err
 			}
-		case v.Class == classPermanent && ledger.Event != "":
+		case v.Class == classPermanent && ledger.HasEvent():
 			a.log.WarnContext(ctx, "rejection refused with its event; recording it without the event body", "key", ev.Key,
 				"code", v.Code)
-			ledger.Event = ""
+			ledger.SetEvent("")
 			ledger.Reason = reason + "; event body not stored: " + v.Reason()
 		default:
 			return res, fmt.Errorf("record rejection: %w", err)

@@ -59,7 +59,7 @@ func TestPermanentHydrationErrorIsRejectedNotRetried(t *testing.T) {
 	if err != nil || led == nil || led.Outcome != store.Rejected || !strings.Contains(led.Reason, "190") {
 		t.Fatalf("ledger = %+v, %v; want REJECTED naming code 190", led, err)
 	}
-	if led.Event == "" {
+	if !led.HasEvent() {
 		t.Error("the rejected event's body was not kept: crmsync replay could not re-run it")
 	}
 	if !strings.Contains(metrics.String(), `"HydrationFailures"`) {

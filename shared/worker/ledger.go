@@ -61,7 +61,7 @@ func (d *deps) ledgerItem(ev *canonical.Event, now time.Time) *store.LedgerItem 
 		OccurredAt:     store.FormatTime(ev.OccurredAt),
 		Source:         ev.Source,
 		RecordedAt:     store.FormatTime(now),
-		Event:          store.Packed(body),
+		Event:          store.Pack(body),
 		PolicyVersion:  d.cfg.Policy.Version(),
 		MappingVersion: ev.MappingVersion,
 		Unmapped:       ev.Unmapped,

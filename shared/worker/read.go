@@ -223,11 +223,18 @@ func (r reader) activity(ctx context.Context, pk, activityID string) (*store.Act
 
 // decodeActivity decodes an activity item's merged activity; nil when it has none.
 func decodeActivity(item *store.ActivityItem) (*timeline.Activity, error) {
-	if item == nil || item.Doc == "" {
+	if item == nil {
+		return nil, nil
+	}
+	doc, err := item.DocJSON()
+	if err != nil {
+		return nil, fmt.Errorf("decode activity %s: %w", item.ActivityID, err)
+	}
+	if doc == "" {
 		return nil, nil
 	}
 	var activity timeline.Activity
-	if err := json.Unmarshal([]byte(item.Doc), &activity); err != nil {
+	if err := json.Unmarshal([]byte(doc), &activity); err != nil {
 		return nil, fmt.Errorf("decode activity %s: %w", item.ActivityID, err)
 	}
 	return &activity, nil

@@ -29,7 +29,7 @@ type Rebuilt struct {
 	// ContactID is the contact rebuilt.
 	ContactID string `json:"contact_id"`
 	// Fields are the recomputed fields with provenance.
-	Fields store.FieldMap `json:"fields"`
+	Fields map[string]store.Field `json:"fields"`
 	// Activities are the recomputed timeline, by first occurrence.
 	Activities []timeline.Activity `json:"activities"`
 	// Events are the keys of the ledger events folded, in the order they were applied.
@@ -292,10 +292,14 @@ func (o *operator) fold(contactID string, activities []*store.ActivityItem, acti
 	out := &Rebuilt{ContactID: contactID, Fields: map[string]store.Field{}, Activities: []timeline.Activity{}}
 	events := make(map[string]*canonical.Event, len(ledger))
 	for key, entry := range ledger {
-		if entry.Event == "" {
+		doc, err := entry.EventJSON()
+		if err != nil {
+			return nil, fmt.Errorf("ledger %s: %w", entry.Key, err)
+		}
+		if doc == "" {
 			continue
 		}
-		ev, err := canonical.Unmarshal([]byte(entry.Event))
+		ev, err := canonical.Unmarshal([]byte(doc))
 		if err != nil {
 			return nil, fmt.Errorf("ledger %s: %w", entry.Key, err)
 		}

@@ -21,10 +21,14 @@ func (o *operator) replay(ctx context.Context, key, by, why string) (Result, err
 	if ledger == nil {
 		return Result{Key: key}, fmt.Errorf("replay %s: %w", key, ErrNotFound)
 	}
-	if ledger.Event == "" {
+	doc, err := ledger.EventJSON()
+	if err != nil {
+		return Result{Key: key}, fmt.Errorf("replay %s: stored event: %w", key, err)
+	}
+	if doc == "" {
 		return Result{Key: key}, fmt.Errorf("replay %s: the ledger holds no event (outcome %s)", key, ledger.Outcome)
 	}
-	ev, err := canonical.Unmarshal([]byte(ledger.Event))
+	ev, err := canonical.Unmarshal([]byte(doc))
 	if err != nil {
 		return Result{Key: key}, fmt.Errorf("replay %s: stored event: %w", key, err)
 	}

@@ -48,7 +48,7 @@ func TestLeadCreatesContactTimelineAndAudit(t *testing.T) {
 	if err != nil || led == nil {
 		t.Fatal(led, err)
 	}
-	if led.Outcome != store.Applied || !led.DedupForever || led.GroupKey != "email:ann@acme.com" || led.Event == "" ||
+	if led.Outcome != store.Applied || !led.DedupForever || led.GroupKey != "email:ann@acme.com" || !led.HasEvent() ||
 		led.PolicyVersion != tb.pol.Version() || led.MappingVersion != "typeform/1" || led.Attempts != 1 ||
 		led.ExpiresAt != 0 { // typeform's window is forever: its ledger items have no TTL
 		t.Errorf("ledger = %+v", led)

@@ -135,7 +135,7 @@ func TestOversizedTransactionRejectedNotRetried(t *testing.T) {
 	if led.Outcome != store.Rejected || !strings.Contains(led.Reason, "ValidationException") {
 		t.Fatalf("oversized event ledger outcome %q reason %q, want REJECTED naming ValidationException", led.Outcome, led.Reason)
 	}
-	if led.Event == "" {
+	if !led.HasEvent() {
 		t.Error("the rejected event's body was not kept: crmsync replay could not re-run it")
 	}
 	if got := countMetric(metrics.snapshot(), "Processed", map[string]string{"Outcome": store.Rejected}); got != 1 {

@@ -109,21 +109,26 @@ type state struct {
 
 // crmItem decodes any CRM table item (each kind fills its own attributes).
 type crmItem struct {
-	PK         string         `dynamodbav:"pk"`
-	SK         string         `dynamodbav:"sk"`
-	ID         string         `dynamodbav:"id"`
-	Entity     string         `dynamodbav:"entity"`
-	Identities []string       `dynamodbav:"identities"`
-	Fields     store.FieldMap `dynamodbav:"fields"`
-	AccountID  string         `dynamodbav:"account_id"`
-	ContactID  string         `dynamodbav:"contact_id"`
-	Account    string         `dynamodbav:"account"`
-	ActivityID string         `dynamodbav:"activity_id"`
-	MovedTo    string         `dynamodbav:"moved_to"`
-	Doc        store.Packed   `dynamodbav:"doc"`
-	EventKey   string         `dynamodbav:"event_key"`
-	Field      string         `dynamodbav:"field"`
-	RerunBy    string         `dynamodbav:"rerun_by"`
+	PK         string   `dynamodbav:"pk"`
+	SK         string   `dynamodbav:"sk"`
+	ID         string   `dynamodbav:"id"`
+	Entity     string   `dynamodbav:"entity"`
+	Identities []string `dynamodbav:"identities"`
+	Fields     map[string]struct {
+		Value    string `dynamodbav:"value"`
+		Source   string `dynamodbav:"source"`
+		EventKey string `dynamodbav:"event_key"`
+	} `dynamodbav:"fields"`
+	AccountID  string       `dynamodbav:"account_id"`
+	ContactID  string       `dynamodbav:"contact_id"`
+	Account    string       `dynamodbav:"account"`
+	ActivityID string       `dynamodbav:"activity_id"`
+	MovedTo    string       `dynamodbav:"moved_to"`
+	Doc        store.Packed `dynamodbav:"doc_z"`
+	PlainDoc   string       `dynamodbav:"doc"`
+	EventKey   string       `dynamodbav:"event_key"`
+	Field      string       `dynamodbav:"field"`
+	RerunBy    string       `dynamodbav:"rerun_by"`
 }
 
 // activityDoc is what the oracle reads of a stored timeline entry's document.
@@ -252,7 +257,15 @@ func (r *crmReader) addActivity(item crmItem) error {
 		return nil
 	}
 	var document activityDoc
-	if err := json.Unmarshal([]byte(item.Doc), &document); err != nil {
+	doc := item.PlainDoc
+	if len(item.Doc) > 0 {
+		unpacked, err := item.Doc.Unpack()
+		if err != nil {
+			return fmt.Errorf("activity %s/%s: %w", item.PK, item.SK, err)
+		}
+		doc = unpacked
+	}
+	if err := json.Unmarshal([]byte(doc), &document); err != nil {
 		return fmt.Errorf("activity %s/%s: %w", item.PK, item.SK, err)
 	}
 	timeline := &oracle.Timeline{ID: item.ActivityID, Type: document.Type, Status: document.Status, Canceled: document.Canceled}
