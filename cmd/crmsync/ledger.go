@@ -72,13 +72,16 @@ type ledgerEntry struct {
 	ActivityID     string        `json:"activity_id,omitempty"`
 	Flagged        bool          `json:"flagged,omitempty"`
 	Reruns         []store.Rerun `json:"reruns,omitempty"`
-	Unmapped       []string      `json:"unmapped,omitempty"`
+	// Redeliveries are deliveries after the dedup window, re-decided beside the kept outcome.
+	Redeliveries []store.Redelivery `json:"redeliveries,omitempty"`
+	Unmapped     []string           `json:"unmapped,omitempty"`
 }
 
 func entryOf(it store.LedgerItem) ledgerEntry {
 	return ledgerEntry{Key: it.Key, Source: it.Source, Outcome: it.Outcome, Reason: it.Reason, Attempts: it.Attempts,
 		OccurredAt: it.OccurredAt, RecordedAt: it.RecordedAt, PolicyVersion: it.PolicyVersion, MappingVersion: it.MappingVersion,
-		ContactID: it.ContactID, ActivityID: it.ActivityID, Flagged: it.Flagged, Reruns: it.Reruns, Unmapped: it.Unmapped}
+		ContactID: it.ContactID, ActivityID: it.ActivityID, Flagged: it.Flagged, Reruns: it.Reruns, Redeliveries: it.Redeliveries,
+		Unmapped: it.Unmapped}
 }
 
 func printEntries(w io.Writer, es []ledgerEntry) {
@@ -116,15 +119,16 @@ func newEventsGetCmd() *cobra.Command {
 				return printJSON(cmd.OutOrStdout(), e)
 			}
 			printEntries(cmd.OutOrStdout(), []ledgerEntry{e})
-			if len(e.Reruns) > 0 {
-				for _, r := range e.Reruns {
-					fmt.Fprintf(cmd.OutOrStdout(), "forced re-run by %s at %s: %s\n", r.By, r.At, r.Why)
-				}
+			for _, r := range e.Reruns {
+				fmt.Fprintf(cmd.OutOrStdout(), "forced re-run by %s at %s: %s\n", r.By, r.At, r.Why)
+			}
+			for _, r := range e.Redeliveries {
+				fmt.Fprintf(cmd.OutOrStdout(), "redelivered after its dedup window at %s: re-decided %s (outcome above kept)\n", r.At, r.Outcome)
 			}
 			return nil
 		},
 	}
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON: {key, source, outcome, reason, attempts, occurred_at, recorded_at, policy_version, mapping_version, contact_id, activity_id, flagged, reruns, unmapped}")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON: {key, source, outcome, reason, attempts, occurred_at, recorded_at, policy_version, mapping_version, contact_id, activity_id, flagged, reruns, redeliveries, unmapped}")
 	return cmd
 }
 
