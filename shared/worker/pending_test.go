@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -143,5 +144,41 @@ func TestParkedActivityAdoptedWithoutIndexReads(t *testing.T) {
 				t.Errorf("the decision path read a global secondary index %d times", lag.hidden)
 			}
 		})
+	}
+}
+
+// An unclaimed identity lists at most maxPending parked activities (a mailing recipient who
+// never becomes a contact must not grow an item without bound); later ones are still parked,
+// and the contact that finally claims the identity adopts from the list while the consistency
+// job finds the rest through the Unassociated index.
+func TestPendingListIsBounded(t *testing.T) {
+	tb := provision(t)
+	c := newClock(t0.Add(time.Hour))
+	w := newWorker(t, tb, tb.ddb, c)
+	const email = "list@example.org"
+	for i := range maxPending + 3 {
+		ev := thinGraphEmail(email, t0.Add(time.Duration(i)*time.Minute))
+		ev.Key = fmt.Sprintf("msgraph:sub:created:msg%d", i)
+		ev.Activity.ID = fmt.Sprintf("email:<msg%d@example.net>", i)
+		ev.PayloadHash = canonical.HashHex(ev.Key)
+		if res := mustApply(t, w, ev); res.Outcome != store.Applied || res.ContactID != "" {
+			t.Fatalf("parking %d: %+v", i, res)
+		}
+	}
+	claim, err := w.applier.reader.claim(context.Background(), store.IdentEmailPK(email), store.SKIdent)
+	if err != nil || claim == nil {
+		t.Fatalf("identity item: %+v, %v", claim, err)
+	}
+	if got := len(claim.Pending); got != maxPending || claim.ContactID != "" {
+		t.Fatalf("pending = %d (contact %q), want %d and unclaimed", got, claim.ContactID, maxPending)
+	}
+	mustApply(t, w, leadInOtherGroup(email, t0.Add(2*time.Hour)))
+	v := getContact(t, w, ContactQuery{Email: email})
+	if got, want := len(v.Timeline), maxMoves+1; got != want { // adopted by the claim, plus the form
+		t.Errorf("timeline has %d activities, want %d", got, want)
+	}
+	claim, _ = w.applier.reader.claim(context.Background(), store.IdentEmailPK(email), store.SKIdent)
+	if got := len(claim.Pending); got != maxPending-maxMoves {
+		t.Errorf("still pending on the claim: %d, want %d", got, maxPending-maxMoves)
 	}
 }

@@ -31,6 +31,9 @@ const MaxTransactItems = 100
 // maxMoves bounds how many unassociated activities one event re-associates.
 const maxMoves = 10
 
+// maxPending bounds how many parked activities one unclaimed identity lists.
+const maxPending = 50
+
 // maxClaims bounds how many identities one event claims.
 const maxClaims = 10
 
@@ -89,6 +92,8 @@ type claimWrite struct {
 type pendingMark struct {
 	pk         string
 	activityID string
+	// checkOnly: the identity lists maxPending activities already; only check it is unclaimed.
+	checkOnly bool
 }
 
 // outcome is what deciding this delivery did.
@@ -529,12 +534,16 @@ func (pl *planner) planActivity(ctx context.Context) error {
 // markPending records a parked activity on each of the subject's unclaimed identities (at most
 // maxClaims): a contact that claims one later adopts it in the claim's own transaction, and a
 // contact that claims one first makes this event's transaction fail and re-plan under it.
+// An identity that already holds maxPending parked activities (a mailing recipient who never
+// becomes a contact) is only checked to be still unclaimed: its item stays small, and what it
+// does not list waits for the consistency job.
 func (pl *planner) markPending(activityID string) {
 	for _, ident := range pl.subject {
 		if ident.owner != "" || len(pl.plan.marks) >= maxClaims {
 			continue
 		}
-		pl.plan.marks = append(pl.plan.marks, pendingMark{pk: ident.pk, activityID: activityID})
+		full := ident.claim != nil && len(ident.claim.Pending) >= maxPending && !slices.Contains(ident.claim.Pending, activityID)
+		pl.plan.marks = append(pl.plan.marks, pendingMark{pk: ident.pk, activityID: activityID, checkOnly: full})
 	}
 }
 

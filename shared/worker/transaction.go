@@ -60,6 +60,11 @@ func (builder *transactionBuilder) putClaim(table string, claim claimWrite) erro
 // markPending adds an Update recording a parked activity on an unclaimed identity (creating
 // the item when absent), conditioned on the identity staying unclaimed.
 func (builder *transactionBuilder) markPending(table string, mark pendingMark) {
+	if mark.checkOnly {
+		builder.items = append(builder.items, types.TransactWriteItem{ConditionCheck: &types.ConditionCheck{
+			TableName: aws.String(table), Key: key(mark.pk, store.SKIdent), ConditionExpression: aws.String("attribute_not_exists(contact_id)")}})
+		return
+	}
 	builder.items = append(builder.items, types.TransactWriteItem{Update: &types.Update{
 		TableName: aws.String(table), Key: key(mark.pk, store.SKIdent),
 		UpdateExpression:    aws.String("ADD pending :a, pver :one"),
