@@ -18,7 +18,10 @@
 //
 // Times that are index sort keys or compared as strings are written in TimeLayout (UTC, fixed
 // width, so lexical order is time order); dedup_until is epoch milliseconds and expires_at epoch
-// seconds (DynamoDB TTL).
+// seconds (DynamoDB TTL; absent on ledger items of sources whose dedup window is forever).
+//
+// The ledger's compact event (event_z) and an activity's document (doc_z) are stored Packed;
+// items written before keep them as plain strings (event, doc), read beside the packed ones.
 package store
 
 import (
