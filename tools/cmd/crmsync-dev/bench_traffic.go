@@ -216,8 +216,10 @@ func crmChange(p person, changeID string, fields map[string]string, at time.Time
 	}
 	ev := events.APIGatewayV2HTTPRequest{RawPath: "/crm/changes", Body: string(body), Headers: map[string]string{
 		"content-type": "application/json",
-		// The local HTTP API checks that a SigV4 authorization is present; API Gateway verifies it in AWS.
-		"authorization": "AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20261129/us-east-1/execute-api/aws4_request, SignedHeaders=content-type;host, Signature=0",
+		// The local HTTP API checks that a SigV4 authorization is present (API Gateway verifies it
+		// in AWS) and reports its access key "test" as the principal config/dev-crm-roles.yaml
+		// gives the revops role.
+		"authorization": "AWS4-HMAC-SHA256 Credential=test/20261129/us-east-1/execute-api/aws4_request, SignedHeaders=content-type;host, Signature=0",
 	}}
 	ev.RequestContext.HTTP.Method = "POST"
 	return delivery{connector: "crm", label: "crm change", ev: ev, keys: []string{"crm:" + changeID}}, nil
