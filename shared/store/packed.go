@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 )
 
 // Packed is a JSON document as stored: a format byte and the document deflated with a preset
@@ -40,12 +41,22 @@ func Pack(doc []byte) Packed {
 	}
 	var buf bytes.Buffer
 	buf.WriteByte(packedV1)
-	// Writing to a bytes.Buffer cannot fail, and the level and dictionary are valid constants.
-	w, _ := flate.NewWriterDict(&buf, flate.BestCompression, packDictV1)
+	// Writing to a bytes.Buffer cannot fail. A deflate writer holds about a megabyte of state,
+	// so writers are reused (Reset keeps the level and dictionary) rather than made per document.
+	w := writers.Get().(*flate.Writer)
+	w.Reset(&buf)
 	_, _ = w.Write(doc)
 	_ = w.Close()
+	writers.Put(w)
 	return buf.Bytes()
 }
+
+// writers are deflate writers with packDictV1 at BestCompression, reused across Pack calls.
+var writers = sync.Pool{New: func() any {
+	// The level and dictionary are valid constants: NewWriterDict cannot fail here.
+	w, _ := flate.NewWriterDict(io.Discard, flate.BestCompression, packDictV1)
+	return w
+}}
 
 // Unpack returns the packed document; nil packs to "".
 func (p Packed) Unpack() (string, error) {

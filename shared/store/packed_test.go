@@ -2,6 +2,7 @@ package store
 
 import (
 	"os"
+	"runtime"
 	"strings"
 	"testing"
 )
@@ -76,5 +77,22 @@ func TestPackedLedgerEventIsSmall(t *testing.T) {
 		`"payload_hash":"0d2abfe0b08d3a8bc8e9e06b8e3f9931acdf8a088bffd284493460fd615f5360"}`
 	if packed := Pack([]byte(event)); len(packed)*2 > len(event) {
 		t.Errorf("a %d-byte event packs to %d bytes, want under half", len(event), len(packed))
+	}
+}
+
+// Packing reuses its deflate writers: a document costs kilobytes of allocation, not the
+// megabyte a new writer holds.
+func TestPackReusesWriters(t *testing.T) {
+	doc := []byte(strings.Repeat(`{"key":"twilio:call:CA1:3","status":"completed"}`, 20))
+	Pack(doc) // warm the pool
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	const n = 50
+	for range n {
+		Pack(doc)
+	}
+	runtime.ReadMemStats(&after)
+	if perCall := (after.TotalAlloc - before.TotalAlloc) / n; perCall > 64<<10 {
+		t.Errorf("Pack allocates %d bytes per call, want a reused writer (a new one holds about 1 MB)", perCall)
 	}
 }
