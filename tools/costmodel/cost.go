@@ -30,6 +30,17 @@ type Workload struct {
 	AWS Usage
 	// LogBytes is what the functions wrote to their logs (application logs and EMF metrics).
 	LogBytes int64
+	// Storage is what the events added to each table, weighed by how long it stays (see
+	// Counter.Storage), with whether the table has point-in-time recovery.
+	Storage []TableStorage
+}
+
+// TableStorage is one table's share of a workload's storage.
+type TableStorage struct {
+	Table  string
+	Stored Stored
+	// PITR is set when the table has point-in-time recovery (billed on the table's size).
+	PITR bool
 }
 
 // Line is one billed driver's cost per million events.
@@ -60,6 +71,14 @@ func PerMillion(w Workload) []Line {
 		gbs += l.GBSeconds()
 	}
 	u := w.AWS
+	const gb = 1 << 30
+	var byteMonths, pitrByteMonths float64
+	for _, t := range w.Storage {
+		byteMonths += t.Stored.ByteMonths + t.Stored.IndexByteMonths
+		if t.PITR {
+			pitrByteMonths += t.Stored.ByteMonths
+		}
+	}
 	return []Line{
 		line("API Gateway", "HTTP API requests", "requests", float64(w.HTTPRequests)/n, HTTPAPIRequests),
 		line("Lambda", "invocations", "requests", float64(inv)/n, LambdaRequests),
@@ -67,6 +86,8 @@ func PerMillion(w Workload) []Line {
 		line("SQS", "FIFO requests (64 KB chunks)", "requests", u.SQSRequests/n, SQSFIFORequests),
 		line("DynamoDB", "write request units (tables + indexes)", "WRU", u.DynamoDB.WriteTotal()/n, DynamoDBWriteRequestUnits),
 		line("DynamoDB", "read request units", "RRU", u.DynamoDB.Read/n, DynamoDBReadRequestUnits),
+		line("DynamoDB", "storage, tables + indexes (for as long as kept)", "GB-month", byteMonths/n/gb, DynamoDBStorage),
+		line("DynamoDB", "point-in-time recovery (table size, as long as kept)", "GB-month", pitrByteMonths/n/gb, DynamoDBPITR),
 		line("Secrets Manager", "GetSecretValue calls", "calls", float64(u.ServiceCalls("Secrets Manager"))/n, SecretsManagerAPICalls),
 		line("CloudWatch Logs", "log bytes ingested", "GB", float64(w.LogBytes)/n/(1<<30), CloudWatchLogsIngestion),
 		line("S3", "PutObject (quarantine)", "requests", float64(u.Count("S3", "PutObject"))/n, S3PutRequests),

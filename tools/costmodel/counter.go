@@ -11,6 +11,7 @@ import (
 	"errors"
 	"math"
 	"sort"
+	"strconv"
 	"sync"
 	"time"
 
@@ -793,4 +794,71 @@ func (c *Counter) sqs(params, result any, err error) {
 	default:
 		c.u.SQSRequests++
 	}
+}
+
+// ItemOverhead is the bytes DynamoDB adds to every stored item, in a table and in each index
+// entry, when it meters storage ("the total size of each item plus 100 bytes for indexing
+// overhead").
+const ItemOverhead = 100
+
+// TTLAttribute is the attribute crmsync's tables name in their TimeToLiveSpecification.
+const TTLAttribute = "expires_at"
+
+// Stored is what a table holds, as DynamoDB meters it for storage, and for how long.
+type Stored struct {
+	// Items and Bytes are the table's items and their metered size (item size plus ItemOverhead).
+	Items int
+	Bytes int64
+	// IndexBytes is the metered size of the table's global secondary indexes: each projected
+	// entry plus ItemOverhead.
+	IndexBytes int64
+	// ByteMonths and IndexByteMonths weigh each item's metered bytes by how long it stays: until
+	// its expires_at (TTL), at most the horizon; items without a TTL for the whole horizon.
+	ByteMonths, IndexByteMonths float64
+}
+
+// Sub returns s minus prev (what was added between two readings).
+func (s Stored) Sub(prev Stored) Stored {
+	return Stored{Items: s.Items - prev.Items, Bytes: s.Bytes - prev.Bytes, IndexBytes: s.IndexBytes - prev.IndexBytes,
+		ByteMonths: s.ByteMonths - prev.ByteMonths, IndexByteMonths: s.IndexByteMonths - prev.IndexByteMonths}
+}
+
+// month is the billing month DynamoDB and S3 storage prices use (730 hours).
+const month = 730 * time.Hour
+
+// Storage returns, per table the counter knows completely (created through it), what its shadow
+// holds now, each item weighed by how long it stays from now (its TTL, at most horizon). Tables
+// only registered are left out: their shadow holds only what was seen.
+func (c *Counter) Storage(now time.Time, horizon time.Duration) map[string]Stored {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := map[string]Stored{}
+	for name, t := range c.tables {
+		if !t.complete {
+			continue
+		}
+		var s Stored
+		for _, it := range t.items {
+			life := horizon
+			if n, ok := it[TTLAttribute].(*ddbtypes.AttributeValueMemberN); ok {
+				if secs, err := strconv.ParseInt(n.Value, 10, 64); err == nil {
+					life = min(horizon, max(0, time.Unix(secs, 0).Sub(now)))
+				}
+			}
+			months := float64(life) / float64(month)
+			size := int64(ddbexpr.ItemSize(it) + ItemOverhead)
+			s.Items++
+			s.Bytes += size
+			s.ByteMonths += float64(size) * months
+			for _, idx := range t.indexes {
+				if idx.has(it) {
+					entry := int64(t.entrySize(idx, it) + ItemOverhead)
+					s.IndexBytes += entry
+					s.IndexByteMonths += float64(entry) * months
+				}
+			}
+		}
+		out[name] = s
+	}
+	return out
 }

@@ -1,8 +1,11 @@
 package costmodel
 
 import (
+	"math"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
@@ -104,5 +107,32 @@ func TestIndexWritesOnlyWhenTheEntryChanges(t *testing.T) {
 		if got := put(tt.item); got != tt.want {
 			t.Errorf("%s: index units = %g, want %g", tt.name, got, tt.want)
 		}
+	}
+}
+
+// Storage meters each item at its size plus 100 bytes, in the table and in every index that
+// holds it, and weighs it by how long it stays: to its TTL, or the whole horizon.
+func TestStorageMetersItemsAndIndexEntriesForTheirLifetime(t *testing.T) {
+	c := newTestCounter()
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	expires := &types.AttributeValueMemberN{Value: strconv.FormatInt(now.Add(73*time.Hour).Unix(), 10)}
+	forever := ddbexpr.Item{"pk": s("a"), "sk": s("b"), "unassoc": s("1")}
+	shortLived := ddbexpr.Item{"pk": s("c"), "sk": s("d"), "expires_at": expires}
+	for _, item := range []ddbexpr.Item{forever, shortLived} {
+		c.record(Op{"DynamoDB", "PutItem"}, &dynamodb.PutItemInput{TableName: aws.String("t"), Item: item}, &dynamodb.PutItemOutput{}, nil)
+	}
+	got := c.Storage(now, 730*time.Hour)["t"]
+	foreverBytes, shortBytes := int64(ddbexpr.ItemSize(forever)+100), int64(ddbexpr.ItemSize(shortLived)+100)
+	want := Stored{Items: 2, Bytes: foreverBytes + shortBytes, IndexBytes: foreverBytes,
+		ByteMonths: float64(foreverBytes) + float64(shortBytes)*0.1, IndexByteMonths: float64(foreverBytes)}
+	if math.Abs(got.ByteMonths-want.ByteMonths) > 1e-9 {
+		t.Errorf("byte-months = %g, want %g", got.ByteMonths, want.ByteMonths)
+	}
+	got.ByteMonths = want.ByteMonths
+	if got != want {
+		t.Errorf("storage = %+v, want %+v", got, want)
+	}
+	if _, ok := c.Storage(now, time.Hour)["unknown"]; ok {
+		t.Error("a table the counter did not create is reported")
 	}
 }

@@ -42,6 +42,13 @@ var (
 	// DynamoDBReadRequestUnits: Amazon DynamoDB on-demand (Standard table class), $0.125 per 1M
 	// read request units.
 	DynamoDBReadRequestUnits = Price{0.125, 1e6, "1M read request units", "2024-11-01", "https://aws.amazon.com/dynamodb/pricing/on-demand/"}
+	// DynamoDBStorage: Amazon DynamoDB (Standard table class), $0.25 per GB-month of data stored
+	// beyond the first 25 GB (tables and global secondary indexes; each item metered at its size
+	// plus 100 bytes).
+	DynamoDBStorage = Price{0.25, 1, "GB-month", "", "https://aws.amazon.com/dynamodb/pricing/on-demand/"}
+	// DynamoDBPITR: Amazon DynamoDB continuous backups (point-in-time recovery), $0.20 per
+	// GB-month of table size (base table data, not global secondary indexes).
+	DynamoDBPITR = Price{0.20, 1, "GB-month", "", "https://aws.amazon.com/dynamodb/pricing/on-demand/"}
 	// SecretsManagerAPICalls: AWS Secrets Manager, $0.05 per 10,000 API calls.
 	SecretsManagerAPICalls = Price{0.05, 1e4, "10K API calls", "2018-04-04", "https://aws.amazon.com/secrets-manager/pricing/"}
 	// SecretsManagerSecretMonth: AWS Secrets Manager, $0.40 per secret per month.
@@ -71,6 +78,8 @@ func AllPrices() []struct {
 		{"SQS FIFO requests", SQSFIFORequests},
 		{"DynamoDB on-demand writes", DynamoDBWriteRequestUnits},
 		{"DynamoDB on-demand reads", DynamoDBReadRequestUnits},
+		{"DynamoDB storage", DynamoDBStorage},
+		{"DynamoDB point-in-time recovery", DynamoDBPITR},
 		{"Secrets Manager API calls", SecretsManagerAPICalls},
 		{"Secrets Manager secrets", SecretsManagerSecretMonth},
 		{"CloudWatch Logs ingestion", CloudWatchLogsIngestion},

@@ -13,6 +13,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	sqstypes "github.com/aws/aws-sdk-go-v2/service/sqs/types"
 
+	"github.com/crmsync/crmsync/shared/store"
 	"github.com/crmsync/crmsync/tools/costmodel"
 )
 
@@ -54,6 +55,8 @@ func runLoad(ctx context.Context, s *benchStack, t *benchTraffic, first, persons
 	keys := result.tallyDeliveries(jobs)
 
 	before, fnBefore := s.counter.Snapshot(), s.fns.snapshot()
+	storedAt := time.Now()
+	storedBefore := s.counter.Storage(storedAt, storageHorizon)
 	if !endToEnd {
 		// Without the worker, consume the queue (uncounted) so it stays as short as in service:
 		// moto's FIFO send slows down as a queue grows.
@@ -84,8 +87,27 @@ func runLoad(ctx context.Context, s *benchStack, t *benchTraffic, first, persons
 	if err := s.outcomes(ctx, keys, result); err != nil {
 		return nil, err
 	}
-	result.Workload = costmodel.Workload{Events: result.Events, HTTPRequests: result.Deliveries, Lambda: result.Lambda, AWS: result.Usage, LogBytes: result.LogBytes}
+	result.Workload = costmodel.Workload{Events: result.Events, HTTPRequests: result.Deliveries, Lambda: result.Lambda, AWS: result.Usage, LogBytes: result.LogBytes,
+		Storage: s.storageAdded(storedBefore, s.counter.Storage(storedAt, storageHorizon))}
 	return result, nil
+}
+
+// storageHorizon is how long the cost model keeps what a month's events store: the ledger's
+// retention (its items' TTL). CRM items have no TTL; priced for the same horizon, they keep
+// costing as much every further month.
+const storageHorizon = store.DefaultRetention
+
+// storageAdded is what the run added to each table of the stack, with the template's
+// point-in-time recovery setting.
+func (s *benchStack) storageAdded(before, after map[string]costmodel.Stored) []costmodel.TableStorage {
+	var out []costmodel.TableStorage
+	for _, id := range s.Stack.Template.OfType("AWS::DynamoDB::Table") {
+		name := s.Stack.Physical[id].Ref
+		spec, _ := s.Stack.Template.Resources[id].Properties["PointInTimeRecoverySpecification"].(map[string]any)
+		pitr, _ := spec["PointInTimeRecoveryEnabled"].(bool)
+		out = append(out, costmodel.TableStorage{Table: id, Stored: after[name].Sub(before[name]), PITR: pitr})
+	}
+	return out
 }
 
 // loadJob is one person's deliveries, posted in journey order by one sender.

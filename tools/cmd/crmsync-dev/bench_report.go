@@ -70,6 +70,27 @@ const (
 	targetUSDPerMillion  = 5.0
 )
 
+// Targets of the data model v2 issue (#14): the reference event's billed units including index
+// propagation, a no-op, reads per applied event, the typical mix per event, the share of
+// transactions canceled by a concurrent event, and the all-in cost per million events.
+const (
+	targetCallBilled      = 7.0
+	targetNoopWrites      = 2.0
+	targetAppliedReads    = 3.0
+	targetMixWrites       = 10.0
+	targetCanceledShare   = 0.05
+	targetAllInPerMillion = 9.0
+)
+
+// readRequests counts a usage's DynamoDB read requests.
+func readRequests(u costmodel.Usage) int {
+	n := 0
+	for _, op := range []string{"GetItem", "Query", "Scan", "BatchGetItem", "TransactGetItems"} {
+		n += u.Count("DynamoDB", op)
+	}
+	return n
+}
+
 func verdict(got, limit float64, unit string) string {
 	if got <= limit+1e-9 {
 		return "met"
@@ -253,8 +274,24 @@ func (r *benchResults) renderTargets(w writer) {
 		w("| applied call-status update: transactions | %d (%d items) | 1 | %s |\n", u.Transactions, u.TransactItems,
 			verdict(float64(u.Transactions), targetCallTx, "transactions"))
 		w("| applied call-status update: write units of the transaction | %s WRU | 6 | %s |\n", num(u.Write), verdict(u.Write, targetCallWrites, "WRU"))
-		w("| applied call-status update: write units billed (with index propagation) | %s WRU | 6 | %s |\n", num(u.WriteTotal()),
-			verdict(u.WriteTotal(), targetCallWrites, "WRU"))
+		w("| applied call-status update: write units billed (with index propagation; #14) | %s WRU | 7 | %s |\n", num(u.WriteTotal()),
+			verdict(u.WriteTotal(), targetCallBilled, "WRU"))
+		reads := float64(readRequests(c.Usage))
+		w("| applied call-status update: DynamoDB read requests (#14) | %s | 3 | %s |\n", num(reads), verdict(reads, targetAppliedReads, "requests"))
+	}
+	if c, ok := scenario(r, "CRM sends the contact's unchanged"); ok {
+		u := c.Usage.DynamoDB
+		w("| no-op (CRM sends an unchanged value): write units billed (#14) | %s WRU | 2 | %s |\n", num(u.WriteTotal()), verdict(u.WriteTotal(), targetNoopWrites, "WRU"))
+	}
+	if l := r.Load; l != nil && l.Events > 0 {
+		u := l.Usage.DynamoDB
+		per := u.WriteTotal() / float64(l.Events)
+		w("| typical mix: write units billed per event (#14) | %s WRU | 10 | %s |\n", num(per), verdict(per, targetMixWrites, "WRU"))
+		if u.Transactions > 0 {
+			share := float64(u.CanceledTransactions) / float64(u.Transactions)
+			w("| typical mix: transactions canceled by a concurrent event (#14) | %.1f %% (%d of %d) | 5 %% | %s |\n", 100*share,
+				u.CanceledTransactions, u.Transactions, verdict(100*share, 100*targetCanceledShare, "points"))
+		}
 	}
 	if l := r.Load; l != nil && l.Events > 0 {
 		per := l.Usage.SQSRequests / float64(l.Events)
@@ -306,6 +343,12 @@ func (r *benchResults) renderTargets(w writer) {
 		tm := costmodel.Total(r.moneyLines(true))
 		w("| cost per million events, typical mix (Lambda compute as measured on moto) | %s | $5 | %s |\n", usd(t), verdict(t, targetUSDPerMillion, "USD"))
 		w("| cost per million events, typical mix (Lambda compute modelled for AWS) | %s | $5 | %s |\n", usd(tm), verdict(tm, targetUSDPerMillion, "USD"))
+		allIn := tm
+		for _, f := range fixedMonthly(r) {
+			allIn += f.USD
+		}
+		w("| all-in cost per million events (#14: the modelled total with storage and PITR, plus the monthly costs at 1 million events a month) | %s | $9 | %s |\n",
+			usd(allIn), verdict(allIn, targetAllInPerMillion, "USD"))
 	}
 	w("\n")
 }
@@ -461,7 +504,7 @@ func itemKind(t costmodel.WriteTrace) string {
 	case t.Check:
 		kind = "ConditionCheck " + t.PK
 	case strings.HasPrefix(t.SK, "AUDIT#"):
-		kind = "audit entry (" + t.SK[strings.LastIndex(t.SK, "#")+1:] + ")"
+		kind = "audit of the event's decisions on " + strings.SplitN(t.PK, "#", 2)[0]
 	case strings.HasPrefix(t.SK, "ACT#"):
 		kind = "activity"
 	case t.SK == "PROFILE":
@@ -572,6 +615,24 @@ func (r *benchResults) moneyLines(modelled bool) []costmodel.Line {
 	return lines
 }
 
+// renderStorage states what the storage lines price: per table, what the run's events added.
+func (r *benchResults) renderStorage(w writer) {
+	if len(r.Load.Workload.Storage) == 0 {
+		return
+	}
+	n := float64(r.Load.Events)
+	w("Storage behind those lines (what the end-to-end run added per event, metered; kept for %.0f days unless its TTL is sooner):\n\n", storageHorizon.Hours()/24)
+	w("| table | items per event | table bytes per event | index bytes per event | point-in-time recovery |\n|---|---|---|---|---|\n")
+	for _, t := range r.Load.Workload.Storage {
+		pitr := "no"
+		if t.PITR {
+			pitr = "yes"
+		}
+		w("| %s | %s | %.0f | %.0f | %s |\n", t.Table, num(float64(t.Stored.Items)/n), float64(t.Stored.Bytes)/n, float64(t.Stored.IndexBytes)/n, pitr)
+	}
+	w("\n")
+}
+
 func (r *benchResults) renderMoney(w writer) {
 	lines := r.moneyLines(false)
 	if lines == nil {
@@ -593,9 +654,13 @@ func (r *benchResults) renderMoney(w writer) {
 		if l.Unit == "GB" {
 			per = fmt.Sprintf("%.0f bytes", l.PerEvent*(1<<30))
 		}
+		if l.Unit == "GB-month" {
+			per = fmt.Sprintf("%.0f byte-months", l.PerEvent*(1<<30))
+		}
 		w("| %s | %s | %s | %s | $%s per %s |\n", l.Service, l.Driver, per, cost, strconv.FormatFloat(l.Price.USD, 'f', -1, 64), l.Price.Unit)
 	}
 	w("| **total** | | | **%s** measured / **%s** modelled | |\n\n", usd(costmodel.Total(lines)), usd(costmodel.Total(modelled)))
+	r.renderStorage(w)
 	fixed := fixedMonthly(r)
 	total := 0.0
 	w("Costs that do not grow with events (per month, not in the totals above):\n\n| what | $ per month | how |\n|---|---|---|\n")
@@ -704,8 +769,13 @@ func (r *benchResults) renderMethod(w writer) {
 	}
 	w("an assumed latency (%s) + %.0f ms per hydrated notification (vendor API), calls summed without overlap; webhook = its "+
 		"CPU + one SendMessageBatch (+ the Mailgun replay PutItem). Assumptions, not measurements.\n", strings.Join(lat, ", "), assumedHydrationMs)
-	w("- **Not included:** Lambda INIT billing on cold starts, data transfer, DynamoDB storage and point-in-time-recovery " +
-		"backups, S3 storage, CloudWatch alarms and dashboards, free tiers.\n")
+	w("- **Storage** is what the end-to-end run added to each table and its indexes, metered as DynamoDB meters it (each item "+
+		"and each index entry at its size plus 100 bytes), each item kept until its TTL (expires_at) or, without one, for %s — the "+
+		"ledger's retention; CRM items have no TTL, so after that a month's events keep costing the same every further month. "+
+		"Point-in-time recovery is billed on the base table's size, for tables whose template enables it.\n",
+		fmt.Sprintf("%.0f days", storageHorizon.Hours()/24))
+	w("- **Not included:** Lambda INIT billing on cold starts, data transfer, CloudWatch alarms and dashboards, free tiers " +
+		"(DynamoDB's first 25 GB stored among them).\n")
 	w("- **Prices** (%s):\n\n", costmodel.PricesTranscribed)
 	w("| price | $ | per | since | source |\n|---|---|---|---|---|\n")
 	for _, p := range costmodel.AllPrices() {
