@@ -38,25 +38,31 @@ func (r *Runner) consistency(ctx context.Context, x *run, dryRun bool) error {
 // It stops (a partial run) when the deadline is near.
 func (r *Runner) unassociated(ctx context.Context, x *run, dryRun bool) error {
 	js := r.d.Settings.Job(JobConsistency)
-	expr, err := expression.NewBuilder().WithKeyCondition(expression.Key("unassoc").Equal(expression.Value("1"))).Build()
-	if err != nil {
-		return err
-	}
 	var waiting []store.ActivityItem
-	err = r.query(ctx, &dynamodb.QueryInput{TableName: aws.String(r.cfg.CRMTable), IndexName: aws.String(store.IndexUnassociated),
-		KeyConditionExpression: expr.KeyCondition(), ExpressionAttributeNames: expr.Names(), ExpressionAttributeValues: expr.Values()}, 0,
-		func(item map[string]types.AttributeValue) (bool, error) {
-			var it store.ActivityItem
-			if err := attributevalue.UnmarshalMap(item, &it); err != nil {
-				return false, err
-			}
-			if it.MovedTo == "" {
-				waiting = append(waiting, it)
-			}
-			return len(waiting) < js.MaxRecords, nil
-		})
-	if err != nil {
-		return err
+	// The index is sharded (store.UnassocKeys, the legacy key last): every shard is read.
+	for _, shard := range store.UnassocKeys() {
+		if len(waiting) >= js.MaxRecords {
+			break
+		}
+		expr, err := expression.NewBuilder().WithKeyCondition(expression.Key("unassoc").Equal(expression.Value(shard))).Build()
+		if err != nil {
+			return err
+		}
+		err = r.query(ctx, &dynamodb.QueryInput{TableName: aws.String(r.cfg.CRMTable), IndexName: aws.String(store.IndexUnassociated),
+			KeyConditionExpression: expr.KeyCondition(), ExpressionAttributeNames: expr.Names(), ExpressionAttributeValues: expr.Values()}, 0,
+			func(item map[string]types.AttributeValue) (bool, error) {
+				var it store.ActivityItem
+				if err := attributevalue.UnmarshalMap(item, &it); err != nil {
+					return false, err
+				}
+				if it.MovedTo == "" {
+					waiting = append(waiting, it)
+				}
+				return len(waiting) < js.MaxRecords, nil
+			})
+		if err != nil {
+			return err
+		}
 	}
 	now := r.now()
 	x.rep.Counts["reassociated"] += 0

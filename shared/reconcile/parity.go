@@ -128,6 +128,9 @@ func (r *Runner) parityContact(ctx context.Context, x *run, id string) error {
 	if !ok {
 		return nil
 	}
+	if err := rec.Unpack(); err != nil {
+		return fmt.Errorf("read contact %s: %w", id, err)
+	}
 	x.rep.Counts["contacts_checked"]++
 	if fs := check.CompareFields(id, rec.Fields, rb.Fields); len(fs) > 0 {
 		x.rep.Counts["contacts_drifted"]++

@@ -166,37 +166,40 @@ func days(since, until time.Time) []string {
 }
 
 // changedRecords calls fn with every record (profile) changed inside [since, until), through
-// the CRM table's ByChange index, day by day; fn returns false to stop.
+// the CRM table's ByChange index, day by day and shard by shard (store.ChangeKeys, the legacy
+// unsharded day last); fn returns false to stop.
 func (r *Runner) changedRecords(ctx context.Context, since, until time.Time, fn func(*store.Record) (bool, error)) error {
 	stop := false
 	for _, day := range days(since, until) {
-		if stop {
-			return nil
-		}
-		expr, err := expression.NewBuilder().WithKeyCondition(expression.Key("change_day").Equal(expression.Value(day)).
-			And(expression.Key("updated_at").Between(expression.Value(store.FormatTime(since)), expression.Value(store.FormatTime(until))))).Build()
-		if err != nil {
-			return err
-		}
-		err = r.query(ctx, &dynamodb.QueryInput{TableName: aws.String(r.cfg.CRMTable), IndexName: aws.String(store.IndexByChange),
-			KeyConditionExpression: expr.KeyCondition(), ExpressionAttributeNames: expr.Names(), ExpressionAttributeValues: expr.Values()},
-			0, func(item map[string]types.AttributeValue) (bool, error) {
-				var rec store.Record
-				if err := attributevalue.UnmarshalMap(item, &rec); err != nil {
-					return false, err
-				}
-				if rec.SK != store.SKProfile || !strings.Contains(rec.PK, "#") {
-					return true, nil
-				}
-				if rec.Fields == nil {
-					rec.Fields = map[string]store.Field{}
-				}
-				more, err := fn(&rec)
-				stop = !more
-				return more, err
-			})
-		if err != nil {
-			return err
+		for _, changeKey := range store.ChangeKeys(day) {
+			if stop {
+				return nil
+			}
+			expr, err := expression.NewBuilder().WithKeyCondition(expression.Key("change_day").Equal(expression.Value(changeKey)).
+				And(expression.Key("updated_at").Between(expression.Value(store.FormatTime(since)), expression.Value(store.FormatTime(until))))).Build()
+			if err != nil {
+				return err
+			}
+			err = r.query(ctx, &dynamodb.QueryInput{TableName: aws.String(r.cfg.CRMTable), IndexName: aws.String(store.IndexByChange),
+				KeyConditionExpression: expr.KeyCondition(), ExpressionAttributeNames: expr.Names(), ExpressionAttributeValues: expr.Values()},
+				0, func(item map[string]types.AttributeValue) (bool, error) {
+					var rec store.Record
+					if err := attributevalue.UnmarshalMap(item, &rec); err != nil {
+						return false, err
+					}
+					if rec.SK != store.SKProfile || !strings.Contains(rec.PK, "#") {
+						return true, nil
+					}
+					if err := rec.Unpack(); err != nil {
+						return false, err
+					}
+					more, err := fn(&rec)
+					stop = !more
+					return more, err
+				})
+			if err != nil {
+				return err
+			}
 		}
 	}
 	return nil

@@ -8,8 +8,10 @@
 //
 //	CONTACT#<id> / PROFILE          contact record; ACCOUNT#<id> and DEAL#<id> alike
 //	CONTACT#<id> / ACT#<activity>   an activity associated with the contact
-//	UNASSOC      / ACT#<activity>   an activity waiting for a contact (unassoc = "1", sparse index)
-//	CONTACT#<id> / AUDIT#<occurred_at>#<event key>#<field>   one audited decision
+//	UNASSOC      / ACT#<activity>   an activity waiting for a contact (unassoc = its shard, sparse index)
+//	CONTACT#<id> / AUDIT#<occurred_at>#<event key>   one event's audited decisions on the record
+//	                                  (AuditEventItem; "#rerun-N" for a forced re-run's; items
+//	                                  written before hold one decision each, sk ending #<field>)
 //	IDENT#email#<addr> / IDENT      → contact_id (claimed with attribute_not_exists(contact_id));
 //	                                  while unclaimed, the ids of the activities parked with it
 //	                                  (pending, pver), adopted by the claim's transaction
@@ -27,6 +29,7 @@ package store
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"time"
 
@@ -293,8 +296,14 @@ type Record struct {
 	Entity string `dynamodbav:"entity" json:"entity"`
 	// ID is the record id.
 	ID string `dynamodbav:"id" json:"id"`
-	// Fields maps field name to value and provenance.
-	Fields map[string]Field `dynamodbav:"fields" json:"fields"`
+	// Fields maps field name to value and provenance. Written through Stored, they are kept
+	// packed (PackedFields); profiles written before packing keep them here (attribute fields).
+	// Unpack after reading an item fills Fields from either.
+	Fields map[string]Field `dynamodbav:"fields,omitempty" json:"fields"`
+	// PackedFields is Fields as stored: their JSON, packed (attribute fields_z). Per-field
+	// provenance repeats sources, event keys and times, so packing halves a profile's size,
+	// and with it the write units of every profile write and of its index entries.
+	PackedFields Packed `dynamodbav:"fields_z,omitempty" json:"-"`
 	// Version increases by one with every write; writes are conditioned on it.
 	Version int64 `dynamodbav:"version" json:"version"`
 	// AccountID is a contact's or deal's account (ByAccount index).
@@ -309,8 +318,41 @@ type Record struct {
 	CreatedAt string `dynamodbav:"created_at" json:"created_at"`
 	// UpdatedAt is when it was last written (ByChange range key).
 	UpdatedAt string `dynamodbav:"updated_at" json:"updated_at"`
-	// ChangeDay is UpdatedAt's UTC date, YYYY-MM-DD (ByChange hash key).
+	// ChangeDay is the ByChange hash key: UpdatedAt's UTC date and the record's shard
+	// (ChangeKey); records written before sharding carry the date alone.
 	ChangeDay string `dynamodbav:"change_day" json:"change_day"`
+}
+
+// Stored returns the record as it is written: a copy whose Fields are packed into
+// PackedFields. Marshaling the record itself still stores every field (plainly).
+func (r *Record) Stored() (*Record, error) {
+	doc, err := json.Marshal(r.Fields)
+	if err != nil {
+		return nil, fmt.Errorf("%s %s fields: %w", r.Entity, r.ID, err)
+	}
+	stored := *r
+	stored.Fields, stored.PackedFields = nil, Pack(doc)
+	return &stored, nil
+}
+
+// Unpack fills Fields after the record was read from an item: from PackedFields, or from the
+// plain fields of a profile written before packing (an empty map when there are none).
+func (r *Record) Unpack() error {
+	if len(r.PackedFields) > 0 {
+		doc, err := r.PackedFields.Unpack()
+		if err != nil {
+			return fmt.Errorf("%s fields: %w", r.PK, err)
+		}
+		fields := map[string]Field{}
+		if err := json.Unmarshal([]byte(doc), &fields); err != nil {
+			return fmt.Errorf("%s fields: %w", r.PK, err)
+		}
+		r.Fields, r.PackedFields = fields, nil
+	}
+	if r.Fields == nil {
+		r.Fields = map[string]Field{}
+	}
+	return nil
 }
 
 // NewRecord returns an empty record of entity with id.
@@ -347,7 +389,7 @@ func (r *Record) Touch(now time.Time) {
 		r.CreatedAt = s
 	}
 	r.UpdatedAt = s
-	r.ChangeDay = now.UTC().Format("2006-01-02")
+	r.ChangeDay = ChangeKey(r.PK, now)
 }
 
 // ClosedStages are the deal stages that make a deal no longer open.
@@ -401,16 +443,18 @@ type ActivityItem struct {
 	AccountID string `dynamodbav:"account_id,omitempty"`
 	// DealID is the associated deal (the index on it was dropped: nothing queried it).
 	DealID string `dynamodbav:"deal_id,omitempty"`
-	// Unassoc is "1" while the activity waits for a contact (sparse Unassociated index).
+	// Unassoc is set while the activity waits for a contact: its shard of the sparse
+	// Unassociated index (UnassocKey; LegacyUnassocKey on items parked before sharding).
 	Unassoc string `dynamodbav:"unassoc,omitempty"`
 	// Identities are the person's identities ("email:<addr>", "phone:<e164>"), so the activity
 	// can be matched when a contact appears.
 	Identities []string `dynamodbav:"identities,omitempty"`
 	// Assoc records how each link was made.
 	Assoc association.Result `dynamodbav:"assoc"`
-	// Log names the activity's log partition (ActivityLogPK): one item per event merged into the
-	// activity, written in the event's transaction. It is set when the item is created and kept
-	// when the activity moves under a contact, so the log never moves.
+	// Log names the activity's log partition (ActivityLogPK): one item per event whose entry
+	// the activity no longer keeps (the timeline holds the newest timeline.MaxEntries), written
+	// in the transaction that evicted it. It is set when the item is created and kept when the
+	// activity moves under a contact, so the log never moves.
 	Log string `dynamodbav:"log,omitempty"`
 	// MovedTo is set on an UNASSOC item once its activity moved under this contact id.
 	MovedTo string `dynamodbav:"moved_to,omitempty"`
@@ -433,10 +477,12 @@ func ActivityLogPK(pk, activityID string) string {
 	return PrefixActivityLog + hashHex(pk+"\x00"+activityID)
 }
 
-// ActivityLogItem records that one event was merged into an activity (pk the activity's Log,
-// sk the event key). The stored activity keeps only its newest timeline.MaxEntries entries; the
-// log lists every event merged, so the activity can be rebuilt from the ledger exactly. Writing
-// it again for the same event is idempotent.
+// ActivityLogItem records one event merged into an activity whose entry the activity no longer
+// keeps (pk the activity's Log, sk the event key). The stored activity keeps only its newest
+// timeline.MaxEntries entries; its entries and its log together name every event merged, so
+// the activity can be rebuilt from the ledger exactly, and an activity that never overflows
+// writes no log. Items stored before this rule also log events the activity still keeps.
+// Writing it again for the same event is idempotent.
 type ActivityLogItem struct {
 	// PK is the activity's Log.
 	PK string `dynamodbav:"pk"`

@@ -7,6 +7,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/feature/dynamodb/attributevalue"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+	"github.com/google/go-cmp/cmp"
 
 	"github.com/crmsync/crmsync/shared/decide"
 )
@@ -64,7 +65,7 @@ func TestRecordRoundTrip(t *testing.T) {
 		t.Fatal(err)
 	}
 	f := av["fields"].(*types.AttributeValueMemberM).Value["phone"].(*types.AttributeValueMemberM).Value
-	if f["locked_by"].(*types.AttributeValueMemberS).Value != "a" || av["change_day"].(*types.AttributeValueMemberS).Value != "2026-11-01" {
+	if f["locked_by"].(*types.AttributeValueMemberS).Value != "a" || av["change_day"].(*types.AttributeValueMemberS).Value != ChangeKey("CONTACT#c1", at) {
 		t.Fatalf("item = %v", av)
 	}
 	var back Record
@@ -99,5 +100,48 @@ func TestUnparsableTimesAreErrors(t *testing.T) {
 	rec.Fields["lead_source"] = Field{Value: "webinar", Source: "typeform", EventKey: "k", OccurredAt: "not a time"}
 	if _, err := rec.Decidable(); err == nil || !strings.Contains(err.Error(), "lead_source") {
 		t.Errorf("Decidable() error = %v, want one naming lead_source", err)
+	}
+}
+
+// A record written through Stored keeps its fields packed and reads back the same after Unpack;
+// a profile written before packing (plain fields) reads back through Unpack too.
+func TestRecordStoredPacksFields(t *testing.T) {
+	at := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
+	r := NewRecord(Contact, "c1")
+	fields := decide.Record{}
+	for _, name := range []string{"first_name", "last_name", "email", "phone", "company", "job_title", "last_activity_at", "last_call_status"} {
+		fields[name] = decide.Provenance{Value: name + "-value", Source: "typeform", EventKey: "typeform:01JP2F4QGQ8JV0N7T6QX4D7M0S", OccurredAt: at}
+	}
+	r.SetFields(fields)
+	r.Touch(at)
+	stored, err := r.Stored()
+	if err != nil {
+		t.Fatal(err)
+	}
+	packed, err := attributevalue.MarshalMap(stored)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain, err := attributevalue.MarshalMap(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := packed["fields"]; ok || packed["fields_z"] == nil {
+		t.Fatalf("stored item attributes: %v", packed)
+	}
+	if len(r.Fields) != 8 {
+		t.Fatalf("Stored changed the record itself: %d fields", len(r.Fields))
+	}
+	for name, item := range map[string]map[string]types.AttributeValue{"packed": packed, "plain": plain} {
+		var back Record
+		if err := attributevalue.UnmarshalMap(item, &back); err != nil {
+			t.Fatal(err)
+		}
+		if err := back.Unpack(); err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff(r.Fields, back.Fields); diff != "" {
+			t.Errorf("%s: fields after Unpack (-want +got):\n%s", name, diff)
+		}
 	}
 }

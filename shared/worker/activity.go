@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/crmsync/crmsync/shared/association"
+	"github.com/crmsync/crmsync/shared/canonical"
 	"github.com/crmsync/crmsync/shared/store"
 	"github.com/crmsync/crmsync/shared/timeline"
 )
@@ -58,7 +59,30 @@ func (pl *planner) mergeActivity(ctx context.Context) (write, retire *activityWr
 	}
 	item.Version = prev + 1
 	item.UpdatedAt = store.FormatTime(pl.now)
-	return &activityWrite{item: item, prev: prev, isNew: isNew}, found.retire, found.absent, nil
+	return &activityWrite{item: item, prev: prev, isNew: isNew, evicted: evicted(stored, &merged, pl.ev)},
+		found.retire, found.absent, nil
+}
+
+// evicted lists the entries of the stored activity, and the event's own, that the merged
+// activity no longer holds: the timeline keeps only its newest timeline.MaxEntries.
+func evicted(stored, merged *timeline.Activity, ev *canonical.Event) []timeline.Entry {
+	kept := make(map[string]bool, len(merged.Entries))
+	for _, entry := range merged.Entries {
+		kept[entry.Key] = true
+	}
+	var out []timeline.Entry
+	if stored != nil {
+		for _, entry := range stored.Entries {
+			if !kept[entry.Key] {
+				out = append(out, entry)
+			}
+		}
+	}
+	if !kept[ev.Key] && !slices.ContainsFunc(out, func(e timeline.Entry) bool { return e.Key == ev.Key }) &&
+		(stored == nil || !slices.ContainsFunc(stored.Entries, func(e timeline.Entry) bool { return e.Key == ev.Key })) {
+		out = append(out, timeline.Entry{Key: ev.Key, Source: ev.Source, Kind: ev.Kind, At: ev.OccurredAt.UTC()})
+	}
+	return out
 }
 
 // locateActivity reads where the event's activity is stored. Events of different FIFO groups
@@ -144,7 +168,7 @@ func fillActivityItem(item *store.ActivityItem, activity *timeline.Activity, pk 
 	item.OccurredAt = store.FormatTime(activity.FirstAt)
 	item.Unassoc, item.ContactID, item.AccountID, item.DealID = "", "", "", ""
 	if pk == store.PKUnassociated {
-		item.Unassoc = "1"
+		item.Park()
 	} else {
 		item.ContactID = strings.TrimPrefix(pk, "CONTACT#")
 	}

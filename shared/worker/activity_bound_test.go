@@ -68,7 +68,7 @@ func TestActivityWithTenThousandUpdatesStaysBounded(t *testing.T) {
 			t.Fatalf("apply %s: %v", ev.Key, err)
 		}
 		if res.Outcome != "APPLIED" {
-			t.Fatalf("apply %s: outcome %s (%s)", ev.Key, res.Outcome, res.Reason)
+			t.Fatalf("apply %s: outcome %s (%s) %+v", ev.Key, res.Outcome, res.Reason, res)
 		}
 	}
 	v := getContact(t, w, ContactQuery{Phone: phone})

@@ -14,6 +14,7 @@ import (
 	"github.com/crmsync/crmsync/shared/decide"
 	"github.com/crmsync/crmsync/shared/identity"
 	"github.com/crmsync/crmsync/shared/store"
+	"github.com/crmsync/crmsync/shared/timeline"
 )
 
 // LockSuffix turns an entity name into the pseudo-entity of Event.Fields that asks to lock or
@@ -55,6 +56,9 @@ type activityWrite struct {
 	item  store.ActivityItem
 	prev  int64
 	isNew bool
+	// evicted are the history entries this merge dropped from the stored activity (the
+	// timeline keeps the newest timeline.MaxEntries): the only events written to its log.
+	evicted []timeline.Entry
 }
 
 // plan is everything one event will write.
@@ -66,8 +70,13 @@ type plan struct {
 	// marks record this event's parked activity on its subject's unclaimed identities.
 	marks      []pendingMark
 	activities []*activityWrite
-	audits     []store.AuditItem
-	// logs are the activity log items of the activities this event merged into.
+	// audits are the event's non-no-op decisions, one per record field; the transaction
+	// writes them as one store.AuditEventItem per record (auditEvents).
+	audits []store.AuditItem
+	// auditSuffix ends the audit items' sort keys of a forced re-run ("#rerun-N").
+	auditSuffix string
+	// logs are the activity log items of the entries this event's merge evicted from its
+	// activity: with the entries the activity keeps, they name every event merged into it.
 	logs []store.ActivityLogItem
 	// absent are CRM items the plan read as absent and relies on staying absent; each becomes a
 	// ConditionCheck, so an event of another group that creates one concurrently cancels this
@@ -214,6 +223,7 @@ func newPlanner(a *applier, ev *canonical.Event, now time.Time, ledger *store.Le
 	if rerun != nil {
 		planned.ledgerPrev = ledger.RecordedAt
 		planned.ledger.Reruns = append(slices.Clone(ledger.Reruns), store.Rerun{By: rerun.by, Why: rerun.why, At: store.FormatTime(now)})
+		planned.auditSuffix = "#rerun-" + strconv.Itoa(len(planned.ledger.Reruns))
 	}
 	emails, phones := identities(ev.Subject)
 	return &planner{
@@ -508,9 +518,9 @@ func (pl *planner) planActivity(ctx context.Context) error {
 	}
 	if write != nil {
 		pl.plan.activities = append(pl.plan.activities, write)
-		if write.item.Log != "" {
-			pl.plan.logs = append(pl.plan.logs, store.ActivityLogItem{PK: write.item.Log, SK: pl.ev.Key, ActivityID: activity.ID,
-				OccurredAt: store.FormatTime(pl.ev.OccurredAt)})
+		for _, entry := range write.evicted {
+			pl.plan.logs = append(pl.plan.logs, store.ActivityLogItem{PK: write.item.Log, SK: entry.Key, ActivityID: activity.ID,
+				OccurredAt: store.FormatTime(entry.At)})
 		}
 	}
 	if retire != nil {

@@ -129,6 +129,9 @@ func (view *ContactView) add(item map[string]types.AttributeValue) error {
 		if err := attributevalue.UnmarshalMap(item, &rec); err != nil {
 			return err
 		}
+		if err := rec.Unpack(); err != nil {
+			return err
+		}
 		view.Contact = &rec
 	case strings.HasPrefix(sk, store.PrefixActivity):
 		var stored store.ActivityItem
@@ -141,13 +144,30 @@ func (view *ContactView) add(item map[string]types.AttributeValue) error {
 		}
 		view.Timeline = append(view.Timeline, TimelineEntry{Activity: *activity, Assoc: stored.Assoc})
 	case strings.HasPrefix(sk, store.PrefixAudit):
-		var entry store.AuditItem
-		if err := attributevalue.UnmarshalMap(item, &entry); err != nil {
+		entries, err := auditEntries(item)
+		if err != nil {
 			return err
 		}
-		view.Audit = append(view.Audit, entry)
+		view.Audit = append(view.Audit, entries...)
 	}
 	return nil
+}
+
+// auditEntries decodes an audit item: an event's decisions on a record (store.AuditEventItem),
+// or one decision in the per-field shape written before (store.AuditItem).
+func auditEntries(item map[string]types.AttributeValue) ([]store.AuditItem, error) {
+	if _, packed := item["decisions_z"]; packed {
+		var event store.AuditEventItem
+		if err := attributevalue.UnmarshalMap(item, &event); err != nil {
+			return nil, err
+		}
+		return event.Entries()
+	}
+	var entry store.AuditItem
+	if err := attributevalue.UnmarshalMap(item, &entry); err != nil {
+		return nil, err
+	}
+	return []store.AuditItem{entry}, nil
 }
 
 // key is a CRM table item's key attributes.
@@ -205,8 +225,8 @@ func (r reader) record(ctx context.Context, entity, id string) (*store.Record, e
 	if err != nil || !ok {
 		return nil, err
 	}
-	if rec.Fields == nil {
-		rec.Fields = map[string]store.Field{}
+	if err := rec.Unpack(); err != nil {
+		return nil, err
 	}
 	return rec, nil
 }
@@ -274,6 +294,9 @@ func (r reader) deals(ctx context.Context, accountID string) ([]*store.Record, e
 	}, 10, func(item map[string]types.AttributeValue) error {
 		var rec store.Record
 		if err := attributevalue.UnmarshalMap(item, &rec); err != nil {
+			return err
+		}
+		if err := rec.Unpack(); err != nil {
 			return err
 		}
 		out = append(out, &rec)

@@ -181,8 +181,12 @@ func (o *operator) restoreRecord(rec *store.Record, diff *RebuildDiff, now time.
 	}
 	rec.Version = prev + 1
 	rec.UpdatedAt = store.FormatTime(now)
-	rec.ChangeDay = now.UTC().Format("2006-01-02")
-	recordAttrs, err := attributevalue.MarshalMap(rec)
+	rec.ChangeDay = store.ChangeKey(rec.PK, now)
+	stored, err := rec.Stored()
+	if err != nil {
+		return nil, err
+	}
+	recordAttrs, err := attributevalue.MarshalMap(stored)
 	if err != nil {
 		return nil, err
 	}

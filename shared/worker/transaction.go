@@ -89,7 +89,11 @@ func (p *plan) transaction(shared *deps) ([]types.TransactWriteItem, error) {
 	}
 	crm := shared.cfg.CRMTable
 	for _, record := range p.records {
-		if err := builder.putVersioned(crm, record.rec, record.isNew, record.prev); err != nil {
+		stored, err := record.rec.Stored()
+		if err != nil {
+			return nil, err
+		}
+		if err := builder.putVersioned(crm, stored, record.isNew, record.prev); err != nil {
 			return nil, err
 		}
 	}
@@ -111,7 +115,11 @@ func (p *plan) transaction(shared *deps) ([]types.TransactWriteItem, error) {
 			return nil, err
 		}
 	}
-	for _, entry := range p.audits {
+	audits, err := p.auditEvents()
+	if err != nil {
+		return nil, err
+	}
+	for _, entry := range audits {
 		if err := builder.put(crm, entry, "", nil, nil); err != nil {
 			return nil, err
 		}
@@ -123,6 +131,33 @@ func (p *plan) transaction(shared *deps) ([]types.TransactWriteItem, error) {
 		return nil, permanent("event needs %d writes, more than one transaction holds (%d)", len(builder.items), MaxTransactItems)
 	}
 	return builder.items, nil
+}
+
+// auditEvents groups the plan's audited decisions into one item per record, in the order the
+// records were first decided.
+func (p *plan) auditEvents() ([]*store.AuditEventItem, error) {
+	var items []*store.AuditEventItem
+	decisions := map[*store.AuditEventItem][]store.AuditDecision{}
+	byRecord := map[string]*store.AuditEventItem{}
+	for _, entry := range p.audits {
+		item := byRecord[entry.PK]
+		if item == nil {
+			item = &store.AuditEventItem{PK: entry.PK, SK: store.AuditEventSK(entry.OccurredAt, entry.EventKey) + p.auditSuffix,
+				Entity: entry.Entity, RecordID: entry.RecordID, EventKey: entry.EventKey, Source: entry.Source, Actor: entry.Actor,
+				OccurredAt: entry.OccurredAt, RecordedAt: entry.RecordedAt, PolicyVersion: entry.PolicyVersion,
+				RerunBy: entry.RerunBy, RerunWhy: entry.RerunWhy}
+			byRecord[entry.PK] = item
+			items = append(items, item)
+		}
+		decisions[item] = append(decisions[item], store.AuditDecision{Field: entry.Field, Decision: entry.Decision, Rule: entry.Rule,
+			Reason: entry.Reason, Proposed: entry.Proposed, Before: entry.Before, After: entry.After})
+	}
+	for _, item := range items {
+		if err := item.SetDecisions(decisions[item]); err != nil {
+			return nil, err
+		}
+	}
+	return items, nil
 }
 
 // putLedger adds the ledger Put: a forced re-run is conditioned on the ledger item it read being

@@ -51,16 +51,18 @@ type budget struct {
 
 var (
 	// A Twilio status callback (completed) of a known call of a known contact: one transaction
-	// of the ledger, the profile, the activity, the activity's log entry (entries live apart from
-	// the bounded activity item) and one audit item per changed field. Every item but the
-	// profile (per-field provenance, about 1.8 KB) is under 1 KB (the ledger's event and the
-	// activity's document are stored packed), so each costs the transactional minimum of 2 units.
+	// of the ledger, the profile, the activity and one audit item holding the event's decisions
+	// on the contact (the activity's log is written only for entries the bounded activity
+	// evicts). Every item is under 1 KB (the ledger's event, the activity's document, the
+	// profile's fields and the audit's decisions are stored packed), so each costs the
+	// transactional minimum of 2 units; the indexes add the ledger's two entries, the profile's
+	// ByAccount entry and its ByChange entry moved (deleted and put), and the activity's.
 	callStatusUpdate = budget{
 		requests: map[string]int{
 			"SQS SendMessageBatch": 1, "SQS ReceiveMessage": 1, "SQS DeleteMessageBatch": 1,
 			"DynamoDB GetItem": 5, "DynamoDB Query": 1, "DynamoDB TransactWriteItems": 1,
 		},
-		transactItems: 6, writeUnits: 14, indexWriteUnits: 9, readUnits: 5.5,
+		transactItems: 4, writeUnits: 8, indexWriteUnits: 6, readUnits: 5.5,
 	}
 	// The same event again after SQS's deduplication window: one ledger read, no write.
 	duplicate = budget{

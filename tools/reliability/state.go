@@ -107,18 +107,23 @@ type state struct {
 	actual      *oracle.Actual
 }
 
+// storedField is what the oracle reads of a profile field.
+type storedField struct {
+	Value    string `dynamodbav:"value" json:"value"`
+	Source   string `dynamodbav:"source" json:"source"`
+	EventKey string `dynamodbav:"event_key" json:"event_key"`
+}
+
 // crmItem decodes any CRM table item (each kind fills its own attributes).
 type crmItem struct {
-	PK         string   `dynamodbav:"pk"`
-	SK         string   `dynamodbav:"sk"`
-	ID         string   `dynamodbav:"id"`
-	Entity     string   `dynamodbav:"entity"`
-	Identities []string `dynamodbav:"identities"`
-	Fields     map[string]struct {
-		Value    string `dynamodbav:"value"`
-		Source   string `dynamodbav:"source"`
-		EventKey string `dynamodbav:"event_key"`
-	} `dynamodbav:"fields"`
+	PK         string                 `dynamodbav:"pk"`
+	SK         string                 `dynamodbav:"sk"`
+	ID         string                 `dynamodbav:"id"`
+	Entity     string                 `dynamodbav:"entity"`
+	Identities []string               `dynamodbav:"identities"`
+	Fields     map[string]storedField `dynamodbav:"fields"`
+	// FieldsZ are a profile's fields as the worker stores them: their JSON, packed.
+	FieldsZ    store.Packed `dynamodbav:"fields_z"`
 	AccountID  string       `dynamodbav:"account_id"`
 	ContactID  string       `dynamodbav:"contact_id"`
 	Account    string       `dynamodbav:"account"`
@@ -129,6 +134,9 @@ type crmItem struct {
 	EventKey   string       `dynamodbav:"event_key"`
 	Field      string       `dynamodbav:"field"`
 	RerunBy    string       `dynamodbav:"rerun_by"`
+	// Decisions are an event's audited decisions on one record (a JSON array of {"f": field,
+	// ...}), packed; per-field audit items written before carry Field instead.
+	Decisions store.Packed `dynamodbav:"decisions_z"`
 }
 
 // activityDoc is what the oracle reads of a stored timeline entry's document.
@@ -225,6 +233,15 @@ func (r *crmReader) add(it map[string]types.AttributeValue) error {
 	if err := attributevalue.UnmarshalMap(it, &item); err != nil {
 		return err
 	}
+	if len(item.FieldsZ) > 0 {
+		unpacked, err := item.FieldsZ.Unpack()
+		if err != nil {
+			return fmt.Errorf("profile %s: %w", item.PK, err)
+		}
+		if err := json.Unmarshal([]byte(unpacked), &item.Fields); err != nil {
+			return fmt.Errorf("profile %s: %w", item.PK, err)
+		}
+	}
 	actual := r.actual
 	switch {
 	case item.SK == "PROFILE" && strings.HasPrefix(item.PK, "CONTACT#"):
@@ -244,6 +261,20 @@ func (r *crmReader) add(it map[string]types.AttributeValue) error {
 		actual.DomainAccounts[strings.TrimPrefix(item.PK, "DOMAIN#")] = item.Account
 	case strings.HasPrefix(item.SK, "ACT#"):
 		return r.addActivity(item)
+	case strings.HasPrefix(item.SK, "AUDIT#") && len(item.Decisions) > 0:
+		unpacked, err := item.Decisions.Unpack()
+		if err != nil {
+			return fmt.Errorf("audit %s/%s: %w", item.PK, item.SK, err)
+		}
+		var decisions []struct {
+			Field string `json:"f"`
+		}
+		if err := json.Unmarshal([]byte(unpacked), &decisions); err != nil {
+			return fmt.Errorf("audit %s/%s: %w", item.PK, item.SK, err)
+		}
+		for _, decision := range decisions {
+			actual.Audits[item.EventKey+"|"+item.Entity+"|"+decision.Field+"|"+item.RerunBy]++
+		}
 	case strings.HasPrefix(item.SK, "AUDIT#"):
 		actual.Audits[item.EventKey+"|"+item.Entity+"|"+item.Field+"|"+item.RerunBy]++
 	}
