@@ -254,3 +254,64 @@ func workload(t *testing.T, endpoint string) []string {
 	note("received, by group in order", strings.Join(bodies, ", "), nil)
 	return out
 }
+
+// The one answer the patched server changes, to DynamoDB's: a TransactWriteItems repeating its
+// ClientRequestToken (as the worker's in-process retry after a lost answer does: the SDK sets
+// the token once per input) succeeds without writing again. Stock moto ignores the token, so
+// the repeat fails its own condition; written before the patch, this test failed the same way
+// on the patched server.
+func TestPatchedMotoHonoursTransactionTokens(t *testing.T) {
+	ctx := context.Background()
+	answers := map[string]string{}
+	type stopper interface{ Stop() }
+	for _, start := range []struct {
+		name string
+		fn   func(context.Context, string) (stopper, error)
+	}{
+		{"stock", func(ctx context.Context, url string) (stopper, error) { return moto.Start(ctx, url) }},
+		{"patched", func(ctx context.Context, url string) (stopper, error) { return moto.StartPatched(ctx, url) }},
+	} {
+		url, err := moto.FreeEndpoint()
+		if err != nil {
+			t.Fatal(err)
+		}
+		server, err := start.fn(ctx, url)
+		if err != nil {
+			t.Fatalf("%s moto_server: %v", start.name, err)
+		}
+		cfg, err := awsclient.Load(ctx, url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ddb := dynamodb.NewFromConfig(cfg)
+		if _, err := ddb.CreateTable(ctx, &dynamodb.CreateTableInput{TableName: aws.String("tok"), BillingMode: ddbtypes.BillingModePayPerRequest,
+			AttributeDefinitions: []ddbtypes.AttributeDefinition{{AttributeName: aws.String("pk"), AttributeType: ddbtypes.ScalarAttributeTypeS}},
+			KeySchema:            []ddbtypes.KeySchemaElement{{AttributeName: aws.String("pk"), KeyType: ddbtypes.KeyTypeHash}}}); err != nil {
+			t.Fatal(err)
+		}
+		in := &dynamodb.TransactWriteItemsInput{TransactItems: []ddbtypes.TransactWriteItem{{Put: &ddbtypes.Put{TableName: aws.String("tok"),
+			Item:                map[string]ddbtypes.AttributeValue{"pk": &ddbtypes.AttributeValueMemberS{Value: "ledger"}},
+			ConditionExpression: aws.String("attribute_not_exists(pk)")}}}}
+		if _, err := ddb.TransactWriteItems(ctx, in); err != nil {
+			t.Fatalf("%s: first call: %v", start.name, err)
+		}
+		if in.ClientRequestToken == nil {
+			t.Fatalf("%s: the SDK set no ClientRequestToken on the input", start.name)
+		}
+		_, err = ddb.TransactWriteItems(ctx, in) // the same input, token included: a retry
+		var canceled *ddbtypes.TransactionCanceledException
+		switch {
+		case err == nil:
+			answers[start.name] = "success"
+		case errors.As(err, &canceled):
+			answers[start.name] = "canceled"
+		default:
+			t.Fatalf("%s: repeat: %v", start.name, err)
+		}
+		server.Stop()
+	}
+	if answers["patched"] != "success" || answers["stock"] != "canceled" {
+		t.Errorf("a repeated token: stock %s, patched %s; want stock canceled (moto ignores tokens), patched success (as DynamoDB)",
+			answers["stock"], answers["patched"])
+	}
+}

@@ -24,6 +24,10 @@ load, both fixed here without changing any API answer:
    builds datetimes. Here the directory listing is read once, request logging is off, and
    visibility is compared with the clock directly.
 
+5. Idempotency tokens. The one answer changed, to DynamoDB's: a TransactWriteItems repeating a
+   ClientRequestToken seen in the last 10 minutes (with the same items) succeeds without writing
+   again, where moto ignores the token and the repeat fails its own conditions.
+
 Usage: python3 motoserver.py -H 127.0.0.1 -p 4566 (the same arguments as moto_server).
 """
 
@@ -49,6 +53,7 @@ import moto.dynamodb.models as ddb_models
 from moto.dynamodb.models import DynamoDBBackend
 from moto.dynamodb.models.dynamo_type import DynamoType
 from moto.dynamodb.models.table import Table
+from moto.core.responses import ActionResult
 from moto.dynamodb.responses import DynamoHandler
 from moto.server import main
 from moto.sqs.models import Message, Queue
@@ -134,6 +139,38 @@ def _undoable_transact_write_items(self, transact_items):
 
 
 DynamoDBBackend.transact_write_items = _undoable_transact_write_items
+
+
+# 5. Idempotent transactions. DynamoDB treats a TransactWriteItems whose ClientRequestToken it saw
+# in the last 10 minutes as the same request: it answers success without writing again (the AWS
+# SDKs set the token once per call, so a retry after a commit whose answer was lost is harmless).
+# moto ignores the token, so such a retry fails its own conditions; here it is answered as
+# DynamoDB answers it. A token reused with other items is passed on (DynamoDB would answer
+# IdempotentParameterMismatchException).
+_TOKEN_TTL = 600.0
+_tokens = {}  # ClientRequestToken -> (the request's items, when it committed)
+_transact_handler = DynamoHandler.transact_write_items
+
+
+def _idempotent_transact_write_items(self):
+    token = self.body.get("ClientRequestToken")
+    if not token:
+        return _transact_handler(self)
+    items = self.body.get("TransactItems")
+    with _lock:
+        now = time.monotonic()
+        seen = _tokens.get(token)
+        if seen is not None and now - seen[1] < _TOKEN_TTL and seen[0] == items:
+            return ActionResult({"ConsumedCapacity": [], "ItemCollectionMetrics": {}})
+        result = _transact_handler(self)
+        if len(_tokens) > 100000:
+            for old in [k for k, v in _tokens.items() if now - v[1] >= _TOKEN_TTL]:
+                del _tokens[old]
+        _tokens[token] = (items, now)
+        return result
+
+
+DynamoHandler.transact_write_items = _idempotent_transact_write_items
 
 
 # Partition maps: per table, attribute name -> value -> keys of the items holding it, built on the
