@@ -11,7 +11,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/feature/dynamodb/attributevalue"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
-	ddbtypes "github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
 	"github.com/crmsync/crmsync/shared/ingest"
@@ -156,13 +155,33 @@ func TestRebuildRestoresDamagedRecord(t *testing.T) {
 	if want == "" {
 		t.Fatalf("the typeform lead set no first_name: %+v", before.Contact.Fields)
 	}
-	// Damage the record behind the pipeline's back.
+	// Damage the record behind the pipeline's back: read it, change the packed field, write it.
 	ddb := dynamodb.NewFromConfig(s.AWS)
+	table := aws.String(s.Stack.Physical["CrmTable"].Ref)
 	key, _ := attributevalue.MarshalMap(map[string]string{"pk": store.PK(store.Contact, before.Contact.ID), "sk": store.SKProfile})
-	if _, err := ddb.UpdateItem(context.Background(), &dynamodb.UpdateItemInput{TableName: aws.String(s.Stack.Physical["CrmTable"].Ref), Key: key,
-		UpdateExpression:          aws.String("SET #f.#n.#v = :bad"),
-		ExpressionAttributeNames:  map[string]string{"#f": "fields", "#n": "first_name", "#v": "value"},
-		ExpressionAttributeValues: map[string]ddbtypes.AttributeValue{":bad": &ddbtypes.AttributeValueMemberS{Value: "Mallory"}}}); err != nil {
+	got, err := ddb.GetItem(context.Background(), &dynamodb.GetItemInput{TableName: table, Key: key, ConsistentRead: aws.Bool(true)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var damaged store.Record
+	if err := attributevalue.UnmarshalMap(got.Item, &damaged); err != nil {
+		t.Fatal(err)
+	}
+	if err := damaged.Unpack(); err != nil {
+		t.Fatal(err)
+	}
+	first := damaged.Fields["first_name"]
+	first.Value = "Mallory"
+	damaged.Fields["first_name"] = first
+	stored, err := damaged.Stored()
+	if err != nil {
+		t.Fatal(err)
+	}
+	item, err := attributevalue.MarshalMap(stored)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ddb.PutItem(context.Background(), &dynamodb.PutItemInput{TableName: table, Item: item}); err != nil {
 		t.Fatal(err)
 	}
 	var dry struct {

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"path/filepath"
+	"slices"
 
 	"github.com/aws/aws-cdk-go/awscdk/v2"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awsapigatewayv2"
@@ -377,8 +378,9 @@ func (c *crmsync) workerFunction() {
 			"WorkerFunctionPolicy": awsiam.NewPolicyDocument(&awsiam.PolicyDocumentProps{Statements: &[]awsiam.PolicyStatement{
 				allow([]string{"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:ChangeMessageVisibility"},
 					c.ingestQueue.QueueArn()),
-				// Transactions are authorized per item (Put, ConditionCheck).
-				allow([]string{"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:Query", "dynamodb:ConditionCheckItem"},
+				// Transactions are authorized per item (Put, ConditionCheck); BatchGetItem reads a
+				// plan's items ahead.
+				allow([]string{"dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:Query", "dynamodb:ConditionCheckItem"},
 					tables...),
 				allow([]string{"secretsmanager:GetSecretValue"}, c.secrets["MetaLeads"].SecretArn(), c.secrets["Msgraph"].SecretArn()),
 			}}),
@@ -507,7 +509,8 @@ func (c *crmsync) reconcilePolicy(j reconcileJob) []awsiam.PolicyStatement {
 		}
 		return append([]awsiam.PolicyStatement{
 			// listed items by key, equivalent events (ByGroup), unfinished events (BySource), Rebuild
-			sidAllow("LedgerRead", read, nil, c.ledger.TableArn(), index(c.ledger, "*")),
+			// (BatchGetItem of the contact's ledger items)
+			sidAllow("LedgerRead", append(slices.Clone(read), "dynamodb:BatchGetItem"), nil, c.ledger.TableArn(), index(c.ledger, "*")),
 			// changed contacts (ByChange), profiles, earlier reports
 			sidAllow("CrmRead", read, nil, c.crm.TableArn(), index(c.crm, "*")),
 			// the run's report and findings

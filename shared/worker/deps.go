@@ -18,8 +18,11 @@ import (
 // deps are what every part of the worker shares: the configuration (defaults filled in), the
 // DynamoDB client, the logger, the metrics writer, the clock and the sleep between attempts.
 type deps struct {
-	cfg     Config
-	ddb     DynamoAPI
+	cfg Config
+	ddb DynamoAPI
+	// batch reads many items in one request, with ddb's in-process backoff; nil when the client
+	// has no BatchGetItem (each item is then read on its own).
+	batch   batchGetter
 	log     *slog.Logger
 	metrics *emf.Writer
 	now     func() time.Time
@@ -104,6 +107,17 @@ func (c backoffClient) TransactWriteItems(ctx context.Context, in *dynamodb.Tran
 	return withBackoff(ctx, c.d, "TransactWriteItems", func() (*dynamodb.TransactWriteItemsOutput, error) {
 		return c.api.TransactWriteItems(ctx, in, optFns...)
 	})
+}
+
+// backoffBatch is backoffClient's BatchGetItem, for a client that has one.
+type backoffBatch struct {
+	api batchGetter
+	d   *deps
+}
+
+// BatchGetItem implements batchGetter.
+func (c backoffBatch) BatchGetItem(ctx context.Context, in *dynamodb.BatchGetItemInput, optFns ...func(*dynamodb.Options)) (*dynamodb.BatchGetItemOutput, error) {
+	return withBackoff(ctx, c.d, "BatchGetItem", func() (*dynamodb.BatchGetItemOutput, error) { return c.api.BatchGetItem(ctx, in, optFns...) })
 }
 
 // withBackoff runs call until it succeeds, fails with an error that is not of class back off, or

@@ -227,7 +227,7 @@ func newPlanner(a *applier, ev *canonical.Event, now time.Time, ledger *store.Le
 	}
 	emails, phones := identities(ev.Subject)
 	return &planner{
-		deps: a.deps, reader: a.reader, ev: ev, now: now, rerun: rerun, plan: planned,
+		deps: a.deps, reader: a.reader.planning(), ev: ev, now: now, rerun: rerun, plan: planned,
 		emails: emails, phones: phones,
 		contactProposal: proposal(ev, store.Contact),
 		accountProposal: proposal(ev, store.Account),
@@ -243,6 +243,17 @@ func (pl *planner) contactRecord() *store.Record {
 	return pl.contact.rec
 }
 
+// contactItems are the CRM items a plan reads once it knows its contact: the profile and the
+// event's activity under it.
+func (pl *planner) contactItems(contactID string) []itemKey {
+	pk := store.PK(store.Contact, contactID)
+	keys := []itemKey{{pk, store.SKProfile}}
+	if pl.ev.Activity != nil && pl.ev.Activity.ID != "" {
+		keys = append(keys, itemKey{pk, store.ActivitySK(pl.ev.Activity.ID)})
+	}
+	return keys
+}
+
 // lookupSubject reads who claims each of the subject's identities; the first claimed one links
 // the contact.
 func (pl *planner) lookupSubject(ctx context.Context) error {
@@ -251,6 +262,13 @@ func (pl *planner) lookupSubject(ctx context.Context) error {
 	}
 	for _, phone := range pl.phones {
 		pl.subject = append(pl.subject, subjectIdentity{pk: store.IdentPhonePK(phone), kind: "phone", value: phone})
+	}
+	claims := make([]itemKey, 0, len(pl.subject))
+	for _, identity := range pl.subject {
+		claims = append(claims, itemKey{identity.pk, store.SKIdent})
+	}
+	if err := pl.reader.prefetch(ctx, claims...); err != nil {
+		return err
 	}
 	for i := range pl.subject {
 		claim, err := pl.reader.claim(ctx, pl.subject[i].pk, store.SKIdent)
@@ -291,6 +309,9 @@ func (pl *planner) resolveContact(ctx context.Context) error {
 		}
 		pl.contact = storedEntity(rec)
 	case pl.contactLink != nil:
+		if err := pl.reader.prefetch(ctx, pl.contactItems(pl.contactLink.ID)...); err != nil {
+			return err
+		}
 		rec, err := pl.reader.record(ctx, store.Contact, pl.contactLink.ID)
 		if err != nil {
 			return err
@@ -385,14 +406,16 @@ func (pl *planner) associate(ctx context.Context) error {
 // the proposed or email domain — decides its proposed fields, and links a contact without an
 // account to it.
 func (pl *planner) planAccount(ctx context.Context) error {
-	if pl.assoc.Account != nil {
+	// The associated account's record is read only to decide proposed account fields: an event
+	// proposing none (a call status, an email event) leaves it unread and unwritten.
+	if pl.assoc.Account != nil && !empty(pl.accountProposal) {
 		rec, err := pl.reader.record(ctx, store.Account, pl.assoc.Account.ID)
 		if err != nil {
 			return err
 		}
 		if rec != nil {
 			pl.account = storedEntity(rec)
-		} else if !empty(pl.accountProposal) {
+		} else {
 			pl.account = newEntity(store.Account, pl.assoc.Account.ID)
 		}
 	} else if !empty(pl.accountProposal) {

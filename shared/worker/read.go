@@ -24,6 +24,70 @@ import (
 // reading a contact back: ResolveContact and GetContact.
 type reader struct {
 	*deps
+	// ahead holds the CRM items one plan read ahead (prefetch), by item key; a nil item was
+	// read absent. nil outside a plan.
+	ahead map[string]map[string]types.AttributeValue
+}
+
+// planning returns a reader for one plan attempt: what it reads ahead serves that attempt's
+// reads only, so a re-plan after a canceled transaction reads afresh.
+func (r reader) planning() reader {
+	r.ahead = map[string]map[string]types.AttributeValue{}
+	return r
+}
+
+// aheadKey is an item key in reader.ahead.
+func aheadKey(pk, sk string) string { return pk + "\x00" + sk }
+
+// prefetch reads the CRM items at keys in one strongly consistent BatchGetItem and keeps them
+// for this plan's later reads, so the items a plan needs once it knows its contact cost one
+// request instead of one each. Keys already read ahead are skipped; with fewer than two left,
+// or a client without BatchGetItem, it reads nothing (each read then goes out on its own).
+func (r reader) prefetch(ctx context.Context, keys ...itemKey) error {
+	if r.ahead == nil || r.batch == nil {
+		return nil
+	}
+	var want []map[string]types.AttributeValue
+	asked := map[string]bool{}
+	for _, k := range keys {
+		id := aheadKey(k.pk, k.sk)
+		if _, done := r.ahead[id]; done || asked[id] {
+			continue
+		}
+		asked[id] = true
+		want = append(want, key(k.pk, k.sk))
+	}
+	if len(want) < 2 {
+		return nil
+	}
+	out, err := r.batch.BatchGetItem(ctx, &dynamodb.BatchGetItemInput{RequestItems: map[string]types.KeysAndAttributes{
+		r.cfg.CRMTable: {Keys: want, ConsistentRead: aws.Bool(true)}}})
+	if err != nil {
+		return fmt.Errorf("read ahead: %w", err)
+	}
+	for _, item := range out.Responses[r.cfg.CRMTable] {
+		pk, _ := item["pk"].(*types.AttributeValueMemberS)
+		sk, _ := item["sk"].(*types.AttributeValueMemberS)
+		if pk != nil && sk != nil {
+			r.ahead[aheadKey(pk.Value, sk.Value)] = item
+		}
+	}
+	// A key DynamoDB left unprocessed (throttling) is read on its own when needed; every other
+	// key without an item was read absent.
+	unprocessed := map[string]bool{}
+	for _, k := range out.UnprocessedKeys[r.cfg.CRMTable].Keys {
+		pk, _ := k["pk"].(*types.AttributeValueMemberS)
+		sk, _ := k["sk"].(*types.AttributeValueMemberS)
+		if pk != nil && sk != nil {
+			unprocessed[aheadKey(pk.Value, sk.Value)] = true
+		}
+	}
+	for id := range asked {
+		if _, got := r.ahead[id]; !got && !unprocessed[id] {
+			r.ahead[id] = nil
+		}
+	}
+	return nil
 }
 
 // ContactQuery names a contact by one of email, phone or id.
@@ -180,6 +244,15 @@ func key(pk, sk string) map[string]types.AttributeValue {
 
 // get reads one CRM item into out; false when absent.
 func (r reader) get(ctx context.Context, pk, sk string, out any) (bool, error) {
+	if item, ahead := r.ahead[aheadKey(pk, sk)]; ahead {
+		if item == nil {
+			return false, nil
+		}
+		if err := attributevalue.UnmarshalMap(item, out); err != nil {
+			return false, fmt.Errorf("decode %s/%s: %w", pk, sk, err)
+		}
+		return true, nil
+	}
 	got, err := r.ddb.GetItem(ctx, &dynamodb.GetItemInput{
 		TableName: aws.String(r.cfg.CRMTable), Key: key(pk, sk), ConsistentRead: aws.Bool(true),
 	})

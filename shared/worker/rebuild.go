@@ -194,8 +194,8 @@ type batchGetter interface {
 // audit entry of a rebuild or a re-association) are left out.
 func (o *operator) ledgerItems(ctx context.Context, keys []string) (map[string]*store.LedgerItem, error) {
 	out := make(map[string]*store.LedgerItem, len(keys))
-	batch, ok := o.ddb.(batchGetter)
-	if !ok {
+	batch := o.batch
+	if batch == nil {
 		for _, key := range keys {
 			item, err := o.getLedger(ctx, key)
 			if err != nil {

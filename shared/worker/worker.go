@@ -183,6 +183,9 @@ func New(cfg Config, ddb DynamoAPI) (*Worker, error) {
 	cfg.DeadlineMargin = margin
 	shared := &deps{cfg: cfg, log: cfg.Log, now: cfg.Clock, sleep: cfg.Sleep}
 	shared.ddb = backoffClient{api: ddb, d: shared}
+	if batch, ok := ddb.(batchGetter); ok {
+		shared.batch = backoffBatch{api: batch, d: shared}
+	}
 	if shared.log == nil {
 		shared.log = slog.New(slog.NewJSONHandler(io.Discard, nil))
 	}

@@ -508,6 +508,8 @@ func (c *Counter) dynamo(params, result any, err error) {
 		c.countCreateTable(p, err)
 	case *dynamodb.GetItemInput:
 		c.countGetItem(p, result, err)
+	case *dynamodb.BatchGetItemInput:
+		c.countBatchGetItem(p, result, err)
 	case *dynamodb.QueryInput:
 		c.countQuery(p, result, err)
 	case *dynamodb.PutItemInput:
@@ -584,6 +586,50 @@ func (c *Counter) countGetItem(p *dynamodb.GetItemInput, result any, err error) 
 			t.del(p.Key)
 		}
 	}
+}
+
+// countBatchGetItem counts a BatchGetItem's read units: each key read as a GetItem of it
+// (each returned item rounded up to 4 KB, a key with no item the minimum), keys left
+// unprocessed not at all; what it read goes into the shadow.
+func (c *Counter) countBatchGetItem(p *dynamodb.BatchGetItemInput, result any, err error) {
+	if err != nil {
+		return
+	}
+	o, _ := result.(*dynamodb.BatchGetItemOutput)
+	if o == nil {
+		return
+	}
+	units := &c.u.DynamoDB
+	for name, request := range p.RequestItems {
+		consistent := aws.ToBool(request.ConsistentRead)
+		t := c.tables[name]
+		returned := map[string]bool{}
+		for _, item := range o.Responses[name] {
+			units.Read += ReadUnits(ddbexpr.ItemSize(item), consistent)
+			if t != nil {
+				returned[t.key(item)] = true
+				if request.ProjectionExpression == nil {
+					t.set(item)
+				}
+			}
+		}
+		unprocessed := map[string]bool{}
+		if t != nil {
+			for _, key := range o.UnprocessedKeys[name].Keys {
+				unprocessed[t.key(key)] = true
+			}
+		}
+		for _, key := range request.Keys {
+			if t == nil {
+				continue
+			}
+			if k := t.key(key); !returned[k] && !unprocessed[k] {
+				units.Read += ReadUnits(0, consistent)
+				t.del(key)
+			}
+		}
+	}
+	units.Reported += reported(ptrs(o.ConsumedCapacity)...)
 }
 
 // countQuery counts a Query's read units: the items its key condition selected, those its
