@@ -32,6 +32,10 @@ type observer struct {
 	mu      sync.Mutex
 	commits map[string]int
 	latency map[string]*apiLatency
+	// answered are the transactions answered 200, by ClientRequestToken and items: DynamoDB
+	// answers a repeat of one (the same token and items within 10 minutes) with success and
+	// writes nothing, so only the first is a commit.
+	answered map[string]bool
 }
 
 type apiLatency struct {
@@ -40,7 +44,7 @@ type apiLatency struct {
 }
 
 func newObserver() *observer {
-	return &observer{commits: map[string]int{}, latency: map[string]*apiLatency{}}
+	return &observer{commits: map[string]int{}, latency: map[string]*apiLatency{}, answered: map[string]bool{}}
 }
 
 func (l *observer) observe(e awsproxy.Exchange) {
@@ -69,13 +73,25 @@ func (l *observer) observe(e awsproxy.Exchange) {
 		key = p.Item["pk"].S
 	} else {
 		var tx struct {
-			TransactItems []struct{ Put *put }
+			ClientRequestToken string
+			TransactItems      json.RawMessage
 		}
-		if json.Unmarshal(e.Request, &tx) != nil || len(tx.TransactItems) == 0 || tx.TransactItems[0].Put == nil ||
-			tx.TransactItems[0].Put.TableName != l.table {
+		var items []struct{ Put *put }
+		if json.Unmarshal(e.Request, &tx) != nil || json.Unmarshal(tx.TransactItems, &items) != nil || len(items) == 0 ||
+			items[0].Put == nil || items[0].Put.TableName != l.table {
 			return
 		}
-		key = tx.TransactItems[0].Put.Item["pk"].S
+		key = items[0].Put.Item["pk"].S
+		if tx.ClientRequestToken != "" {
+			request := tx.ClientRequestToken + "\x00" + string(tx.TransactItems)
+			l.mu.Lock()
+			repeat := l.answered[request]
+			l.answered[request] = true
+			l.mu.Unlock()
+			if repeat {
+				return
+			}
+		}
 	}
 	if key == "" {
 		return
