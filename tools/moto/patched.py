@@ -21,8 +21,9 @@ load, both fixed here without changing any API answer:
 
 4. Per-request overhead. Every request lists moto's package directory (to tell service names from
    hosts) under the dispatcher's global lock and logs a line; every visibility check of a message
-   builds datetimes. Here the directory listing is read once, request logging is off, and
-   visibility is compared with the clock directly.
+   builds datetimes; deleting a message scans the queue twice and rebuilds it. Here the directory
+   listing is read once, request logging is off, visibility is compared with the clock directly,
+   and a delete stops at its message.
 
 5. Idempotency tokens. The one answer changed, to DynamoDB's: a TransactWriteItems repeating a
    ClientRequestToken seen in the last 10 minutes (with the same items) succeeds without writing
@@ -56,6 +57,7 @@ from moto.dynamodb.models.table import Table
 from moto.core.responses import ActionResult
 from moto.dynamodb.responses import DynamoHandler
 from moto.server import main
+from moto.sqs.exceptions import ReceiptHandleIsInvalid
 from moto.sqs.models import Message, Queue
 import moto.backends as moto_backends
 
@@ -321,6 +323,23 @@ def _wait_for_messages(self, timeout):
 
 
 Queue.wait_for_messages = _wait_for_messages
+
+# Deleting a message scans the queue twice and rebuilds it (moto): with thousands of messages
+# waiting, every DeleteMessageBatch entry costs milliseconds. One scan that stops at the message
+# (consumers delete roughly oldest first, so it is near the front) gives the same answers.
+def _delete_message(self, receipt_handle):
+    if receipt_handle in self.deleted_messages:
+        return  # already deleted: moto and SQS accept it again
+    for index, message in enumerate(self._messages):
+        if message.had_receipt_handle(receipt_handle):
+            self.pending_messages.discard(message)
+            self.deleted_messages.update(message.all_receipt_handles)
+            del self._messages[index]
+            return
+    raise ReceiptHandleIsInvalid()
+
+
+Queue.delete_message = _delete_message
 
 Message.visible = property(lambda self: time.time() * 1000 > self.visible_at)
 Message.delayed = property(lambda self: time.time() * 1000 < self.delayed_until)
