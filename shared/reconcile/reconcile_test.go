@@ -226,7 +226,6 @@ func TestParityBackfillsMissedWebhooks(t *testing.T) {
 // an audit entry; a second run has nothing to do.
 func TestConsistencyAssociatesOnceTheContactExists(t *testing.T) {
 	s := newStack(t, 0)
-	ctx := context.Background()
 	now := time.Now().UTC()
 	email := &canonical.Event{Key: "mailgun:ev-uma", Source: "mailgun", Kind: canonical.KindEmailEvent, OccurredAt: now.Add(-time.Hour),
 		ReceivedAt: now, GroupKey: "email:uma@acme.com", Subject: canonical.Person{Emails: []string{"uma@acme.com"}},
@@ -240,21 +239,7 @@ func TestConsistencyAssociatesOnceTheContactExists(t *testing.T) {
 		t.Fatalf("before the contact: %v", rep.Counts)
 	}
 	// The contact appears without adopting it.
-	crm := s.st.Physical["CrmTable"].Ref
-	rec := store.NewRecord(store.Contact, "c-uma")
-	rec.Fields["first_name"] = store.Field{Value: "Uma", Source: "crm"}
-	rec.Identities = []string{"email:uma@acme.com"}
-	rec.Version = 1
-	rec.Touch(now)
-	for _, v := range []any{rec, store.IdentityClaim{PK: store.IdentEmailPK("uma@acme.com"), SK: store.SKIdent, ContactID: "c-uma", EventKey: "import", ClaimedAt: store.FormatTime(now)}} {
-		av, err := attributevalue.MarshalMap(v)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := s.ddb.PutItem(ctx, &dynamodb.PutItemInput{TableName: aws.String(crm), Item: av}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	putImportedContact(t, s, "c-uma", "Uma", "uma@acme.com", now)
 	rep = s.run(reconcile.Request{Job: reconcile.JobConsistency})
 	if rep.Counts["reassociated"] != 1 || rep.Counts["unassociated_activities"] != 0 {
 		t.Fatalf("after the contact: %v %+v", rep.Counts, rep.Findings)
@@ -357,20 +342,7 @@ func TestReconcileReadsIndexKeysWrittenBeforeSharding(t *testing.T) {
 	}
 	setKey(store.PKUnassociated, store.ActivitySK("email:<m2@us.com>"), "unassoc", store.LegacyUnassocKey)
 
-	rec := store.NewRecord(store.Contact, "c-vic")
-	rec.Fields["first_name"] = store.Field{Value: "Vic", Source: "crm"}
-	rec.Identities = []string{"email:vic@acme.com"}
-	rec.Version = 1
-	rec.Touch(now)
-	for _, v := range []any{rec, store.IdentityClaim{PK: store.IdentEmailPK("vic@acme.com"), SK: store.SKIdent, ContactID: "c-vic", EventKey: "import", ClaimedAt: store.FormatTime(now)}} {
-		av, err := attributevalue.MarshalMap(v)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := s.ddb.PutItem(ctx, &dynamodb.PutItemInput{TableName: crm, Item: av}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	rec := putImportedContact(t, s, "c-vic", "Vic", "vic@acme.com", now)
 	rep := s.run(reconcile.Request{Job: reconcile.JobConsistency})
 	if rep.Counts["reassociated"] != 1 || rep.Counts["unassociated_activities"] != 0 {
 		t.Fatalf("consistency over a legacy-keyed parked activity: %v %+v", rep.Counts, rep.Findings)
@@ -384,4 +356,26 @@ func TestReconcileReadsIndexKeysWrittenBeforeSharding(t *testing.T) {
 	if got := rep.Counts["contacts_checked"] + rep.Counts["contacts_settling"]; got != 2 {
 		t.Fatalf("parity found %d contacts, want 2 (one under the legacy ByChange key): %v", got, rep.Counts)
 	}
+}
+
+// putImportedContact writes a contact the way an import behind the pipeline would: its profile
+// (plain fields, as older code wrote them) and its email's identity claim, no ledger event.
+func putImportedContact(t *testing.T, s *stack, id, firstName, email string, now time.Time) *store.Record {
+	t.Helper()
+	rec := store.NewRecord(store.Contact, id)
+	rec.Fields["first_name"] = store.Field{Value: firstName, Source: "crm"}
+	rec.Identities = []string{"email:" + email}
+	rec.Version = 1
+	rec.Touch(now)
+	claim := store.IdentityClaim{PK: store.IdentEmailPK(email), SK: store.SKIdent, ContactID: id, EventKey: "import", ClaimedAt: store.FormatTime(now)}
+	for _, v := range []any{rec, claim} {
+		av, err := attributevalue.MarshalMap(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.ddb.PutItem(context.Background(), &dynamodb.PutItemInput{TableName: aws.String(s.st.Physical["CrmTable"].Ref), Item: av}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return rec
 }
