@@ -204,6 +204,14 @@ func leastPrivilegeProblems(t *testing.T, tpl *template, fn string, iam *fnIAM) 
 			bad("no log group /aws/lambda/<function> declared")
 		}
 		required = append(required, stmt{Action: "logs:PutLogEvents", Resource: logGroup})
+		// Every DynamoDB call the worker's binary makes must be allowed on both tables: IAM is the
+		// one thing the local stack does not check, and a call the role lacks (a read-ahead
+		// BatchGetItem, say) would fail every event in AWS.
+		for _, action := range sortedKeys(used) {
+			for _, table := range []string{"LEDGER_TABLE", "CRM_TABLE"} {
+				required = append(required, stmt{Action: action, Resource: arnOf(env[table])})
+			}
+		}
 	case env["JOB"] != "": // reconcile
 		queue, dlq := arnOf(env["INGEST_QUEUE_URL"]), arnOf(env["DLQ_URL"])
 		g.add(tables("LEDGER_TABLE", "CRM_TABLE"), sortedKeys(used)...)
