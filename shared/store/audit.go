@@ -14,7 +14,8 @@ import (
 type AuditEventItem struct {
 	// PK is the record's partition key.
 	PK string `dynamodbav:"pk"`
-	// SK is AuditEventSK(occurred_at, event key), with "#rerun-N" for a forced re-run's.
+	// SK is AuditEventSK(occurred_at, event key), with "#rerun-N" for a forced re-run's and
+	// "#redelivery-N" for a redelivery's after the dedup window.
 	SK string `dynamodbav:"sk"`
 	// Entity and RecordID name the record.
 	Entity string `dynamodbav:"entity"`

@@ -10,7 +10,8 @@
 //	CONTACT#<id> / ACT#<activity>   an activity associated with the contact
 //	UNASSOC      / ACT#<activity>   an activity waiting for a contact (unassoc = its shard, sparse index)
 //	CONTACT#<id> / AUDIT#<occurred_at>#<event key>   one event's audited decisions on the record
-//	                                  (AuditEventItem; "#rerun-N" for a forced re-run's; items
+//	                                  (AuditEventItem; "#rerun-N" for a forced re-run's,
+//	                                  "#redelivery-N" for a redelivery after the dedup window's; items
 //	                                  written before hold one decision each, sk ending #<field>)
 //	IDENT#email#<addr> / IDENT      → contact_id (claimed with attribute_not_exists(contact_id));
 //	                                  while unclaimed, the ids of the activities parked with it

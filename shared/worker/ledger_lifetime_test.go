@@ -69,3 +69,27 @@ func TestForeverSourcesLedgerItemsHaveNoTTL(t *testing.T) {
 		}
 	}
 }
+
+// A redelivery after the dedup window that refuses what the original applied (a newer event set
+// the field since) keeps the original's audit: its own decisions are audited beside it, never
+// over it. Written before the fix: the redelivery's audit item had the original's key and
+// replaced it, so the contact's trail lost "applied last_call_status" for the event.
+func TestRedeliveryAfterDedupWindowKeepsTheOriginalAudit(t *testing.T) {
+	tb := provision(t)
+	c := newClock(t0)
+	w := newWorker(t, tb, tb.ddb, c)
+	first := callback(1, "ringing", "+14155550100", 0)
+	mustApply(t, w, first)
+	mustApply(t, w, callback(2, "completed", "+14155550100", 30))
+	c.Advance(31 * 24 * time.Hour) // past twilio's 30-day window
+	mustApply(t, w, first)
+	decisions := map[string]int{}
+	for _, entry := range getContact(t, w, ContactQuery{Phone: "+14155550100"}).Audit {
+		if entry.EventKey == first.Key && entry.Field == "last_call_status" {
+			decisions[entry.Decision]++
+		}
+	}
+	if decisions["applied"] != 1 || decisions["rejected"] != 1 {
+		t.Errorf("last_call_status decisions of %s in the audit: %v, want the original's applied and the redelivery's rejected", first.Key, decisions)
+	}
+}

@@ -73,7 +73,8 @@ type plan struct {
 	// audits are the event's non-no-op decisions, one per record field; the transaction
 	// writes them as one store.AuditEventItem per record (auditEvents).
 	audits []store.AuditItem
-	// auditSuffix ends the audit items' sort keys of a forced re-run ("#rerun-N").
+	// auditSuffix ends the audit items' sort keys of a forced re-run ("#rerun-N") or of a
+	// redelivery after the dedup window ("#redelivery-N"), so neither replaces the original's.
 	auditSuffix string
 	// logs are the activity log items of the entries this event's merge evicted from its
 	// activity: with the entries the activity keeps, they name every event merged into it.
@@ -219,6 +220,10 @@ func newPlanner(a *applier, ev *canonical.Event, now time.Time, ledger *store.Le
 		planned.ledger.Reruns = ledger.Reruns
 		planned.ledger.Flagged, planned.ledger.Conflicts, planned.ledger.ConflictingHash = ledger.Flagged, ledger.Conflicts, ledger.ConflictingHash
 		planned.ledger.Applications = slices.Clone(ledger.Applications)
+	}
+	if rerun == nil && ledger != nil && ledger.PayloadHash == ev.PayloadHash {
+		// A redelivery after the dedup window: its decisions are audited beside the original's.
+		planned.auditSuffix = "#redelivery-" + strconv.Itoa(len(ledger.Redeliveries)+1)
 	}
 	if rerun != nil {
 		planned.ledgerPrev = ledger.RecordedAt

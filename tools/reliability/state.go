@@ -288,8 +288,10 @@ func (r *crmReader) add(it map[string]types.AttributeValue) error {
 		if err := json.Unmarshal([]byte(unpacked), &decisions); err != nil {
 			return fmt.Errorf("audit %s/%s: %w", item.PK, item.SK, err)
 		}
+		// A redelivery after the dedup window is audited beside the original (sk "#redelivery-N").
+		_, redelivery, _ := strings.Cut(item.SK, "#redelivery-")
 		for _, decision := range decisions {
-			actual.Audits[item.EventKey+"|"+item.Entity+"|"+decision.Field+"|"+item.RerunBy]++
+			actual.Audits[item.EventKey+"|"+item.Entity+"|"+decision.Field+"|"+item.RerunBy+redelivery]++
 		}
 	case strings.HasPrefix(item.SK, "AUDIT#"):
 		actual.Audits[item.EventKey+"|"+item.Entity+"|"+item.Field+"|"+item.RerunBy]++
