@@ -231,7 +231,6 @@ func (c *crmsync) tables() {
 	c.crm = c.table("CrmTable", "pk", "sk", awscdk.RemovalPolicy_RETAIN,
 		gsi{"ByAccount", "account_id", "sk"},
 		gsi{"Unassociated", "unassoc", "occurred_at"}, // sparse: only items carrying unassoc
-		gsi{"ByChange", "change_day", "updated_at"},
 	)
 	c.replay = c.table("ReplayTable", "pk", "", awscdk.RemovalPolicy_DESTROY)
 	// One item per (mailbox, resource) Graph subscription (shared/graphsub): operational state Graph
@@ -511,8 +510,8 @@ func (c *crmsync) reconcilePolicy(j reconcileJob) []awsiam.PolicyStatement {
 			// listed items by key, equivalent events (ByGroup), unfinished events (BySource), Rebuild
 			// (BatchGetItem of the contact's ledger items)
 			sidAllow("LedgerRead", append(slices.Clone(read), "dynamodb:BatchGetItem"), nil, c.ledger.TableArn(), index(c.ledger, "*")),
-			// changed contacts (ByChange), profiles, earlier reports
-			sidAllow("CrmRead", read, nil, c.crm.TableArn(), index(c.crm, "*")),
+			// profiles of the window's contacts (found through the ledger), earlier reports
+			sidAllow("CrmRead", read, nil, c.crm.TableArn()),
 			// the run's report and findings
 			sidAllow("StoreFindings", []string{"dynamodb:PutItem"}, nil, c.crm.TableArn()),
 			// missing vendor items, through the same queue as webhooks
@@ -522,7 +521,9 @@ func (c *crmsync) reconcilePolicy(j reconcileJob) []awsiam.PolicyStatement {
 			sidAllow("ListVendors", []string{"secretsmanager:GetSecretValue"}, nil, secrets...))...)
 	case "consistency":
 		return append([]awsiam.PolicyStatement{
-			// unassociated activities, changed contacts, claims, deals; re-association (TransactWriteItems of Puts); reports
+			// the window's contacts, from the ledger items that wrote them
+			sidAllow("LedgerBySource", []string{"dynamodb:Query"}, nil, index(c.ledger, "BySource")),
+			// unassociated activities, the window's contacts, claims, deals; re-association (TransactWriteItems of Puts); reports
 			sidAllow("CrmReadRepair", read, nil, c.crm.TableArn(), index(c.crm, "*")),
 			sidAllow("RepairAndStoreFindings", []string{"dynamodb:PutItem"}, nil, c.crm.TableArn()),
 		}, common...)

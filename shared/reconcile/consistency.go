@@ -127,12 +127,10 @@ func redactIdentities(ids []string) string {
 func (r *Runner) contactChecks(ctx context.Context, x *run) error {
 	js := r.d.Settings.Job(JobConsistency)
 	attribution := check.AttributionFields(r.d.Policy)
-	var contacts []*store.Record
-	err := r.changedRecords(ctx, x.rep.Since, x.rep.Until, func(rec *store.Record) (bool, error) {
-		if rec.Entity == store.Contact {
-			contacts = append(contacts, rec)
-		}
-		return len(contacts) < js.MaxRecords, nil
+	var ids []string
+	err := r.changedContacts(ctx, x.rep.Since, x.rep.Until, func(id string, _ time.Time) (bool, error) {
+		ids = append(ids, id)
+		return len(ids) < js.MaxRecords, nil
 	})
 	if err != nil {
 		return err
@@ -142,24 +140,34 @@ func (r *Runner) contactChecks(ctx context.Context, x *run) error {
 	}
 	dealAccounts := map[string]string{}
 	now := r.now()
-	slices.SortFunc(contacts, func(a, b *store.Record) int { return strings.Compare(a.ID, b.ID) })
 	last := x.after(PhaseContacts)
-	for _, rec := range contacts {
-		if last != "" && rec.ID <= last {
+	for _, id := range ids {
+		if last != "" && id <= last {
 			continue
 		}
 		if r.cut(ctx, x, PhaseContacts, last) {
 			return nil
 		}
-		last = rec.ID
+		last = id
+		rec := &store.Record{}
+		ok, err := r.getItem(ctx, r.cfg.CRMTable, crmKey(store.PK(store.Contact, id), store.SKProfile), rec)
+		if err != nil {
+			return fmt.Errorf("read contact %s: %w", id, err)
+		}
+		if !ok {
+			continue
+		}
+		if err := rec.Unpack(); err != nil {
+			return fmt.Errorf("read contact %s: %w", id, err)
+		}
 		x.rep.Counts["contacts_checked"]++
 		if f := check.NoAttribution(rec, attribution); f != nil {
 			x.rep.Counts["no_attribution"]++
 			x.add(*f)
 		}
 		owners := map[string]string{}
-		for _, id := range rec.Identities {
-			kind, val, _ := strings.Cut(id, ":")
+		for _, ident := range rec.Identities {
+			kind, val, _ := strings.Cut(ident, ":")
 			pk := store.IdentEmailPK(val)
 			if kind == "phone" {
 				pk = store.IdentPhonePK(val)
@@ -168,7 +176,7 @@ func (r *Runner) contactChecks(ctx context.Context, x *run) error {
 			if _, err := r.getItem(ctx, r.cfg.CRMTable, crmKey(pk, store.SKIdent), &c); err != nil {
 				return fmt.Errorf("read claim: %w", err)
 			}
-			owners[id] = c.ContactID
+			owners[ident] = c.ContactID
 		}
 		if fs := check.SharedIdentities(rec, owners); len(fs) > 0 {
 			x.rep.Counts["shared_identities"] += len(fs)

@@ -72,8 +72,8 @@ func (r *Runner) parityInternal(ctx context.Context, x *run) error {
 	return nil
 }
 
-// parityContacts walks the window's changed records (their counts describe the whole window,
-// so a continued run sets them again) and returns the contacts to rebuild, sorted.
+// parityContacts walks the contacts the window's events wrote (their counts describe the whole
+// window, so a continued run sets them again) and returns the ones to rebuild, sorted.
 func (r *Runner) parityContacts(ctx context.Context, x *run) ([]string, error) {
 	js := r.d.Settings.Job(JobParity)
 	recent := r.now().Add(-SettleRecent)
@@ -81,14 +81,10 @@ func (r *Runner) parityContacts(ctx context.Context, x *run) ([]string, error) {
 	delete(x.rep.Counts, "contacts_settling") // counted again by this walk
 	delete(x.rep.Counts, "contacts_over_bound")
 	var ids []string
-	err := r.changedRecords(ctx, x.rep.Since, x.rep.Until, func(rec *store.Record) (bool, error) {
+	err := r.changedContacts(ctx, x.rep.Since, x.rep.Until, func(id string, latest time.Time) (bool, error) {
 		changed++
-		if rec.Entity != store.Contact {
-			return true, nil
-		}
-		if updated, err := store.ParseTime(rec.UpdatedAt); err != nil || updated.After(recent) {
-			// A record whose update time does not parse is still settling as far as parity can
-			// tell; the rebuild of it (by crmsync rebuild) reports the stored field at fault.
+		if latest.After(recent) {
+			// Written in the last moments: its later events may still be on their way.
 			x.rep.Counts["contacts_settling"]++
 			return true, nil
 		}
@@ -96,9 +92,7 @@ func (r *Runner) parityContacts(ctx context.Context, x *run) ([]string, error) {
 			x.rep.Counts["contacts_over_bound"]++
 			return true, nil
 		}
-		if !slices.Contains(ids, rec.ID) {
-			ids = append(ids, rec.ID)
-		}
+		ids = append(ids, id)
 		return true, nil
 	})
 	if err != nil {
@@ -107,7 +101,6 @@ func (r *Runner) parityContacts(ctx context.Context, x *run) ([]string, error) {
 	x.rep.Counts["records_changed"] = changed
 	x.rep.Counts["contacts_checked"] += 0
 	x.rep.Counts["contacts_drifted"] += 0
-	slices.Sort(ids)
 	return ids, nil
 }
 

@@ -3,7 +3,7 @@ package reconcile
 import (
 	"context"
 	"fmt"
-	"strings"
+	"slices"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -156,50 +156,69 @@ func (r *Runner) Findings(ctx context.Context, job, runID string) ([]check.Findi
 	return out, err
 }
 
-// days returns the UTC dates (YYYY-MM-DD) the window touches, for the ByChange index.
-func days(since, until time.Time) []string {
-	var out []string
-	for d := since.UTC().Truncate(24 * time.Hour); d.Before(until); d = d.Add(24 * time.Hour) {
-		out = append(out, d.Format("2006-01-02"))
+// changedContacts calls fn, in contact id order, with every contact an event recorded inside
+// [since, until) wrote — the ledger items of the window (the ledger's BySource index, source by
+// source) name the contact each event was applied to — and with the latest recording time of
+// those events; fn returns false to stop. The CRM table keeps no index of its records' change
+// times: every profile write would pay for one (a moved index entry is a delete and a put), and
+// the ledger already lists what the pipeline changed. What the pipeline did not change (an
+// import, a hand edit) has no ledger item and is not found here.
+func (r *Runner) changedContacts(ctx context.Context, since, until time.Time, fn func(id string, latest time.Time) (bool, error)) error {
+	latest := map[string]time.Time{}
+	note := func(id, at string) {
+		if id == "" {
+			return
+		}
+		t, err := store.ParseTime(at)
+		if err != nil {
+			// An unparsable time counts as recent: the contact is left to settle, not skipped.
+			t = until
+		}
+		if t.After(latest[id]) {
+			latest[id] = t
+		}
 	}
-	return out
-}
-
-// changedRecords calls fn with every record (profile) changed inside [since, until), through
-// the CRM table's ByChange index, day by day and shard by shard (store.ChangeKeys, the legacy
-// unsharded day last); fn returns false to stop.
-func (r *Runner) changedRecords(ctx context.Context, since, until time.Time, fn func(*store.Record) (bool, error)) error {
-	stop := false
-	for _, day := range days(since, until) {
-		for _, changeKey := range store.ChangeKeys(day) {
-			if stop {
-				return nil
-			}
-			expr, err := expression.NewBuilder().WithKeyCondition(expression.Key("change_day").Equal(expression.Value(changeKey)).
-				And(expression.Key("updated_at").Between(expression.Value(store.FormatTime(since)), expression.Value(store.FormatTime(until))))).Build()
-			if err != nil {
-				return err
-			}
-			err = r.query(ctx, &dynamodb.QueryInput{TableName: aws.String(r.cfg.CRMTable), IndexName: aws.String(store.IndexByChange),
-				KeyConditionExpression: expr.KeyCondition(), ExpressionAttributeNames: expr.Names(), ExpressionAttributeValues: expr.Values()},
-				0, func(item map[string]types.AttributeValue) (bool, error) {
-					var rec store.Record
-					if err := attributevalue.UnmarshalMap(item, &rec); err != nil {
-						return false, err
+	for _, src := range r.d.Policy.Sources() {
+		expr, err := expression.NewBuilder().
+			WithKeyCondition(expression.Key("source").Equal(expression.Value(src)).
+				And(expression.Key("recorded_at").Between(expression.Value(store.FormatTime(since)), expression.Value(store.FormatTime(until))))).
+			WithProjection(expression.NamesList(expression.Name("pk"), expression.Name("outcome"), expression.Name("contact_id"),
+				expression.Name("applications"), expression.Name("recorded_at"))).
+			Build()
+		if err != nil {
+			return err
+		}
+		err = r.query(ctx, &dynamodb.QueryInput{TableName: aws.String(r.cfg.LedgerTable), IndexName: aws.String(store.IndexBySource),
+			KeyConditionExpression: expr.KeyCondition(), ProjectionExpression: expr.Projection(),
+			ExpressionAttributeNames: expr.Names(), ExpressionAttributeValues: expr.Values()}, 0,
+			func(item map[string]types.AttributeValue) (bool, error) {
+				var it store.LedgerItem
+				if err := attributevalue.UnmarshalMap(item, &it); err != nil {
+					return false, err
+				}
+				if it.Outcome == store.Applied {
+					note(it.ContactID, it.RecordedAt)
+				}
+				for _, app := range it.Applications {
+					if app.Wrote {
+						note(app.ContactID, app.At)
 					}
-					if rec.SK != store.SKProfile || !strings.Contains(rec.PK, "#") {
-						return true, nil
-					}
-					if err := rec.Unpack(); err != nil {
-						return false, err
-					}
-					more, err := fn(&rec)
-					stop = !more
-					return more, err
-				})
-			if err != nil {
-				return err
-			}
+				}
+				return true, nil
+			})
+		if err != nil {
+			return err
+		}
+	}
+	ids := make([]string, 0, len(latest))
+	for id := range latest {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	for _, id := range ids {
+		more, err := fn(id, latest[id])
+		if err != nil || !more {
+			return err
 		}
 	}
 	return nil

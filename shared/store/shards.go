@@ -4,14 +4,12 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
-	"time"
 )
 
 // IndexShards is how many hash keys each write-sharded index spreads its items over. An index
-// whose hash key is one constant (every parked activity) or one value per day (every profile
-// written that day) puts all its writes on one partition, which DynamoDB caps at 1,000 write
-// units a second; spread over IndexShards keys by a hash of the item's key, a day's writes use
-// IndexShards partitions, and a reader queries every shard.
+// whose hash key is one constant (every parked activity) puts all its writes on one partition,
+// which DynamoDB caps at 1,000 write units a second; spread over IndexShards keys by a hash of
+// the item's key, its writes use IndexShards partitions, and a reader queries every shard.
 const IndexShards = 16
 
 // LegacyUnassocKey is the Unassociated index's hash key of activities parked before the index
@@ -35,22 +33,6 @@ func UnassocKeys() []string {
 		keys = append(keys, fmt.Sprintf("u%02d", n))
 	}
 	return append(keys, LegacyUnassocKey)
-}
-
-// ChangeKey is the ByChange index's hash key of a record with partition key pk written at now:
-// its UTC date and the record's shard ("2026-12-02#07").
-func ChangeKey(pk string, now time.Time) string {
-	return fmt.Sprintf("%s#%02d", now.UTC().Format(time.DateOnly), shard(pk))
-}
-
-// ChangeKeys lists every ByChange hash key of one UTC day (YYYY-MM-DD): each shard's, then the
-// day alone, as records written before the index was sharded carry it.
-func ChangeKeys(day string) []string {
-	keys := make([]string, 0, IndexShards+1)
-	for n := range IndexShards {
-		keys = append(keys, fmt.Sprintf("%s#%02d", day, n))
-	}
-	return append(keys, day)
 }
 
 // Park stores the activity as waiting for a contact: under PKUnassociated, in its shard of the

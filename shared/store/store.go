@@ -60,8 +60,6 @@ const (
 	IndexByAccount = "ByAccount"
 	// IndexUnassociated is the CRM table's sparse (unassoc, occurred_at) index.
 	IndexUnassociated = "Unassociated"
-	// IndexByChange is the CRM table's (change_day, updated_at) index.
-	IndexByChange = "ByChange"
 )
 
 // Sort keys and prefixes.
@@ -317,11 +315,10 @@ type Record struct {
 	LastActivityAt string `dynamodbav:"last_activity_at,omitempty" json:"last_activity_at,omitempty"`
 	// CreatedAt is when the record was first written.
 	CreatedAt string `dynamodbav:"created_at" json:"created_at"`
-	// UpdatedAt is when it was last written (ByChange range key).
+	// UpdatedAt is when it was last written. No index follows it: the reconciliation jobs find
+	// the contacts a window changed through the ledger. (Records written before carry a
+	// change_day attribute, a key of an index since dropped; nothing reads it.)
 	UpdatedAt string `dynamodbav:"updated_at" json:"updated_at"`
-	// ChangeDay is the ByChange hash key: UpdatedAt's UTC date and the record's shard
-	// (ChangeKey); records written before sharding carry the date alone.
-	ChangeDay string `dynamodbav:"change_day" json:"change_day"`
 }
 
 // Stored returns the record as it is written: a copy whose Fields are packed into
@@ -390,7 +387,6 @@ func (r *Record) Touch(now time.Time) {
 		r.CreatedAt = s
 	}
 	r.UpdatedAt = s
-	r.ChangeDay = ChangeKey(r.PK, now)
 }
 
 // ClosedStages are the deal stages that make a deal no longer open.

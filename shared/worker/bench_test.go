@@ -41,7 +41,7 @@ type memTable struct {
 }
 
 // memIndexed are the attributes the worker's queries select on (table and index hash keys).
-var memIndexed = []string{"pk", "sk", "group_key", "source", "account_id", "deal_id", "unassoc", "change_day"}
+var memIndexed = []string{"pk", "sk", "group_key", "source", "account_id", "deal_id", "unassoc"}
 
 func newMemDB(ledger, crm string) *memDB {
 	mk := func(hash, rng string) *memTable {

@@ -181,7 +181,6 @@ func (o *operator) restoreRecord(rec *store.Record, diff *RebuildDiff, now time.
 	}
 	rec.Version = prev + 1
 	rec.UpdatedAt = store.FormatTime(now)
-	rec.ChangeDay = store.ChangeKey(rec.PK, now)
 	stored, err := rec.Stored()
 	if err != nil {
 		return nil, err

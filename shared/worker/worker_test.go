@@ -35,7 +35,7 @@ func TestLeadCreatesContactTimelineAndAudit(t *testing.T) {
 	if f := v.Contact.Fields["first_name"]; f.Value != "Ann" || f.Source != "typeform" || f.EventKey != "typeform:e1" || f.OccurredAt == "" {
 		t.Errorf("first_name provenance = %+v", f)
 	}
-	if v.Contact.Version != 1 || len(v.Contact.Identities) != 1 || !strings.HasPrefix(v.Contact.ChangeDay, "2026-11-02#") {
+	if v.Contact.Version != 1 || len(v.Contact.Identities) != 1 || !strings.HasPrefix(v.Contact.UpdatedAt, "2026-11-02T") {
 		t.Errorf("contact = %+v", v.Contact)
 	}
 	if len(v.Timeline) != 1 || v.Timeline[0].Activity.ID != "form:typeform:e1" || v.Timeline[0].Assoc.Contact == nil ||

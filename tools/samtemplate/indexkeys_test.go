@@ -19,11 +19,6 @@ var indexKeyWriters = map[string]func(i int, day time.Time) string{
 		activity.Park()
 		return activity.Unassoc
 	},
-	"change_day": func(i int, day time.Time) string {
-		record := store.NewRecord(store.Contact, fmt.Sprintf("c-%024d", i))
-		record.Touch(day.Add(time.Duration(i) * time.Second))
-		return record.ChangeDay
-	},
 }
 
 // indexNaturalKeys are hash key attributes that are a natural key of the data, with why that key

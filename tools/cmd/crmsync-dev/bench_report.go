@@ -398,9 +398,8 @@ func (r *benchResults) renderFindings(w writer) {
 			"event's decisions on the ledger item rather than an item of its own, and engagement fields (last_activity_at, "+
 			"last_call_status) on a small item of their own instead of the profile. In this run %s. Index propagation adds "+
 			"%s WRU more: every index in template.yaml projects ALL attributes, so each ledger write is copied to ByGroup and "+
-			"BySource, each profile write to ByAccount and (moved, so deleted and put) ByChange, and each activity write to "+
-			"ByAccount; KEYS_ONLY projections where the readers can do with them, and finding the window's contacts through the "+
-			"ledger instead of ByChange, would cut that.\n", items, items, 2*items, over, num(c.Usage.DynamoDB.IndexWrite))
+			"BySource, each profile write to ByAccount, and each activity write to ByAccount; KEYS_ONLY or INCLUDE "+
+			"projections where the readers can do with them would cut that.\n", items, items, 2*items, over, num(c.Usage.DynamoDB.IndexWrite))
 	}
 	w("- **Webhook CPU and allocations.** Profiling the Twilio handler: phone-number parsing and validation (nyaruka/phonenumbers, " +
 		"regexp-heavy) is about a third of it, form decoding (url.ParseQuery) and JSON (canonical event, EMF lines, the log line) most of " +
