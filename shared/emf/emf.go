@@ -6,6 +6,7 @@ package emf
 import (
 	"encoding/json"
 	"io"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -81,21 +82,36 @@ type meta struct {
 	CloudWatchMetrics []directive `json:"CloudWatchMetrics"`
 }
 
-// RollupDimension is the dimension metrics are also aggregated over: a record whose dimensions
-// include it is published with its dimensions, again without RollupDimension, and once more
-// with no dimension at all (e.g. Processed{Connector,Outcome}, Processed{Outcome} and
-// Processed{}), so alarms and dashboards can watch totals without SEARCH expressions.
-const RollupDimension = "Connector"
+// ConnectorDimension names the connector a record is about. It is always written into the record
+// (Logs Insights groups by it: `stats sum(Received) by Connector`), but published as a metric
+// dimension only for the metrics PerConnector names: each published dimension set is a metric
+// series billed every month it has data, and a volume metric per connector multiplies the series
+// by the number of connectors for figures the logs already give.
+const ConnectorDimension = "Connector"
 
-// DimensionSets returns the EMF dimension sets a record with these dimension names is published
-// under (see RollupDimension); names are sorted within each set.
-func DimensionSets(names []string) [][]string {
+// PerConnector reports whether a metric is published per connector as well as in total: the
+// failure counts alarmed per connector (template.yaml's AuthFailures* and EnqueueFailures*
+// alarms). They have data only while a connector fails, so their series cost nothing in a
+// healthy month.
+func PerConnector(metric string) bool {
+	return metric == "AuthFailures" || metric == "EnqueueFailures"
+}
+
+// DimensionSets returns the EMF dimension sets a metric recorded with these dimension names is
+// published under; names are sorted within each set. Without ConnectorDimension that is the
+// names themselves. With it, the metric is published without the connector and in total (e.g.
+// Processed{Outcome} and Processed{}), and, when PerConnector(metric), first with the connector
+// too (AuthFailures{Connector} and AuthFailures{}), so alarms watch totals without SEARCH.
+func DimensionSets(names []string, metric string) [][]string {
 	keys := append(make([]string, 0, len(names)), names...)
 	sort.Strings(keys)
-	sets := [][]string{keys}
-	i := sort.SearchStrings(keys, RollupDimension)
-	if i == len(keys) || keys[i] != RollupDimension {
-		return sets
+	i := sort.SearchStrings(keys, ConnectorDimension)
+	if i == len(keys) || keys[i] != ConnectorDimension {
+		return [][]string{keys}
+	}
+	var sets [][]string
+	if PerConnector(metric) {
+		sets = append(sets, keys)
 	}
 	rest := append(append([]string(nil), keys[:i]...), keys[i+1:]...)
 	if len(rest) > 0 {
@@ -230,16 +246,25 @@ func (w *Writer) write(dims map[string]string, metrics []Metric, values map[stri
 		keys = append(keys, k)
 		rec[k] = v
 	}
-	d := directive{Namespace: Namespace, Dimensions: DimensionSets(keys)}
+	// One directive per distinct list of dimension sets, in the metrics' order.
+	var directives []directive
 	for _, m := range metrics {
-		d.Metrics = append(d.Metrics, metricDef{Name: m.Name, Unit: m.Unit})
+		sets := DimensionSets(keys, m.Name)
+		at := slices.IndexFunc(directives, func(d directive) bool {
+			return slices.EqualFunc(d.Dimensions, sets, slices.Equal[[]string])
+		})
+		if at < 0 {
+			directives = append(directives, directive{Namespace: Namespace, Dimensions: sets})
+			at = len(directives) - 1
+		}
+		directives[at].Metrics = append(directives[at].Metrics, metricDef{Name: m.Name, Unit: m.Unit})
 		if vs, ok := values[m.Name]; ok {
 			rec[m.Name] = vs
 		} else {
 			rec[m.Name] = m.Value
 		}
 	}
-	rec["_aws"] = meta{Timestamp: w.now().UnixMilli(), CloudWatchMetrics: []directive{d}}
+	rec["_aws"] = meta{Timestamp: w.now().UnixMilli(), CloudWatchMetrics: directives}
 	b, err := json.Marshal(rec)
 	if err != nil {
 		return

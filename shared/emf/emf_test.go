@@ -13,13 +13,19 @@ func TestEmitParseRoundTrip(t *testing.T) {
 	at := time.UnixMilli(1_800_000_000_000)
 	w := New(&buf, func() time.Time { return at })
 	w.Emit(map[string]string{"Connector": "twilio"}, Metric{"Received", 1, Count}, Metric{"Latency", 12.5, Milliseconds})
-	got := Parse(bytes.TrimSpace(buf.Bytes()))
+	w.Emit(map[string]string{"Connector": "twilio"}, Metric{"AuthFailures", 1, Count})
+	lines := bytes.Split(bytes.TrimSpace(buf.Bytes()), []byte("\n"))
+	if len(lines) != 2 || !bytes.Contains(lines[0], []byte(`"Connector":"twilio"`)) {
+		t.Fatalf("records = %q, want two, each naming its connector (Logs Insights groups by it)", lines)
+	}
+	got := append(Parse(lines[0]), Parse(lines[1])...)
 	want := []Datum{
-		{Namespace: Namespace, Name: "Received", Unit: Count, Value: 1, Dimensions: map[string]string{"Connector": "twilio"}, Time: at},
-		{Namespace: Namespace, Name: "Latency", Unit: Milliseconds, Value: 12.5, Dimensions: map[string]string{"Connector": "twilio"}, Time: at},
-		// The connector rollup: the same values with no dimension.
+		// Volume metrics are published without the connector: one series each, not one per connector.
 		{Namespace: Namespace, Name: "Received", Unit: Count, Value: 1, Dimensions: map[string]string{}, Time: at},
 		{Namespace: Namespace, Name: "Latency", Unit: Milliseconds, Value: 12.5, Dimensions: map[string]string{}, Time: at},
+		// A failure count alarmed per connector is published per connector and in total.
+		{Namespace: Namespace, Name: "AuthFailures", Unit: Count, Value: 1, Dimensions: map[string]string{"Connector": "twilio"}, Time: at},
+		{Namespace: Namespace, Name: "AuthFailures", Unit: Count, Value: 1, Dimensions: map[string]string{}, Time: at},
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("round trip (-want +got):\n%s", diff)
@@ -31,17 +37,21 @@ func TestEmitParseRoundTrip(t *testing.T) {
 
 func TestDimensionSets(t *testing.T) {
 	for _, tc := range []struct {
-		in   []string
-		want [][]string
+		in     []string
+		metric string
+		want   [][]string
 	}{
-		{nil, [][]string{{}}},
-		{[]string{"Job"}, [][]string{{"Job"}}},
-		{[]string{"Connector"}, [][]string{{"Connector"}, {}}},
-		{[]string{"Outcome", "Connector"}, [][]string{{"Connector", "Outcome"}, {"Outcome"}, {}}},
+		{nil, "Processed", [][]string{{}}},
+		{[]string{"Job"}, "DriftItems", [][]string{{"Job"}}},
+		{[]string{"Connector"}, "Received", [][]string{{}}},
+		{[]string{"Outcome", "Connector"}, "Processed", [][]string{{"Outcome"}, {}}},
+		{[]string{"Connector"}, "AuthFailures", [][]string{{"Connector"}, {}}},
+		{[]string{"Connector"}, "EnqueueFailures", [][]string{{"Connector"}, {}}},
+		{[]string{"Kind", "Connector"}, "Conflicts", [][]string{{"Kind"}, {}}},
 	} {
-		got := DimensionSets(tc.in)
+		got := DimensionSets(tc.in, tc.metric)
 		if diff := cmp.Diff(tc.want, got); diff != "" {
-			t.Errorf("DimensionSets(%v) (-want +got):\n%s", tc.in, diff)
+			t.Errorf("DimensionSets(%v, %s) (-want +got):\n%s", tc.in, tc.metric, diff)
 		}
 	}
 }
@@ -73,17 +83,17 @@ func TestHoldAggregatesOneRecordPerDimensionSet(t *testing.T) {
 	lags := 0
 	for _, line := range lines {
 		for _, d := range Parse(line) {
-			if len(d.Dimensions) != 2 {
-				continue // rollups
+			if len(d.Dimensions) != 1 {
+				continue // the total
 			}
 			if d.Name == "LagMs" {
 				lags++
 			} else {
-				sum[d.Dimensions["Connector"]+" "+d.Name] += d.Value
+				sum[d.Dimensions["Outcome"]+" "+d.Name] += d.Value
 			}
 		}
 	}
-	if want := map[string]float64{"twilio Processed": MaxValues + 5, "mailgun Processed": 1}; !cmp.Equal(sum, want) {
+	if want := map[string]float64{"APPLIED Processed": MaxValues + 5, "NOOP Processed": 1}; !cmp.Equal(sum, want) {
 		t.Errorf("sums = %v, want %v", sum, want)
 	}
 	if lags != MaxValues+5 {

@@ -72,13 +72,16 @@ const (
 
 // Targets of the data model v2 issue (#14): the reference event's billed units including index
 // propagation, a no-op, reads per applied event, the typical mix per event, the share of
-// transactions canceled by a concurrent event, and the all-in cost per million events.
+// transactions canceled by a concurrent event, the EMF metric series and log bytes of the typical
+// mix, and the all-in cost per million events.
 const (
 	targetCallBilled      = 7.0
 	targetNoopWrites      = 2.0
 	targetAppliedReads    = 3.0
 	targetMixWrites       = 10.0
 	targetCanceledShare   = 0.05
+	targetMetricSeries    = 20.0
+	targetLogBytes        = 600.0
 	targetAllInPerMillion = 9.0
 )
 
@@ -292,6 +295,11 @@ func (r *benchResults) renderTargets(w writer) {
 			w("| typical mix: transactions canceled by a concurrent event (#14) | %.1f %% (%d of %d) | 5 %% | %s |\n", 100*share,
 				u.CanceledTransactions, u.Transactions, verdict(100*share, 100*targetCanceledShare, "points"))
 		}
+		series := float64(l.MetricSeries)
+		w("| typical mix: EMF metric series published (#14; $0.30 a month each) | %d | 20 | %s |\n", l.MetricSeries,
+			verdict(series, targetMetricSeries, "series"))
+		logs := float64(l.LogBytes) / float64(l.Events)
+		w("| typical mix: log bytes per event, all functions (#14) | %s B | 600 B | %s |\n", num(logs), verdict(logs, targetLogBytes, "bytes"))
 	}
 	if l := r.Load; l != nil && l.Events > 0 {
 		per := l.Usage.SQSRequests / float64(l.Events)
