@@ -2,7 +2,8 @@
 // the external person's identities → contact (exact email, else phone) → account (the contact's
 // account, else the account of the email's domain; free-mail domains never match) → deal (an
 // explicit deal id, else the account's open deal with the latest activity), recording how each
-// link was made.
+// link was made. An activity's deal is decided once, by the first of its events applied with an
+// account: later events keep it (or keep it without one) and do not list the account's deals.
 //
 // The decision is pure: every fact it needs comes through the Lookups interface, which the worker
 // backs with its CRM table reads and tests back with Static.
@@ -99,6 +100,12 @@ type Input struct {
 	AccountID string
 	// DealID is an explicit deal id carried by the event, if any.
 	DealID string
+	// DealDecided says the activity is already stored with an account, so its deal was decided
+	// then: ActivityDeal (nil when it got none). An activity's deal is decided once; its later
+	// events keep it and do not list the account's deals again.
+	DealDecided bool
+	// ActivityDeal is the deal the stored activity is linked to, when DealDecided.
+	ActivityDeal *Link
 }
 
 // Associate decides an activity's contact, account and deal.
@@ -150,8 +157,13 @@ func Associate(ctx context.Context, in Input, lk Lookups) (Result, error) {
 	}
 
 	switch {
+	case in.DealDecided && in.ActivityDeal != nil:
+		d := *in.ActivityDeal
+		r.Deal = &d
 	case in.DealID != "":
 		r.Deal = &Link{ID: in.DealID, Method: ExplicitID}
+	case in.DealDecided:
+		// Decided without a deal: it stays without one.
 	case r.Account != nil:
 		deals, err := lk.DealsOfAccount(ctx, r.Account.ID)
 		if err != nil {

@@ -398,13 +398,30 @@ func (pl *planner) associate(ctx context.Context) error {
 		explicitDeal = pl.ev.Activity.DealID
 	}
 	tables := lookups{reader: pl.reader, contact: pl.contactRecord()}
-	assoc, err := association.Associate(ctx, association.Input{Emails: pl.emails, Phones: pl.phones, Contact: pl.contactLink,
-		AccountID: pl.ev.ExternalIDs["account_id"], DealID: explicitDeal}, tables)
+	in := association.Input{Emails: pl.emails, Phones: pl.phones, Contact: pl.contactLink,
+		AccountID: pl.ev.ExternalIDs["account_id"], DealID: explicitDeal}
+	stored, err := pl.storedActivity(ctx)
+	if err != nil {
+		return err
+	}
+	if stored != nil && stored.Assoc.Account != nil {
+		in.DealDecided, in.ActivityDeal = true, stored.Assoc.Deal
+	}
+	assoc, err := association.Associate(ctx, in, tables)
 	if err != nil {
 		return err
 	}
 	pl.assoc = assoc
 	return nil
+}
+
+// storedActivity is the event's activity as stored under its contact (nil when it is not),
+// read once for the plan: the read ahead with the contact's profile serves it.
+func (pl *planner) storedActivity(ctx context.Context) (*store.ActivityItem, error) {
+	if pl.contact == nil || pl.ev.Activity == nil || pl.ev.Activity.ID == "" {
+		return nil, nil
+	}
+	return pl.reader.plannedActivity(ctx, pl.contact.rec.PK, pl.ev.Activity.ID)
 }
 
 // planAccount finds the event's account — the associated one, else one found or created for

@@ -314,6 +314,27 @@ func (r reader) activity(ctx context.Context, pk, activityID string) (*store.Act
 	return item, nil
 }
 
+// plannedActivity reads the activity item at pk for this plan, once: from what the plan read
+// ahead (prefetch) when it did, else with one strongly consistent read whose answer it keeps
+// for the plan's later reads of the item. nil when absent.
+func (r reader) plannedActivity(ctx context.Context, pk, activityID string) (*store.ActivityItem, error) {
+	sk := store.ActivitySK(activityID)
+	if _, ahead := r.ahead[aheadKey(pk, sk)]; !ahead && r.ahead != nil {
+		got, err := r.ddb.GetItem(ctx, &dynamodb.GetItemInput{
+			TableName: aws.String(r.cfg.CRMTable), Key: key(pk, sk), ConsistentRead: aws.Bool(true),
+		})
+		if err != nil {
+			return nil, fmt.Errorf("read %s/%s: %w", pk, sk, err)
+		}
+		item := got.Item
+		if len(item) == 0 {
+			item = nil // read absent
+		}
+		r.ahead[aheadKey(pk, sk)] = item
+	}
+	return r.activity(ctx, pk, activityID)
+}
+
 // decodeActivity decodes an activity item's merged activity; nil when it has none.
 func decodeActivity(item *store.ActivityItem) (*timeline.Activity, error) {
 	if item == nil {

@@ -12,6 +12,10 @@ import (
 	"time"
 
 	"github.com/aws/aws-lambda-go/events"
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/feature/dynamodb/attributevalue"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/crmsync/crmsync/shared/association"
@@ -598,5 +602,82 @@ func TestAssociationThroughAccountAndDeal(t *testing.T) {
 	}
 	if d := cmp.Diff(want, call.Assoc); d != "" {
 		t.Fatalf("call associations (-want +got): %s", d)
+	}
+}
+
+// queryCounter counts the Query requests a worker makes (the index reads of its decision path).
+type queryCounter struct {
+	DynamoAPI
+	mu      sync.Mutex
+	queries int
+}
+
+func (q *queryCounter) Query(ctx context.Context, in *dynamodb.QueryInput, o ...func(*dynamodb.Options)) (*dynamodb.QueryOutput, error) {
+	q.mu.Lock()
+	q.queries++
+	q.mu.Unlock()
+	return q.DynamoAPI.Query(ctx, in, o...)
+}
+
+// BatchGetItem passes through, so the worker reads ahead as it does on a real client.
+func (q *queryCounter) BatchGetItem(ctx context.Context, in *dynamodb.BatchGetItemInput, o ...func(*dynamodb.Options)) (*dynamodb.BatchGetItemOutput, error) {
+	return q.DynamoAPI.(batchGetter).BatchGetItem(ctx, in, o...)
+}
+
+// An activity's deal is decided when it is first stored with an account: a later event of the
+// call keeps it, records its time on that deal (not on the account's newest open deal), and
+// does not list the account's deals again.
+func TestLaterEventsOfAnActivityKeepItsDeal(t *testing.T) {
+	tb := provision(t)
+	c := newClock(t0.Add(time.Hour))
+	counted := &queryCounter{DynamoAPI: tb.ddb}
+	w := newWorker(t, tb, counted, c)
+	mustApply(t, w, &canonical.Event{Key: "crm:acct-1", Source: "crm", Kind: canonical.KindCRMChange, OccurredAt: t0,
+		GroupKey: "email:dan@acme.com", Subject: canonical.Person{Emails: []string{"dan@acme.com"}, Phones: []string{"+14155550142"}},
+		Actor: &canonical.Actor{Email: "alice@example.com", Role: "revops"},
+		Fields: map[string]map[string]string{
+			"contact": {"first_name": "Dan"}, "account": {"name": "Acme", "domain": "acme.com"},
+			"deal": {"name": "Acme renewal", "stage": "proposal"}},
+		ExternalIDs: map[string]string{"deal_id": "d-1"}, PayloadHash: "h-acct-1"})
+	mustApply(t, w, callback(1, "ringing", "+14155550142", 0)) // t0+10s: the call joins d-1
+	// A second deal opens and gets a later activity: it is now the account's latest open deal.
+	mustApply(t, w, &canonical.Event{Key: "crm:deal-2", Source: "crm", Kind: canonical.KindCRMChange, OccurredAt: t0.Add(20 * time.Second),
+		GroupKey: "email:eve@acme.com", Subject: canonical.Person{Emails: []string{"eve@acme.com"}},
+		Actor:       &canonical.Actor{Email: "alice@example.com", Role: "revops"},
+		Fields:      map[string]map[string]string{"contact": {"first_name": "Eve"}, "deal": {"name": "Acme expansion", "stage": "proposal"}},
+		ExternalIDs: map[string]string{"deal_id": "d-2"}, PayloadHash: "h-deal-2"})
+	form := lead("typeform:eve", "eve@acme.com", t0.Add(30*time.Second), map[string]string{"first_name": "Eve"})
+	form.ExternalIDs = map[string]string{"deal_id": "d-2"}
+	mustApply(t, w, form)
+
+	counted.mu.Lock()
+	counted.queries = 0
+	counted.mu.Unlock()
+	mustApply(t, w, callback(5, "completed", "+14155550142", 40)) // t0+50s
+	if counted.queries != 0 {
+		t.Errorf("the completed callback made %d Query requests, want 0: the call's deal was already decided", counted.queries)
+	}
+	lastActivity := func(id string) string {
+		t.Helper()
+		var rec store.Record
+		out, err := tb.ddb.GetItem(context.Background(), &dynamodb.GetItemInput{TableName: aws.String(tb.crm), ConsistentRead: aws.Bool(true),
+			Key: map[string]types.AttributeValue{"pk": &types.AttributeValueMemberS{Value: store.PK(store.Deal, id)},
+				"sk": &types.AttributeValueMemberS{Value: store.SKProfile}}})
+		if err != nil || attributevalue.UnmarshalMap(out.Item, &rec) != nil {
+			t.Fatalf("read deal %s: %v", id, err)
+		}
+		return rec.LastActivityAt
+	}
+	if got, want := lastActivity("d-1"), store.FormatTime(t0.Add(50*time.Second)); got != want {
+		t.Errorf("d-1 last_activity_at = %s, want %s (the call's own deal)", got, want)
+	}
+	if got, want := lastActivity("d-2"), store.FormatTime(t0.Add(30*time.Second)); got != want {
+		t.Errorf("d-2 last_activity_at = %s, want %s (the call is not its activity)", got, want)
+	}
+	v := getContact(t, w, ContactQuery{Email: "dan@acme.com"})
+	for _, entry := range v.Timeline {
+		if entry.Activity.ID == "call:CA1" && (entry.Assoc.Deal == nil || entry.Assoc.Deal.ID != "d-1") {
+			t.Errorf("call's deal = %+v, want d-1", entry.Assoc.Deal)
+		}
 	}
 }

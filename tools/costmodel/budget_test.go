@@ -57,16 +57,17 @@ var (
 	// profile's fields and the audit's decisions are stored packed), so each costs the
 	// transactional minimum of 2 units; the indexes add the ledger's two entries, the profile's
 	// ByAccount entry and the activity's (no index follows a profile's change time: the jobs find
-	// the window's contacts through the ledger). Reads:
-	// the ledger, the phone's identity claim, then the profile and the activity in one
-	// BatchGetItem, and the account's deals (ByAccount); the account's own record is not read
-	// (the event proposes no account field).
+	// the window's contacts through the ledger). Reads, three requests: the ledger, the
+	// phone's identity claim, then the profile and the activity in one BatchGetItem. The
+	// account's deals are not listed (the call's deal was decided when the call was first stored
+	// with the account), and the account's own record is not read (the event proposes no account
+	// field).
 	callStatusUpdate = budget{
 		requests: map[string]int{
 			"SQS SendMessageBatch": 1, "SQS ReceiveMessage": 1, "SQS DeleteMessageBatch": 1,
-			"DynamoDB GetItem": 2, "DynamoDB BatchGetItem": 1, "DynamoDB Query": 1, "DynamoDB TransactWriteItems": 1,
+			"DynamoDB GetItem": 2, "DynamoDB BatchGetItem": 1, "DynamoDB TransactWriteItems": 1,
 		},
-		transactItems: 4, writeUnits: 8, indexWriteUnits: 4, readUnits: 4.5,
+		transactItems: 4, writeUnits: 8, indexWriteUnits: 4, readUnits: 4,
 	}
 	// The same event again after SQS's deduplication window: one ledger read, no write.
 	duplicate = budget{
