@@ -34,7 +34,7 @@ func newRoot() *cobra.Command {
 	// Operations against a running stack (local or AWS).
 	root.AddCommand(newReplayCmd(), newRebuildCmd(), newExplainCmd(), newQuarantineCmd())
 	root.AddCommand(newStatusCmd(), newDLQCmd(), newReconcileCmd(), newBackfillCmd())
-	root.AddCommand(newGraphCmd())
+	root.AddCommand(newGraphCmd(), newMigrateCmd())
 	// Connecting vendors: URLs, steps, secrets, and why a delivery was refused.
 	root.AddCommand(newConnectCmd(), newSecretsCmd(), newVerifyCmd())
 	return root

@@ -11,11 +11,13 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/feature/dynamodb/attributevalue"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	ddbtypes "github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
 	"github.com/crmsync/crmsync/shared/ingest"
 	"github.com/crmsync/crmsync/shared/store"
 	"github.com/crmsync/crmsync/shared/worker"
+	"github.com/crmsync/crmsync/tools/ddbfixture"
 	"github.com/crmsync/crmsync/tools/samples"
 )
 
@@ -284,5 +286,42 @@ func TestQuarantineListShowRelease(t *testing.T) {
 	}
 	if _, err := cl.HeadObject(context.Background(), &s3.HeadObjectInput{Bucket: aws.String(bucket), Key: aws.String("released/" + strings.TrimPrefix(id, "quarantine/"))}); err != nil {
 		t.Errorf("released payload not kept under released/: %v", err)
+	}
+}
+
+// `crmsync migrate` on a ledger v1 filled: the dry run counts the forever source's items that
+// still expire and writes nothing; --apply removes their TTL; a second run finds nothing.
+func TestMigrateCommand(t *testing.T) {
+	s := startStack(t, false)
+	fixture, err := ddbfixture.Read("../../tools/ddbfixture/testdata/tables-v1.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ddb := dynamodb.NewFromConfig(s.AWS)
+	ledger := s.Stack.Physical["LedgerTable"].Ref
+	if err := ddbfixture.Load(context.Background(), ddb, ledger, fixture["ledger"]); err != nil {
+		t.Fatal(err)
+	}
+	out := s.mustCLI("migrate")
+	if !strings.Contains(out, "scanned 6 ledger items, 2 to change (dry run") {
+		t.Fatalf("dry run said:\n%s", out)
+	}
+	out = s.mustCLI("migrate", "--apply")
+	if !strings.Contains(out, "2 to change; changed 2, skipped 0") {
+		t.Fatalf("--apply said:\n%s", out)
+	}
+	var rep struct {
+		Matched int `json:"matched"`
+	}
+	if err := json.Unmarshal([]byte(s.mustCLI("migrate", "--json")), &rep); err != nil || rep.Matched != 0 {
+		t.Fatalf("after --apply: %+v, %v", rep, err)
+	}
+	got, err := ddb.GetItem(context.Background(), &dynamodb.GetItemInput{TableName: aws.String(ledger), ConsistentRead: aws.Bool(true),
+		Key: map[string]ddbtypes.AttributeValue{"pk": &ddbtypes.AttributeValueMemberS{Value: "typeform:ann"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, expires := got.Item["expires_at"]; expires || len(got.Item) == 0 {
+		t.Errorf("typeform:ann after the migration: %v", got.Item)
 	}
 }
