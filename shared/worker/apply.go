@@ -200,8 +200,9 @@ func (a *applier) applyEvent(ctx context.Context, ev *canonical.Event) (Result, 
 }
 
 // apply runs the per-event pipeline until the event is written or settled: read the ledger,
-// check it, hydrate once, plan, and write the plan in one transaction; a canceled transaction
-// is re-read and re-decided (bounded attempts). rerun is set for a forced re-run.
+// check it, hydrate once, plan, and write the plan in one transaction (one PutItem when it is
+// the ledger item alone); a canceled write is re-read and re-decided (bounded attempts). rerun
+// is set for a forced re-run.
 func (a *applier) apply(ctx context.Context, ev *canonical.Event, rerun *rerunRequest) (Result, error) {
 	res := Result{Key: ev.Key, Source: ev.Source}
 	hydrated := ev.Kind != canonical.KindNotification
@@ -225,7 +226,7 @@ func (a *applier) apply(ctx context.Context, ev *canonical.Event, rerun *rerunRe
 		if err != nil {
 			return res, asPermanent("plan", err)
 		}
-		_, err = a.ddb.TransactWriteItems(ctx, &dynamodb.TransactWriteItemsInput{TransactItems: items})
+		err = a.write(ctx, items)
 		if err == nil {
 			a.recordApplied(ctx, ev, planned, attempt, len(items), &res)
 			return res, nil
@@ -234,6 +235,29 @@ func (a *applier) apply(ctx context.Context, ev *canonical.Event, rerun *rerunRe
 			return res, err
 		}
 	}
+}
+
+// errLedgerTaken is a single-item plan's PutItem refused by the ledger item's condition: like a
+// transaction whose first item's condition failed, the event was recorded meanwhile.
+var errLedgerTaken = errors.New("ledger item written meanwhile")
+
+// write writes a plan's items: one TransactWriteItems, or, when the plan is its ledger item
+// alone (a no-op), one PutItem with the same condition. One item is atomic by itself, and a
+// transactional write costs twice the write units of a plain one.
+func (a *applier) write(ctx context.Context, items []types.TransactWriteItem) error {
+	if len(items) != 1 || items[0].Put == nil {
+		_, err := a.ddb.TransactWriteItems(ctx, &dynamodb.TransactWriteItemsInput{TransactItems: items})
+		return err
+	}
+	put := items[0].Put
+	_, err := a.ddb.PutItem(ctx, &dynamodb.PutItemInput{TableName: put.TableName, Item: put.Item,
+		ConditionExpression: put.ConditionExpression, ExpressionAttributeNames: put.ExpressionAttributeNames,
+		ExpressionAttributeValues: put.ExpressionAttributeValues})
+	var failed *types.ConditionalCheckFailedException
+	if errors.As(err, &failed) {
+		return fmt.Errorf("put ledger item: %w (%w)", errLedgerTaken, err)
+	}
+	return err
 }
 
 // asPermanent returns err marked permanent when classify says so (the event is then recorded

@@ -118,6 +118,9 @@ func classify(err error) verdict {
 	if errors.As(err, &canceled) {
 		return classifyCancellation(canceled)
 	}
+	if errors.Is(err, errLedgerTaken) {
+		return verdict{Class: classRedecide, Code: "ConditionalCheckFailed", Item: 0, LedgerFailed: true}
+	}
 	var apiErr smithy.APIError
 	if errors.As(err, &apiErr) {
 		v := verdict{Class: classTransient, Code: apiErr.ErrorCode(), Item: -1, Message: apiErr.ErrorMessage()}

@@ -54,6 +54,9 @@ func TestErrorClassTable(t *testing.T) {
 	}{
 		// Plain (non-transactional) errors, as the SDK's typed errors and smithy API errors.
 		{"ConditionalCheckFailedException", opErr("PutItem", &types.ConditionalCheckFailedException{}), classRedecide, "ConditionalCheckFailedException", -1, false},
+		// A no-op's ledger PutItem refused by its condition: as a transaction whose ledger item failed.
+		{"no-op ledger put taken", fmt.Errorf("put ledger item: %w (%w)", errLedgerTaken, opErr("PutItem", &types.ConditionalCheckFailedException{})),
+			classRedecide, "ConditionalCheckFailed", 0, true},
 		{"TransactionConflictException", opErr("PutItem", &types.TransactionConflictException{}), classRedecide, "TransactionConflictException", -1, false},
 		{"ThrottlingException", opErr("GetItem", &types.ThrottlingException{}), classBackoff, "ThrottlingException", -1, false},
 		{"ProvisionedThroughputExceededException", opErr("Query", &types.ProvisionedThroughputExceededException{}), classBackoff, "ProvisionedThroughputExceededException", -1, false},

@@ -19,7 +19,9 @@
 //
 // Exactly once: an event's ledger item and all of its effects are written by one
 // TransactWriteItems whose ledger Put is conditioned on attribute_not_exists(pk) OR
-// dedup_until < :now, so an event is either wholly applied and recorded or not at all. A
+// dedup_until < :now, so an event is either wholly applied and recorded or not at all. When the
+// ledger item is the only write (a no-op), it is one PutItem with the same condition: half the
+// write units of a one-item transaction, and as atomic. A
 // strongly consistent ledger read comes first, so a duplicate inside its source's dedup window
 // costs one read and no write. Record writes are conditioned on the record's version and
 // identity claims on their absence; when another worker wins a race the transaction is canceled

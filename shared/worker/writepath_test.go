@@ -304,3 +304,30 @@ func TestDeadlineDefersUnstartedMessages(t *testing.T) {
 		}
 	}
 }
+
+// A no-op — a late re-send of a CRM edit older than the field's value, carrying that value —
+// writes its ledger item alone, with one conditional PutItem: a transaction of one item would
+// cost twice the write units for the same atomicity. A redelivery of it is then a duplicate.
+func TestNoopWritesItsLedgerItemWithOnePut(t *testing.T) {
+	tb := provision(t)
+	counted := newCounting(tb.ddb)
+	w := newWorker(t, tb, counted, newClock(t0.Add(2*time.Hour)))
+	edit := func(key string, at time.Time) *canonical.Event {
+		return &canonical.Event{Key: key, Source: "crm", Kind: canonical.KindCRMChange, OccurredAt: at,
+			GroupKey: "email:dan@acme.com", Subject: canonical.Person{Emails: []string{"dan@acme.com"}},
+			Actor:  &canonical.Actor{Email: "alice@example.com", Role: "revops"},
+			Fields: map[string]map[string]string{"contact": {"job_title": "CTO"}}, PayloadHash: canonical.HashHex(key)}
+	}
+	mustApply(t, w, edit("crm:chg-1", t0.Add(time.Hour)))
+	counted.reset()
+	res := mustApply(t, w, edit("crm:chg-0", t0.Add(59*time.Minute)))
+	if res.Outcome != store.Noop {
+		t.Fatalf("older edit of the same value: %+v, want NOOP", res)
+	}
+	if tx, puts := counted.calls["TransactWriteItems"], counted.calls["PutItem"]; tx != 0 || puts != 1 {
+		t.Errorf("the no-op wrote with %d transactions and %d PutItem, want 0 and 1", tx, puts)
+	}
+	if again := mustApply(t, w, edit("crm:chg-0", t0.Add(59*time.Minute))); !again.Duplicate {
+		t.Errorf("redelivery of the no-op: %+v, want a duplicate", again)
+	}
+}

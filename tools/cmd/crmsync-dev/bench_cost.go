@@ -147,8 +147,11 @@ func (r *costRun) lateCallbackScenario(ctx context.Context, subject person) (cos
 	return scenario, nil
 }
 
-// crmEditScenarios measures two CRM edits: one that changes a field, then one that sends values
-// the contact already has (CRM integrations send whole records): a no-op.
+// crmEditScenarios measures three CRM edits: one that changes a field; one that sends values the
+// contact already has, later than what set them (CRM integrations send whole records), which is
+// applied — the fields' provenance moves to the later edit, so that a late older edit cannot win
+// afterwards; and a late re-send of an edit older than the field's current value, with that same
+// value: the no-op.
 func (r *costRun) crmEditScenarios(ctx context.Context, subject person) ([]costScenario, error) {
 	at := r.now.Add(-time.Hour)
 	edit, err := crmChange(subject, "bench-chg-1", map[string]string{"job_title": "CTO"}, at)
@@ -163,12 +166,21 @@ func (r *costRun) crmEditScenarios(ctx context.Context, subject person) ([]costS
 	if err != nil {
 		return nil, err
 	}
-	unchanged, err := r.measure(ctx, "CRM sends the contact's unchanged name", classNoop, same)
+	unchanged, err := r.measure(ctx, "CRM sends the contact's unchanged name, later", classApplied, same)
 	if err != nil {
 		return nil, err
 	}
-	unchanged.Note = "nothing changes: the ledger item is the only write"
-	return []costScenario{changed, unchanged}, nil
+	unchanged.Note = "the values stay; their provenance moves to this later edit (the profile and an audit entry are written)"
+	older, err := crmChange(subject, "bench-chg-0", map[string]string{"job_title": "CTO"}, at.Add(-time.Minute))
+	if err != nil {
+		return nil, err
+	}
+	noop, err := r.measure(ctx, "CRM re-sends an older edit of the current value", classNoop, older)
+	if err != nil {
+		return nil, err
+	}
+	noop.Note = "nothing changes: the ledger item is the only write"
+	return []costScenario{changed, unchanged, noop}, nil
 }
 
 // duplicateScenarios measures the two kinds of duplicate of the completed delivery: the
