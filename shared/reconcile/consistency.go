@@ -231,32 +231,19 @@ func (r *Runner) activityChecks(ctx context.Context, x *run, rec *store.Record, 
 // mappingReview tallies the window's ledger items per source (BySource index).
 func (r *Runner) mappingReview(ctx context.Context, x *run) error {
 	rv := check.NewReview(r.d.Policy)
-	for _, src := range r.d.Policy.Sources() {
-		expr, err := expression.NewBuilder().WithKeyCondition(expression.Key("source").Equal(expression.Value(src)).
-			And(expression.Key("recorded_at").Between(expression.Value(store.FormatTime(x.rep.Since)), expression.Value(store.FormatTime(x.rep.Until))))).Build()
-		if err != nil {
-			return err
+	err := r.ledgerWindow(ctx, x.rep.Since, x.rep.Until, nil, nil, func(it store.LedgerItem) error {
+		var fields map[string]map[string]string
+		if doc, err := it.EventJSON(); err == nil && doc != "" {
+			var ev canonical.Event
+			if json.Unmarshal([]byte(doc), &ev) == nil {
+				fields = ev.Fields
+			}
 		}
-		err = r.query(ctx, &dynamodb.QueryInput{TableName: aws.String(r.cfg.LedgerTable), IndexName: aws.String(store.IndexBySource),
-			KeyConditionExpression: expr.KeyCondition(), ExpressionAttributeNames: expr.Names(), ExpressionAttributeValues: expr.Values()}, 0,
-			func(item map[string]types.AttributeValue) (bool, error) {
-				var it store.LedgerItem
-				if err := attributevalue.UnmarshalMap(item, &it); err != nil {
-					return false, err
-				}
-				var fields map[string]map[string]string
-				if doc, err := it.EventJSON(); err == nil && doc != "" {
-					var ev canonical.Event
-					if json.Unmarshal([]byte(doc), &ev) == nil {
-						fields = ev.Fields
-					}
-				}
-				rv.Add(it.Source, it.Key, it.MappingVersion, it.PolicyVersion, it.Unmapped, fields)
-				return true, nil
-			})
-		if err != nil {
-			return err
-		}
+		rv.Add(it.Source, it.Key, it.MappingVersion, it.PolicyVersion, it.Unmapped, fields)
+		return nil
+	})
+	if err != nil {
+		return err
 	}
 	x.add(rv.Findings()...)
 	for k, v := range rv.Counts() {

@@ -156,6 +156,41 @@ func (r *Runner) Findings(ctx context.Context, job, runID string) ([]check.Findi
 	return out, err
 }
 
+// ledgerWindow calls fn with every ledger item of the policy's sources recorded inside [since,
+// until], through the ledger's BySource index, source by source; filter and projection, when
+// set, narrow what is read.
+func (r *Runner) ledgerWindow(ctx context.Context, since, until time.Time, filter *expression.ConditionBuilder,
+	projection *expression.ProjectionBuilder, fn func(store.LedgerItem) error) error {
+	for _, src := range r.d.Policy.Sources() {
+		b := expression.NewBuilder().WithKeyCondition(expression.Key("source").Equal(expression.Value(src)).
+			And(expression.Key("recorded_at").Between(expression.Value(store.FormatTime(since)), expression.Value(store.FormatTime(until)))))
+		if filter != nil {
+			b = b.WithFilter(*filter)
+		}
+		if projection != nil {
+			b = b.WithProjection(*projection)
+		}
+		expr, err := b.Build()
+		if err != nil {
+			return err
+		}
+		err = r.query(ctx, &dynamodb.QueryInput{TableName: aws.String(r.cfg.LedgerTable), IndexName: aws.String(store.IndexBySource),
+			KeyConditionExpression: expr.KeyCondition(), FilterExpression: expr.Filter(), ProjectionExpression: expr.Projection(),
+			ExpressionAttributeNames: expr.Names(), ExpressionAttributeValues: expr.Values()}, 0,
+			func(item map[string]types.AttributeValue) (bool, error) {
+				var it store.LedgerItem
+				if err := attributevalue.UnmarshalMap(item, &it); err != nil {
+					return false, err
+				}
+				return true, fn(it)
+			})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // changedContacts calls fn, in contact id order, with every contact an event recorded inside
 // [since, until) wrote — the ledger items of the window (the ledger's BySource index, source by
 // source) name the contact each event was applied to — and with the latest recording time of
@@ -178,37 +213,21 @@ func (r *Runner) changedContacts(ctx context.Context, since, until time.Time, fn
 			latest[id] = t
 		}
 	}
-	for _, src := range r.d.Policy.Sources() {
-		expr, err := expression.NewBuilder().
-			WithKeyCondition(expression.Key("source").Equal(expression.Value(src)).
-				And(expression.Key("recorded_at").Between(expression.Value(store.FormatTime(since)), expression.Value(store.FormatTime(until))))).
-			WithProjection(expression.NamesList(expression.Name("pk"), expression.Name("outcome"), expression.Name("contact_id"),
-				expression.Name("applications"), expression.Name("recorded_at"))).
-			Build()
-		if err != nil {
-			return err
+	projection := expression.NamesList(expression.Name("pk"), expression.Name("outcome"), expression.Name("contact_id"),
+		expression.Name("applications"), expression.Name("recorded_at"))
+	err := r.ledgerWindow(ctx, since, until, nil, &projection, func(it store.LedgerItem) error {
+		if it.Outcome == store.Applied {
+			note(it.ContactID, it.RecordedAt)
 		}
-		err = r.query(ctx, &dynamodb.QueryInput{TableName: aws.String(r.cfg.LedgerTable), IndexName: aws.String(store.IndexBySource),
-			KeyConditionExpression: expr.KeyCondition(), ProjectionExpression: expr.Projection(),
-			ExpressionAttributeNames: expr.Names(), ExpressionAttributeValues: expr.Values()}, 0,
-			func(item map[string]types.AttributeValue) (bool, error) {
-				var it store.LedgerItem
-				if err := attributevalue.UnmarshalMap(item, &it); err != nil {
-					return false, err
-				}
-				if it.Outcome == store.Applied {
-					note(it.ContactID, it.RecordedAt)
-				}
-				for _, app := range it.Applications {
-					if app.Wrote {
-						note(app.ContactID, app.At)
-					}
-				}
-				return true, nil
-			})
-		if err != nil {
-			return err
+		for _, app := range it.Applications {
+			if app.Wrote {
+				note(app.ContactID, app.At)
+			}
 		}
+		return nil
+	})
+	if err != nil {
+		return err
 	}
 	ids := make([]string, 0, len(latest))
 	for id := range latest {

@@ -6,10 +6,7 @@ import (
 	"strconv"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/feature/dynamodb/attributevalue"
 	"github.com/aws/aws-sdk-go-v2/feature/dynamodb/expression"
-	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
-	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	sqstypes "github.com/aws/aws-sdk-go-v2/service/sqs/types"
@@ -80,40 +77,20 @@ func (r *Runner) quarantined(ctx context.Context) (int, error) {
 // the same key carried another payload (that delivery was not applied). It reads the ledger's
 // BySource index for every policy source.
 func (r *Runner) unfinished(ctx context.Context, x *run) error {
-	for _, src := range r.d.Policy.Sources() {
-		expr, err := expression.NewBuilder().
-			WithKeyCondition(expression.Key("source").Equal(expression.Value(src)).
-				And(expression.Key("recorded_at").Between(expression.Value(store.FormatTime(x.rep.Since)), expression.Value(store.FormatTime(x.rep.Until))))).
-			WithFilter(expression.Name("outcome").Equal(expression.Value(store.Rejected)).Or(expression.Name("flagged").Equal(expression.Value(true)))).
-			Build()
-		if err != nil {
-			return err
+	unfinished := expression.Name("outcome").Equal(expression.Value(store.Rejected)).Or(expression.Name("flagged").Equal(expression.Value(true)))
+	return r.ledgerWindow(ctx, x.rep.Since, x.rep.Until, &unfinished, nil, func(it store.LedgerItem) error {
+		if it.Outcome == store.Rejected {
+			x.rep.Counts["rejected_events"]++
+			x.add(check.Finding{Kind: check.KindRejectedEvent, Entity: "event", ID: it.Key, Source: it.Source, Detail: it.Reason,
+				Repair: "crmsync events get " + it.Key + "; after a fix: crmsync replay " + it.Key + " --reason '...'"})
 		}
-		err = r.query(ctx, &dynamodb.QueryInput{TableName: aws.String(r.cfg.LedgerTable), IndexName: aws.String(store.IndexBySource),
-			KeyConditionExpression: expr.KeyCondition(), FilterExpression: expr.Filter(),
-			ExpressionAttributeNames: expr.Names(), ExpressionAttributeValues: expr.Values()}, 0,
-			func(item map[string]types.AttributeValue) (bool, error) {
-				var it store.LedgerItem
-				if err := attributevalue.UnmarshalMap(item, &it); err != nil {
-					return false, err
-				}
-				if it.Outcome == store.Rejected {
-					x.rep.Counts["rejected_events"]++
-					x.add(check.Finding{Kind: check.KindRejectedEvent, Entity: "event", ID: it.Key, Source: it.Source, Detail: it.Reason,
-						Repair: "crmsync events get " + it.Key + "; after a fix: crmsync replay " + it.Key + " --reason '...'"})
-				}
-				if it.Flagged {
-					x.rep.Counts["flagged_events"]++
-					x.add(check.Finding{Kind: check.KindFlaggedEvent, Entity: "event", ID: it.Key, Source: it.Source,
-						Stored: it.PayloadHash, Expected: it.ConflictingHash,
-						Detail: fmt.Sprintf("%d deliveries with this key carried another payload and were not applied", it.Conflicts),
-						Repair: "crmsync events get " + it.Key + " (compare the payloads with the vendor)"})
-				}
-				return true, nil
-			})
-		if err != nil {
-			return err
+		if it.Flagged {
+			x.rep.Counts["flagged_events"]++
+			x.add(check.Finding{Kind: check.KindFlaggedEvent, Entity: "event", ID: it.Key, Source: it.Source,
+				Stored: it.PayloadHash, Expected: it.ConflictingHash,
+				Detail: fmt.Sprintf("%d deliveries with this key carried another payload and were not applied", it.Conflicts),
+				Repair: "crmsync events get " + it.Key + " (compare the payloads with the vendor)"})
 		}
-	}
-	return nil
+		return nil
+	})
 }
