@@ -59,30 +59,34 @@ type rerunRequest struct {
 // groupAttr is the SQS system attribute naming a FIFO message's group.
 const groupAttr = "MessageGroupId"
 
-// handleBatch applies one SQS batch (see Worker.Handle): message groups run concurrently, the
-// messages of one group in order, and a failed message fails the rest of its group. A message
-// is started only while at least Config.DeadlineMargin remains before ctx's deadline; once one
-// is deferred, so is every later message of its group (FIFO order).
+// handleBatch applies one SQS batch (see Worker.Handle): lanes of message groups run
+// concurrently (messageLanes: groups about one person share a lane and run one after the other),
+// the messages of one group in order, and a failed message fails the rest of its group. A
+// message is started only while at least Config.DeadlineMargin remains before ctx's deadline;
+// once one is deferred, so is every later message of its lane (FIFO order within each group).
 func (a *applier) handleBatch(ctx context.Context, batch events.SQSEvent) events.SQSEventResponse {
 	failed := make([]bool, len(batch.Records))
 	deferred := make([]bool, len(batch.Records))
 	slots := make(chan struct{}, a.cfg.Concurrency)
 	var wg sync.WaitGroup
-	for _, group := range messageGroups(batch.Records) {
+	for _, lane := range a.messageLanes(ctx, batch.Records) {
 		wg.Add(1)
 		slots <- struct{}{}
 		go func() {
 			defer wg.Done()
 			defer func() { <-slots }()
-			broken, late := false, false
-			for _, i := range group {
-				late = late || (!broken && a.deadlineNear(ctx))
-				if broken || late {
-					failed[i], deferred[i] = true, late
-					continue
-				}
-				if err := a.handleMessage(ctx, batch.Records[i]); err != nil {
-					failed[i], broken = true, true
+			late := false
+			for _, group := range lane {
+				broken := false
+				for _, i := range group {
+					late = late || (!broken && a.deadlineNear(ctx))
+					if broken || late {
+						failed[i], deferred[i] = true, late
+						continue
+					}
+					if err := a.handleMessage(ctx, batch.Records[i]); err != nil {
+						failed[i], broken = true, true
+					}
 				}
 			}
 		}()
@@ -96,6 +100,127 @@ func (a *applier) handleBatch(ctx context.Context, batch events.SQSEvent) events
 		}
 	}
 	return response
+}
+
+// messageLanes joins a batch's message groups (messageGroups) into lanes run one group after
+// the other: groups whose events are about one person. Two events about one contact in
+// different groups — a call keyed by phone, an email by address — would otherwise write the
+// contact at once, and one transaction would be canceled, billed, re-read and re-decided.
+// Groups are about one person when their events share a subject identity, or when the
+// identities' claims (read in one strongly consistent BatchGetItem, only for a batch of several
+// groups) name one contact. A claim made while the batch runs is not seen: that race is left to
+// the transactions' conditions, as between batches. Lanes are in order of their first group, a
+// lane's groups in order of first appearance; an event whose subject is not known before
+// hydration (a thin notification) joins by nothing.
+func (a *applier) messageLanes(ctx context.Context, messages []events.SQSMessage) [][][]int {
+	groups := messageGroups(messages)
+	lanes := newLanes(len(groups))
+	if len(groups) < 2 {
+		return lanes.of(groups)
+	}
+	first := map[string]int{} // identity claim or contact -> the first group that named it
+	join := func(name string, g int) {
+		if earlier, seen := first[name]; seen {
+			lanes.join(earlier, g)
+		} else {
+			first[name] = g
+		}
+	}
+	var keys []itemKey
+	named := map[string][]int{} // identity claim pk -> groups naming it
+	for g, group := range groups {
+		for _, i := range group {
+			emails, phones := subjectIdentities(messages[i].Body)
+			pks := make([]string, 0, len(emails)+len(phones))
+			for _, email := range emails {
+				pks = append(pks, store.IdentEmailPK(email))
+			}
+			for _, phone := range phones {
+				pks = append(pks, store.IdentPhonePK(phone))
+			}
+			for _, pk := range pks {
+				join(pk, g)
+				if len(named[pk]) == 0 {
+					keys = append(keys, itemKey{pk, store.SKIdent})
+				}
+				named[pk] = append(named[pk], g)
+			}
+		}
+	}
+	claims := a.reader.planning()
+	if err := claims.prefetch(ctx, keys...); err != nil {
+		a.log.DebugContext(ctx, "batch claims not read; lanes by shared identities only", "error", err.Error())
+		return lanes.of(groups)
+	}
+	for _, k := range keys {
+		if _, read := claims.ahead[aheadKey(k.pk, k.sk)]; !read {
+			continue // not read ahead (one key, or a client without BatchGetItem): no request for it
+		}
+		if claim, err := claims.claim(ctx, k.pk, k.sk); err == nil && claim != nil && claim.ContactID != "" {
+			for _, g := range named[k.pk] {
+				join("contact:"+claim.ContactID, g)
+			}
+		}
+	}
+	return lanes.of(groups)
+}
+
+// laneSet is a union-find over a batch's groups: each lane is led by its earliest group.
+type laneSet []int
+
+func newLanes(n int) laneSet {
+	l := make(laneSet, n)
+	for g := range l {
+		l[g] = g
+	}
+	return l
+}
+
+// leader returns the earliest group of g's lane.
+func (l laneSet) leader(g int) int {
+	for l[g] != g {
+		l[g] = l[l[g]]
+		g = l[g]
+	}
+	return g
+}
+
+// join puts the lanes of groups a and b together, under the earlier leader.
+func (l laneSet) join(a, b int) {
+	a, b = l.leader(a), l.leader(b)
+	if a > b {
+		a, b = b, a
+	}
+	l[b] = a
+}
+
+// of returns the groups by lane, lanes in order of their leader.
+func (l laneSet) of(groups [][]int) [][][]int {
+	var out [][][]int
+	at := map[int]int{}
+	for g, group := range groups {
+		leader := l.leader(g)
+		k, ok := at[leader]
+		if !ok {
+			k = len(out)
+			at[leader] = k
+			out = append(out, nil)
+		}
+		out[k] = append(out[k], group)
+	}
+	return out
+}
+
+// subjectIdentities are the normalised emails and phones of a message body's subject; none when
+// the body is not a canonical event.
+func subjectIdentities(body string) (emails, phones []string) {
+	var ev struct {
+		Subject canonical.Person `json:"subject"`
+	}
+	if json.Unmarshal([]byte(body), &ev) != nil {
+		return nil, nil
+	}
+	return identities(ev.Subject)
 }
 
 // deadlineNear reports whether less than Config.DeadlineMargin remains before ctx's deadline (the

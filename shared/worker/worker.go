@@ -127,7 +127,8 @@ type Config struct {
 	MaxAttempts int
 	// Sleep waits between attempts; a context-aware real sleep when nil. Tests inject it.
 	Sleep func(ctx context.Context, d time.Duration) error
-	// Concurrency is how many message groups of one batch are processed at once; 4 when zero.
+	// Concurrency is how many lanes of one batch are processed at once (a lane is the message
+	// groups about one person, run one after the other); 4 when zero.
 	Concurrency int
 	// DeadlineMargin is how much of the invocation's time Handle keeps in reserve: it starts no
 	// message once less than this remains before its context's deadline (the Lambda timeout)
@@ -207,7 +208,8 @@ func New(cfg Config, ddb DynamoAPI) (*Worker, error) {
 }
 
 // Handle processes one SQS batch from the ingest FIFO queue. Messages of one group are applied
-// in order; a transient failure puts that message and every later message of its group into
+// in order, and groups about one person (sharing an identity, or identities one contact claims)
+// one after the other, so they do not cancel each other's transactions; a transient failure puts that message and every later message of its group into
 // BatchItemFailures while other groups carry on. Permanent failures are recorded REJECTED and
 // acknowledged. When less than Config.DeadlineMargin remains before ctx's deadline, no further
 // message is started: the rest are deferred (batch item failures, with every later message of
