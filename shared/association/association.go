@@ -100,9 +100,10 @@ type Input struct {
 	AccountID string
 	// DealID is an explicit deal id carried by the event, if any.
 	DealID string
-	// DealDecided says the activity is already stored with an account, so its deal was decided
-	// then: ActivityDeal (nil when it got none). An activity's deal is decided once; its later
-	// events keep it and do not list the account's deals again.
+	// DealDecided says the deal is not to be looked for: the activity is already stored with an
+	// account, so its deal was decided then (ActivityDeal, nil when it got none) — an activity's
+	// deal is decided once, and its later events do not list the account's deals again — or the
+	// caller has nothing to link to a deal. An explicit DealID still links one that was none.
 	DealDecided bool
 	// ActivityDeal is the deal the stored activity is linked to, when DealDecided.
 	ActivityDeal *Link

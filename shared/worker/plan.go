@@ -404,8 +404,12 @@ func (pl *planner) associate(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if stored != nil && stored.Assoc.Account != nil {
+	switch {
+	case stored != nil && stored.Assoc.Account != nil:
 		in.DealDecided, in.ActivityDeal = true, stored.Assoc.Deal
+	case pl.ev.Activity == nil && empty(pl.dealProposal):
+		// Nothing of this event goes to a deal (planDeal): no need to look for one.
+		in.DealDecided = true
 	}
 	assoc, err := association.Associate(ctx, in, tables)
 	if err != nil {

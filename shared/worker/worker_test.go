@@ -683,3 +683,31 @@ func TestLaterEventsOfAnActivityKeepItsDeal(t *testing.T) {
 		}
 	}
 }
+
+// An event with no activity and no deal fields (a CRM edit of a contact field) needs no deal:
+// the account's deals are not listed for it.
+func TestEventWithoutActivityListsNoDeals(t *testing.T) {
+	tb := provision(t)
+	counted := &queryCounter{DynamoAPI: tb.ddb}
+	w := newWorker(t, tb, counted, newClock(t0.Add(time.Hour)))
+	mustApply(t, w, &canonical.Event{Key: "crm:acct-1", Source: "crm", Kind: canonical.KindCRMChange, OccurredAt: t0,
+		GroupKey: "email:dan@acme.com", Subject: canonical.Person{Emails: []string{"dan@acme.com"}},
+		Actor: &canonical.Actor{Email: "alice@example.com", Role: "revops"},
+		Fields: map[string]map[string]string{
+			"contact": {"first_name": "Dan"}, "account": {"name": "Acme", "domain": "acme.com"},
+			"deal": {"name": "Acme renewal", "stage": "proposal"}},
+		ExternalIDs: map[string]string{"deal_id": "d-1"}, PayloadHash: "h-acct-1"})
+	counted.mu.Lock()
+	counted.queries = 0
+	counted.mu.Unlock()
+	res := mustApply(t, w, &canonical.Event{Key: "crm:title", Source: "crm", Kind: canonical.KindCRMChange, OccurredAt: t0.Add(time.Minute),
+		GroupKey: "email:dan@acme.com", Subject: canonical.Person{Emails: []string{"dan@acme.com"}},
+		Actor:  &canonical.Actor{Email: "alice@example.com", Role: "revops"},
+		Fields: map[string]map[string]string{"contact": {"job_title": "CFO"}}, PayloadHash: "h-title"})
+	if res.Outcome != store.Applied {
+		t.Fatalf("CRM edit: %+v", res)
+	}
+	if counted.queries != 0 {
+		t.Errorf("a CRM edit without an activity made %d Query requests, want 0", counted.queries)
+	}
+}
