@@ -253,16 +253,11 @@ func (r reader) get(ctx context.Context, pk, sk string, out any) (bool, error) {
 		}
 		return true, nil
 	}
-	got, err := r.ddb.GetItem(ctx, &dynamodb.GetItemInput{
-		TableName: aws.String(r.cfg.CRMTable), Key: key(pk, sk), ConsistentRead: aws.Bool(true),
-	})
-	if err != nil {
-		return false, fmt.Errorf("read %s/%s: %w", pk, sk, err)
+	item, err := r.fetch(ctx, pk, sk)
+	if err != nil || item == nil {
+		return false, err
 	}
-	if len(got.Item) == 0 {
-		return false, nil
-	}
-	if err := attributevalue.UnmarshalMap(got.Item, out); err != nil {
+	if err := attributevalue.UnmarshalMap(item, out); err != nil {
 		return false, fmt.Errorf("decode %s/%s: %w", pk, sk, err)
 	}
 	return true, nil
@@ -314,23 +309,31 @@ func (r reader) activity(ctx context.Context, pk, activityID string) (*store.Act
 	return item, nil
 }
 
+// fetch reads one CRM item, strongly consistent; nil when absent.
+func (r reader) fetch(ctx context.Context, pk, sk string) (map[string]types.AttributeValue, error) {
+	got, err := r.ddb.GetItem(ctx, &dynamodb.GetItemInput{
+		TableName: aws.String(r.cfg.CRMTable), Key: key(pk, sk), ConsistentRead: aws.Bool(true),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read %s/%s: %w", pk, sk, err)
+	}
+	if len(got.Item) == 0 {
+		return nil, nil
+	}
+	return got.Item, nil
+}
+
 // plannedActivity reads the activity item at pk for this plan, once: from what the plan read
 // ahead (prefetch) when it did, else with one strongly consistent read whose answer it keeps
 // for the plan's later reads of the item. nil when absent.
 func (r reader) plannedActivity(ctx context.Context, pk, activityID string) (*store.ActivityItem, error) {
 	sk := store.ActivitySK(activityID)
 	if _, ahead := r.ahead[aheadKey(pk, sk)]; !ahead && r.ahead != nil {
-		got, err := r.ddb.GetItem(ctx, &dynamodb.GetItemInput{
-			TableName: aws.String(r.cfg.CRMTable), Key: key(pk, sk), ConsistentRead: aws.Bool(true),
-		})
+		item, err := r.fetch(ctx, pk, sk)
 		if err != nil {
-			return nil, fmt.Errorf("read %s/%s: %w", pk, sk, err)
+			return nil, err
 		}
-		item := got.Item
-		if len(item) == 0 {
-			item = nil // read absent
-		}
-		r.ahead[aheadKey(pk, sk)] = item
+		r.ahead[aheadKey(pk, sk)] = item // nil: read absent
 	}
 	return r.activity(ctx, pk, activityID)
 }
