@@ -23,6 +23,9 @@ func newMigrateCmd() *cobra.Command {
 			"nothing. With --max-pages it stops early and prints the token to continue with --from.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if maxPages < 0 {
+				return fmt.Errorf("--max-pages %d: must be 0 (to the end) or more", maxPages)
+			}
 			ref, err := resolveStack(cmd)
 			if err != nil {
 				return err

@@ -302,6 +302,9 @@ func TestMigrateCommand(t *testing.T) {
 	if err := ddbfixture.Load(context.Background(), ddb, ledger, fixture["ledger"]); err != nil {
 		t.Fatal(err)
 	}
+	if _, err := s.cli("migrate", "--max-pages", "-1"); err == nil || !strings.Contains(err.Error(), "--max-pages -1") {
+		t.Errorf("a negative --max-pages: %v, want an error naming the flag", err)
+	}
 	out := s.mustCLI("migrate")
 	if !strings.Contains(out, "scanned 6 ledger items, 2 to change (dry run") {
 		t.Fatalf("dry run said:\n%s", out)
