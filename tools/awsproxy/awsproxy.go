@@ -129,6 +129,7 @@ type Proxy struct {
 	injected []int // per rule
 	counts   map[string]int
 	faults   map[string]int
+	byAPI    map[string]int
 	observe  func(Exchange)
 
 	srv *http.Server
@@ -151,7 +152,7 @@ func New(cfg Config) (*Proxy, error) {
 	tr.MaxIdleConns, tr.MaxIdleConnsPerHost = 256, 256
 	p := &Proxy{target: u, client: &http.Client{Transport: tr}, hold: cfg.Hold,
 		rnd: rand.New(rand.NewPCG(cfg.Seed, cfg.Seed^0x9e3779b97f4a7c15)), counts: map[string]int{},
-		faults: map[string]int{}, observe: cfg.Observe}
+		faults: map[string]int{}, byAPI: map[string]int{}, observe: cfg.Observe}
 	p.rules = append([]Rule(nil), cfg.Rules...)
 	p.injected = make([]int, len(p.rules))
 	return p, nil
@@ -223,12 +224,26 @@ func (p *Proxy) Faults() map[string]int {
 	return clone(p.faults)
 }
 
+// FaultsByAPI returns how many faults the proxy injected, by FaultKey(kind, phase, api) (e.g.
+// "conflict/after dynamodb.TransactWriteItems").
+func (p *Proxy) FaultsByAPI() map[string]int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return clone(p.byAPI)
+}
+
+// FaultKey names one fault kind in one phase on one API, as FaultsByAPI counts it.
+func FaultKey(kind Kind, phase Phase, api string) string {
+	return string(kind) + "/" + string(phase) + " " + api
+}
+
 // Reset zeroes the request and fault counts (rules and their bounds are kept).
 func (p *Proxy) Reset() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.counts = map[string]int{}
 	p.faults = map[string]int{}
+	p.byAPI = map[string]int{}
 }
 
 func clone(m map[string]int) map[string]int {
@@ -264,20 +279,21 @@ func (p *Proxy) decide(api string) (Kind, Phase, bool) {
 	defer p.mu.Unlock()
 	p.counts[api]++
 	for i, r := range p.rules {
-		if !applies(r, api) || (r.Max > 0 && p.injected[i] >= r.Max) || r.Rate == 0 {
+		if !r.Matches(api) || (r.Max > 0 && p.injected[i] >= r.Max) || r.Rate == 0 {
 			continue
 		}
 		if p.rnd.Float64() < r.Rate {
 			p.injected[i]++
 			p.faults[string(r.Kind)+"/"+string(r.Phase)]++
+			p.byAPI[FaultKey(r.Kind, r.Phase, api)]++
 			return r.Kind, r.Phase, true
 		}
 	}
 	return "", "", false
 }
 
-// applies reports whether rule r may fault a request named api.
-func applies(r Rule, api string) bool {
+// Matches reports whether the rule may fault a request named api.
+func (r Rule) Matches(api string) bool {
 	if r.Kind == Conflict && api != "dynamodb.TransactWriteItems" {
 		return false
 	}

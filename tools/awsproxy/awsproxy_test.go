@@ -273,6 +273,9 @@ func TestFaultsAgainstMoto(t *testing.T) {
 					if f.proxy.Faults()[string(kind)+"/"+string(phase)] != 1 {
 						t.Errorf("Faults() = %v, want one %s/%s", f.proxy.Faults(), kind, phase)
 					}
+					if got := f.proxy.FaultsByAPI(); got[FaultKey(kind, phase, c.api)] != 1 || len(got) != 1 {
+						t.Errorf("FaultsByAPI() = %v, want only %q: 1", got, FaultKey(kind, phase, c.api))
+					}
 					// A conflict is the application's to retry (re-read, re-decide), never the SDK's.
 					if got, want := retryable.IsErrorRetryable(err) == aws.TrueTernary, kind != Conflict; got != want {
 						t.Errorf("SDK classifies the %s fault as retryable = %v, want %v: %v", kind, got, want, err)

@@ -55,8 +55,12 @@ type Stats struct {
 	Statuses map[string]int
 	// Retried counts deliveries the vendor had to retry after a 5xx (SQS refusing the send).
 	Retried int
-	// Accepted lists the keys a webhook accepted (2xx, enqueued) or the harness enqueued late.
+	// Accepted lists the keys a webhook accepted (answered 2xx, not quarantined). A late re-send
+	// never marks a key accepted: it goes around the webhook, so counting it would hide a webhook
+	// that refused or dropped the event.
 	Accepted map[string]bool
+	// Enqueued lists the keys the harness enqueued itself, past the webhook (late re-sends).
+	Enqueued map[string]bool
 	// Quarantined lists the keys of deliveries answered "quarantined".
 	Quarantined map[string]bool
 	// GaveUp lists the keys of deliveries never accepted within MaxAttempts.
@@ -83,7 +87,7 @@ func (s *Sender) Run(ctx context.Context, plan *Plan) (*Stats, error) {
 		tr.MaxIdleConnsPerHost = s.Concurrency * 2
 		s.Client = &http.Client{Timeout: 30 * time.Second, Transport: tr}
 	}
-	st := &Stats{Sends: len(plan.Schedule), Statuses: map[string]int{}, Accepted: map[string]bool{},
+	st := &Stats{Sends: len(plan.Schedule), Statuses: map[string]int{}, Accepted: map[string]bool{}, Enqueued: map[string]bool{},
 		Quarantined: map[string]bool{}, GaveUp: map[string]bool{}, Refused: map[string]string{}}
 	var mu sync.Mutex
 	var done atomic.Int64
@@ -104,7 +108,7 @@ func (s *Sender) Run(ctx context.Context, plan *Plan) (*Stats, error) {
 						firstErr = fmt.Errorf("late re-send of %s: %w", snd.Delivery.Event.Key, err)
 					}
 					for _, k := range keys {
-						st.Accepted[k] = true
+						st.Enqueued[k] = true
 					}
 					st.Late++
 					mu.Unlock()
@@ -261,3 +265,7 @@ func Sign(d *Delivery, baseURL string, sec connector.Secret, now time.Time, rnd 
 	}
 	return req, nil
 }
+
+// GotIn reports whether the event keyed key reached the queue: a webhook accepted it, or the
+// harness enqueued it past the webhook.
+func (s *Stats) GotIn(key string) bool { return s.Accepted[key] || s.Enqueued[key] }

@@ -23,10 +23,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math/rand/v2"
 	"net/http"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -149,14 +150,33 @@ type Verdict struct {
 	Requests, VendorRetries int
 	Statuses                map[string]int
 	// Faults counts injected faults: "<kind>/<phase>" from the proxy, "crash/after-commit" for
-	// worker crashes, "webhook-5xx" for deliveries SQS refused (the vendor's retry path).
+	// worker crashes.
 	Faults map[string]int
+	// FaultChecks are the injected faults per kind, phase and API beside the minimum the run
+	// asserts (from each rule's rate and the requests it could fault); FaultsShort counts the
+	// checks that fell short of their minimum.
+	FaultChecks []FaultCheck
+	FaultsShort int
+	// Webhook5xx counts webhook answers 5xx (the vendor retried them), whatever their cause.
+	Webhook5xx int
 	// AWSRequests counts the functions' AWS requests by API (as the proxy saw them).
 	AWSRequests map[string]int
 
-	// Accepted is the unique events a webhook accepted; Refused authentic deliveries answered
-	// 4xx; GaveUp deliveries never accepted.
-	Accepted, Refused, GaveUp int
+	// Accepted is the unique events a webhook accepted; EnqueuedLate those only the harness's
+	// late re-sends enqueued; Refused authentic deliveries answered 4xx that no webhook delivery
+	// of the event recovered; GaveUp deliveries never accepted by a webhook (a late re-send that
+	// got the event in does not excuse either).
+	Accepted, EnqueuedLate, Refused, GaveUp int
+	// Dropped counts events a webhook answered 2xx for without enqueueing them (no SendMessageBatch
+	// entry of the key succeeded at the endpoint).
+	Dropped int
+	// QuarantinedAuthentic counts authentic deliveries the webhook quarantined; RejectedValid the
+	// REJECTED ledger outcomes of the plan's (valid) events; DeadLettered the plan's events in the
+	// dead-letter queue. The run's scenarios expect none of them.
+	QuarantinedAuthentic, RejectedValid, DeadLettered int
+	// ObserverMissed counts ledger items whose write the observer never saw commit, ObserverExtra
+	// keys it saw commit that have no ledger item: either means "applied twice" was judged blind.
+	ObserverMissed, ObserverExtra int
 	// Outcomes counts ledger items by outcome; DLQ the dead-letter messages; Quarantined the
 	// quarantined payloads.
 	Outcomes         map[string]int
@@ -187,10 +207,70 @@ type Verdict struct {
 // Diverged is records plus timelines differing from the oracle.
 func (v *Verdict) Diverged() int { return v.DivergedRecords + v.DivergedTimelines }
 
-// Pass reports whether nothing was lost, nothing applied twice, nothing diverged, and no
-// authentic delivery was refused or given up on.
+// Pass reports whether nothing was lost, nothing applied twice, nothing diverged; no authentic
+// delivery was refused, given up on, dropped, quarantined, rejected or dead-lettered; the
+// observer saw every ledger write; and every fault was injected at least its asserted minimum.
 func (v *Verdict) Pass() bool {
-	return v.Lost == 0 && v.AppliedTwice == 0 && v.Diverged() == 0 && v.Refused == 0 && v.GaveUp == 0 && v.Drained
+	return v.Lost == 0 && v.AppliedTwice == 0 && v.Diverged() == 0 && v.Refused == 0 && v.GaveUp == 0 && v.Dropped == 0 &&
+		v.QuarantinedAuthentic == 0 && v.RejectedValid == 0 && v.DeadLettered == 0 && v.ObserverMissed == 0 &&
+		v.ObserverExtra == 0 && v.FaultsShort == 0 && v.Drained
+}
+
+// FaultCheck is one fault kind in one phase on one API (or the worker crash): how many were
+// injected beside the minimum the run asserts.
+type FaultCheck struct {
+	// Fault is "<kind>/<phase>" or "crash/after-commit"; API the request name ("lambda.worker" for
+	// crashes).
+	Fault, API string
+	// Expected is the mean injections at the rules' rates over the requests made while faults
+	// were on; Min the asserted minimum (0: too few requests to assert one).
+	Expected float64
+	Min, Got int
+}
+
+// minimumFor is the injections a check asserts when expected are due: none below 10 expected
+// (a Poisson count of mean 10 is 0 with probability 5e-5), one from 10, a third of the mean
+// from 30 (below it with probability under 1e-5).
+func minimumFor(expected float64) int {
+	switch {
+	case expected >= 30:
+		return int(expected / 3)
+	case expected >= 10:
+		return 1
+	}
+	return 0
+}
+
+// faultChecks lists, for every kind/phase and API the rules could fault, the injections counted
+// beside their asserted minimum. A request is drawn against the rules in order and the first hit
+// wins, so a rule's effective rate on an API is its rate times the misses of the rules before it.
+func faultChecks(rules []awsproxy.Rule, requests, injected map[string]int, crashRate float64, invocations, crashes int) []FaultCheck {
+	expected := map[string]float64{}
+	for api, n := range requests {
+		miss := 1.0
+		for _, r := range rules {
+			if !r.Matches(api) || r.Rate == 0 {
+				continue
+			}
+			expected[awsproxy.FaultKey(r.Kind, r.Phase, api)] += float64(n) * miss * r.Rate
+			miss *= 1 - r.Rate
+		}
+	}
+	for key := range injected {
+		if _, ok := expected[key]; !ok {
+			expected[key] = 0 // injected where no rule expects any: shown (a bug of the proxy)
+		}
+	}
+	var out []FaultCheck
+	for _, key := range slices.Sorted(maps.Keys(expected)) {
+		fault, api, _ := strings.Cut(key, " ")
+		out = append(out, FaultCheck{Fault: fault, API: api, Expected: expected[key], Min: minimumFor(expected[key]), Got: injected[key]})
+	}
+	if crashRate > 0 {
+		e := crashRate * float64(invocations)
+		out = append(out, FaultCheck{Fault: "crash/after-commit", API: "lambda.worker", Expected: e, Min: minimumFor(e), Got: crashes})
+	}
+	return out
 }
 
 // Run runs the suite.
@@ -286,6 +366,20 @@ type harness struct {
 	queueURL  string // the ingest queue
 	queue     *sqs.Client
 	secrets   map[string]connector.Secret
+	rules     []awsproxy.Rule
+	counted   counted // what the proxy and the crasher counted while faults were on
+}
+
+// counted is what the fault proxy and the crash injector counted while faults were on.
+type counted struct {
+	requests, faults, faultsByAPI map[string]int
+	invocations, crashes          int
+}
+
+// snapshot reads the counts of the proxy and the crasher.
+func snapshot(p *awsproxy.Proxy, c *Crasher) counted {
+	invocations, crashes := c.Counts()
+	return counted{requests: p.Counts(), faults: p.Faults(), faultsByAPI: p.FaultsByAPI(), invocations: invocations, crashes: crashes}
 }
 
 // startFaultProxy starts the fault proxy in front of moto, with an observer counting committed
@@ -362,6 +456,7 @@ func (h *harness) enableFaults(rules []awsproxy.Rule) error {
 	if err := h.proxy.SetRules(rules); err != nil {
 		return err
 	}
+	h.rules = rules
 	h.crash.Enable(true)
 	fmt.Fprintf(h.o.Log, "faults: %s; worker crash rate %.3g\n", awsproxy.String(rules), h.o.CrashRate)
 	return nil
@@ -400,6 +495,7 @@ func (h *harness) drainAndDisableFaults(ctx context.Context) (bool, time.Duratio
 	drainTime := time.Since(drainStart)
 	h.crash.Enable(false)
 	_ = h.proxy.SetRules(nil)
+	h.counted = snapshot(h.proxy, h.crash)
 	fmt.Fprintf(o.Log, "queue drained=%v in %s; reading the CRM\n", drained, drainTime.Round(time.Second))
 
 	fmt.Fprintln(o.Log, "endpoint latency by API (as the proxy saw it):")
@@ -412,7 +508,8 @@ func (h *harness) drainAndDisableFaults(ctx context.Context) (bool, time.Duratio
 // judgeAfterConsistencyJob compares what the pipeline itself converged to with the oracle, runs
 // the consistency job as scheduled in production (it re-associates activities left unassociated
 // by a race between an activity and the event creating its contact), then judges the state it
-// leaves; the divergences before the job are findings of the verdict.
+// leaves; the divergences before the job are findings of the verdict. The dead-letter queue is
+// read once, at the end (a read hides its messages for the visibility timeout).
 func (h *harness) judgeAfterConsistencyJob(ctx context.Context, plan *loadgen.Plan, stats *loadgen.Stats) (*Verdict, error) {
 	before, err := readState(ctx, h.dev)
 	if err != nil {
@@ -428,7 +525,10 @@ func (h *harness) judgeAfterConsistencyJob(ctx context.Context, plan *loadgen.Pl
 	if err != nil {
 		return nil, err
 	}
-	v := judge(h.o, plan, stats, after, h.observer, h.proxy, h.crash)
+	if after.dlq, err = readDLQ(ctx, h.queue, h.dev.Stack.Physical["IngestDLQ"].Ref); err != nil {
+		return nil, err
+	}
+	v := judge(h.o, h.rules, plan, stats, after, h.observer, h.counted)
 	v.DivergedBeforeReconcile = beforeReport.DivergedRecords + beforeReport.DivergedTimelines
 	v.Reassociated = reassociated
 	if consistencyErr != nil {
@@ -470,11 +570,12 @@ func Factory(c *Crasher, secretTTL time.Duration) localcloud.Factory {
 
 // Crasher decides which worker invocations crash after their handler ran.
 type Crasher struct {
-	rate    float64
-	enabled atomic.Bool
-	mu      sync.Mutex
-	rnd     *rand.Rand
-	crashes int
+	rate        float64
+	enabled     atomic.Bool
+	mu          sync.Mutex
+	rnd         *rand.Rand
+	crashes     int
+	invocations int // while enabled
 }
 
 // NewCrasher returns a crash injector that, once enabled, crashes rate of the worker's
@@ -486,11 +587,11 @@ func NewCrasher(rate float64, seed uint64) *Crasher {
 // Enable turns crashing on or off.
 func (c *Crasher) Enable(on bool) { c.enabled.Store(on) }
 
-// Crashes returns how many invocations crashed.
-func (c *Crasher) Crashes() int {
+// Counts returns how many invocations ran while crashing was enabled, and how many crashed.
+func (c *Crasher) Counts() (invocations, crashes int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.crashes
+	return c.invocations, c.crashes
 }
 
 // crash draws one invocation's fate: whether it crashes, and whether as a panic (every other
@@ -501,6 +602,7 @@ func (c *Crasher) crash() (crash, asPanic bool) {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.invocations++
 	if c.rnd.Float64() >= c.rate {
 		return false, false
 	}
@@ -651,11 +753,12 @@ func runConsistency(ctx context.Context, d *localcloud.Dev) (int, error) {
 	return rep.Counts["reassociated"], nil
 }
 
-// compare runs the oracle against a state, for the unique events a webhook accepted.
+// compare runs the oracle against a state, for the unique events that got in (a webhook accepted
+// them, or the harness enqueued them late).
 func compare(plan *loadgen.Plan, stats *loadgen.Stats, st *state) oracle.Report {
 	var accepted []oracle.Event
 	for _, d := range plan.Unique {
-		if stats.Accepted[d.Event.Key] {
+		if stats.GotIn(d.Event.Key) {
 			accepted = append(accepted, d.Event)
 		}
 	}
@@ -666,95 +769,114 @@ func compare(plan *loadgen.Plan, stats *loadgen.Stats, st *state) oracle.Report 
 	return oracle.Compare(oracle.Expect(pol, accepted), st.actual)
 }
 
-// judge computes the verdict.
-func judge(o Options, plan *loadgen.Plan, stats *loadgen.Stats, st *state, obs *observer, proxy *awsproxy.Proxy, c *Crasher) *Verdict {
+// judge computes the verdict. Each delivery is judged by what the webhook answered and did, apart
+// from the harness's own late re-sends: a late re-send gets an event in (so the oracle expects it),
+// but it never excuses a webhook that refused, dropped or quarantined the event.
+func judge(o Options, rules []awsproxy.Rule, plan *loadgen.Plan, stats *loadgen.Stats, st *state, obs *observer, c counted) *Verdict {
 	v := &Verdict{Events: o.Events, People: o.People, Concurrency: o.Concurrency, Pollers: o.Pollers, Seed: o.Seed,
 		FaultFlag: o.Faults, SQSRefusal: o.SQSRefusal, CrashRate: o.CrashRate, Visibility: o.Visibility,
 		Sent: len(plan.Schedule), Unique: len(plan.Unique), Duplicates: plan.Duplicates, Late: plan.Late,
 		OutOfOrder: plan.OutOfOrder, BySource: plan.BySource, Requests: stats.Requests, VendorRetries: stats.Retried,
-		Statuses: stats.Statuses, Faults: proxy.Faults(), AWSRequests: proxy.Counts(), Outcomes: st.outcomes,
-		DLQ: len(st.dlq), Quarantined: st.quarantined}
-	if rules, err := awsproxy.ParseRules(o.Faults); err == nil {
-		if o.SQSRefusal {
-			rules = append(rules, SQSRefusal)
+		Statuses: stats.Statuses, Faults: c.faults, AWSRequests: c.requests, Outcomes: st.outcomes,
+		DLQ: len(st.dlq), Quarantined: st.quarantined, FaultSpec: awsproxy.String(rules)}
+	if v.Faults == nil {
+		v.Faults = map[string]int{}
+	}
+	if c.crashes > 0 {
+		v.Faults["crash/after-commit"] = c.crashes
+	}
+	for status, n := range stats.Statuses {
+		if len(status) == 3 && status[0] == '5' {
+			v.Webhook5xx += n
 		}
-		v.FaultSpec = awsproxy.String(rules)
-	}
-	if n := c.Crashes(); n > 0 {
-		v.Faults["crash/after-commit"] = n
-	}
-	if n := stats.Statuses["503"] + stats.Statuses["500"] + stats.Statuses["502"] + stats.Statuses["504"]; n > 0 {
-		v.Faults["webhook-5xx (vendor retried)"] = n
 	}
 	finding := func(format string, args ...any) {
 		if len(v.Findings) < 60 {
 			v.Findings = append(v.Findings, fmt.Sprintf(format, args...))
 		}
 	}
+	v.FaultChecks = faultChecks(rules, c.requests, c.faultsByAPI, o.CrashRate, c.invocations, c.crashes)
+	for _, fc := range v.FaultChecks {
+		if fc.Got < fc.Min {
+			v.FaultsShort++
+			finding("fault %s on %s injected %d times, asserted minimum %d (%.1f expected)", fc.Fault, fc.API, fc.Got, fc.Min, fc.Expected)
+		}
+	}
 
-	// Which unique events got in: accepted by a webhook, or enqueued past it.
-	var accepted []oracle.Event
+	// Which unique events got in, and how each webhook treated its delivery.
+	var gotIn []oracle.Event
+	valid := map[string]bool{}
 	for _, d := range plan.Unique {
 		k := d.Event.Key
+		valid[k] = true
+		if stats.GotIn(k) {
+			gotIn = append(gotIn, d.Event)
+		}
 		switch {
 		case stats.Accepted[k]:
-			accepted = append(accepted, d.Event)
-		case stats.Quarantined[k]:
+			v.Accepted++
+			if obs.enqueuedCount(k) == 0 {
+				v.Dropped++
+				finding("dropped: the webhook accepted %s but never enqueued it", k)
+			}
+		case stats.Enqueued[k]:
+			v.EnqueuedLate++
+		}
+		if stats.Quarantined[k] {
+			v.QuarantinedAuthentic++
 			finding("authentic event %s quarantined", k)
 		}
 	}
-	v.Accepted = len(accepted)
-	keys := func(m map[string]string) []string {
-		out := make([]string, 0, len(m))
-		for k := range m {
-			out = append(out, k)
-		}
-		sort.Strings(out)
-		return out
-	}
-	for _, k := range keys(stats.Refused) {
+	for _, k := range slices.Sorted(maps.Keys(stats.Refused)) {
 		if !stats.Accepted[k] {
 			v.Refused++
 			finding("authentic delivery %s refused: %s", k, stats.Refused[k])
 		}
 	}
-	for k := range stats.GaveUp {
+	for _, k := range slices.Sorted(maps.Keys(stats.GaveUp)) {
 		if !stats.Accepted[k] {
 			v.GaveUp++
 			finding("delivery %s never accepted after the vendor's retries", k)
 		}
 	}
 
-	// Lost: accepted, yet no ledger outcome, quarantine or dead letter.
-	for _, e := range accepted {
+	// Lost: got in, yet no ledger outcome and no dead letter.
+	for _, e := range gotIn {
 		if _, ok := st.ledger[e.Key]; ok || st.dlq[e.Key] {
 			continue
 		}
 		v.Lost++
-		finding("lost: %s (accepted, no ledger item, not in the DLQ)", e.Key)
+		finding("lost: %s (got in, no ledger item, not in the DLQ)", e.Key)
 	}
-	for k, out := range st.ledger {
-		if out == "REJECTED" {
+	for _, k := range slices.Sorted(maps.Keys(st.ledger)) {
+		if st.ledger[k] == "REJECTED" && valid[k] {
+			v.RejectedValid++
 			finding("rejected: %s: %s", k, st.reasons[k])
 		}
 	}
-	for k := range st.dlq {
+	for _, k := range slices.Sorted(maps.Keys(st.dlq)) {
+		v.DeadLettered++
 		finding("dead-lettered: %s", k)
 	}
 
-	// Applied twice.
-	obs.mu.Lock()
-	var twice []string
-	for k, n := range obs.commits {
-		if n > 1 {
-			twice = append(twice, fmt.Sprintf("%s (%d commits)", k, n))
+	// Applied twice, and the observer's self-check: every ledger item's write seen committed, and
+	// no commit seen of a key the ledger does not hold.
+	commits := obs.commitCounts()
+	for _, k := range slices.Sorted(maps.Keys(commits)) {
+		if n := commits[k]; n > 1 {
+			v.DuplicateLedgerWrites++
+			finding("applied twice: %s (%d commits)", k, n)
+		}
+		if _, ok := st.ledger[k]; !ok && commits[k] > 0 {
+			v.ObserverExtra++
+			finding("observer: saw %s commit, but the ledger holds no item for it", k)
 		}
 	}
-	obs.mu.Unlock()
-	sort.Strings(twice)
-	v.DuplicateLedgerWrites = len(twice)
-	for _, t := range twice {
-		finding("applied twice: %s", t)
+	for _, k := range slices.Sorted(maps.Keys(st.ledger)) {
+		if commits[k] == 0 {
+			v.ObserverMissed++
+			finding("observer: the ledger holds %s, but its write was never seen to commit", k)
+		}
 	}
 
 	rep := compare(plan, stats, st)

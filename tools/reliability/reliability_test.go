@@ -41,10 +41,14 @@ func TestReliabilityShort(t *testing.T) {
 			t.Errorf("no %s fault injected before and after forwarding (%v): the run proves nothing about it", k, v.Faults)
 		}
 	}
-	for _, k := range []string{"crash/after-commit", "webhook-5xx (vendor retried)"} {
-		if v.Faults[k] == 0 {
-			t.Errorf("no %s fault injected (%v)", k, v.Faults)
-		}
+	if v.Faults["crash/after-commit"] == 0 {
+		t.Errorf("no worker crash injected (%v)", v.Faults)
+	}
+	if refusals := v.Faults["server-error/before"]; refusals == 0 || v.VendorRetries == 0 {
+		t.Errorf("SQS refusals %d, vendor retries %d: want the webhooks' 5xx path taken", refusals, v.VendorRetries)
+	}
+	if len(v.FaultChecks) == 0 {
+		t.Errorf("no fault checks: the run asserts no minimum")
 	}
 	if v.Late == 0 || v.Duplicates == 0 || v.OutOfOrder == 0 {
 		t.Errorf("duplicates %d (late %d), out of order %d: want some of each", v.Duplicates, v.Late, v.OutOfOrder)
@@ -52,5 +56,5 @@ func TestReliabilityShort(t *testing.T) {
 	if !v.Pass() {
 		t.Errorf("%s\n\n%s", v.Summary(), v.Report())
 	}
-	t.Logf("%s (wall %s)", v.Summary(), v.Wall.Round(time.Second))
+	t.Logf("%s (wall %s)\n%s", v.Summary(), v.Wall.Round(time.Second), v.FaultTable())
 }

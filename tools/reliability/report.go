@@ -57,11 +57,18 @@ func (v *Verdict) Table() string {
 		row("Faults injected: "+string(k), fmt.Sprintf("%s (%s before forwarding, %s after)", num(before+after), num(before), num(after)))
 	}
 	row("Faults injected: worker crash after its transaction", num(v.Faults["crash/after-commit"]))
-	row("Faults injected: SQS refused the webhook's send (webhook 5xx, vendor retried)", num(v.Faults["webhook-5xx (vendor retried)"]))
-	row("AWS requests by the functions", num(awsproxy.Total(v.AWSRequests)))
+	row("Fault checks (kind, phase and API) short of their asserted minimum (table below)",
+		fmt.Sprintf("%s of %s", bold(v.FaultsShort), num(len(v.FaultChecks))))
+	row("Webhook answers 5xx (the vendor retried; SQS refusals among them)", num(v.Webhook5xx))
+	row("AWS requests by the functions (while faults were on)", num(awsproxy.Total(v.AWSRequests)))
 	row("Ledger outcomes", statuses(v.Outcomes))
-	row("Dead-lettered / quarantined", num(v.DLQ)+" / "+num(v.Quarantined))
-	row("Authentic deliveries refused / given up", num(v.Refused)+" / "+num(v.GaveUp))
+	row("Unique events accepted by a webhook / only enqueued by a late re-send", num(v.Accepted)+" / "+num(v.EnqueuedLate))
+	row("Authentic deliveries refused / given up / accepted but never enqueued (late re-sends excuse none)",
+		bold(v.Refused)+" / "+bold(v.GaveUp)+" / "+bold(v.Dropped))
+	row("Authentic deliveries quarantined / valid events rejected / dead-lettered (none expected)",
+		bold(v.QuarantinedAuthentic)+" / "+bold(v.RejectedValid)+" / "+bold(v.DeadLettered))
+	row("Observer self-check: ledger items whose write it never saw / commits seen without a ledger item",
+		bold(v.ObserverMissed)+" / "+bold(v.ObserverExtra))
 	row("**Lost** (accepted, yet neither applied, rejected, quarantined nor dead-lettered)", bold(v.Lost))
 	row("**Applied twice** (ledger commits of one key, duplicate activities, duplicate audit entries)",
 		fmt.Sprintf("%s (%d, %d, %d)", bold(v.AppliedTwice), v.DuplicateLedgerWrites, v.DuplicateActivities, v.DuplicateAudits))
@@ -70,6 +77,24 @@ func (v *Verdict) Table() string {
 	row("Differing once the queue drained, before the consistency job", fmt.Sprintf("%s (the job re-associated %s activities)",
 		num(v.DivergedBeforeReconcile), num(v.Reassociated)))
 	row("Wall time", fmt.Sprintf("%s (sending %s, draining %s)", round(v.Wall), round(v.Send), round(v.Drain)))
+	return b.String()
+}
+
+// FaultTable renders the fault checks as a Markdown table: every kind, phase and API the rules
+// could fault, injected beside expected and the asserted minimum.
+func (v *Verdict) FaultTable() string {
+	var b strings.Builder
+	b.WriteString("| fault | API | injected | expected | asserted minimum |\n|---|---|---:|---:|---:|\n")
+	for _, fc := range v.FaultChecks {
+		if fc.Got == 0 && fc.Min == 0 {
+			continue // nothing due, nothing injected
+		}
+		got := num(fc.Got)
+		if fc.Got < fc.Min {
+			got = "**" + got + " ✗**"
+		}
+		fmt.Fprintf(&b, "| %s | %s | %s | %.1f | %s |\n", fc.Fault, fc.API, got, fc.Expected, num(fc.Min))
+	}
 	return b.String()
 }
 
@@ -90,8 +115,10 @@ func (v *Verdict) Summary() string {
 	if !v.Pass() {
 		word = "FAIL"
 	}
-	s := fmt.Sprintf("%s: lost %d, applied twice %d, diverged %d (records %d, timelines %d); refused %d, gave up %d",
-		word, v.Lost, v.AppliedTwice, v.Diverged(), v.DivergedRecords, v.DivergedTimelines, v.Refused, v.GaveUp)
+	s := fmt.Sprintf("%s: lost %d, applied twice %d, diverged %d (records %d, timelines %d); refused %d, gave up %d, dropped %d; "+
+		"quarantined %d, rejected %d, dead-lettered %d; observer missed %d, extra %d; fault checks short %d",
+		word, v.Lost, v.AppliedTwice, v.Diverged(), v.DivergedRecords, v.DivergedTimelines, v.Refused, v.GaveUp, v.Dropped,
+		v.QuarantinedAuthentic, v.RejectedValid, v.DeadLettered, v.ObserverMissed, v.ObserverExtra, v.FaultsShort)
 	if !v.Drained {
 		s += "; the queue did not drain before the timeout"
 	}
@@ -101,7 +128,7 @@ func (v *Verdict) Summary() string {
 // Report is the verdict as printed: settings, table, verdict line and the first findings.
 func (v *Verdict) Report() string {
 	var b strings.Builder
-	b.WriteString(v.Settings() + "\n\n" + v.Table() + "\n" + v.Summary() + "\n")
+	b.WriteString(v.Settings() + "\n\n" + v.Table() + "\n" + v.FaultTable() + "\n" + v.Summary() + "\n")
 	if len(v.Findings) > 0 {
 		b.WriteString("\nFindings:\n")
 		for _, f := range v.Findings {
@@ -125,6 +152,7 @@ func UpdateDoc(path string, v *Verdict, when time.Time) error {
 	b.WriteString(DocBegin + "\n\n")
 	fmt.Fprintf(&b, "Latest full run, %s: **%s**\n\n", when.UTC().Format("2006-01-02 15:04 MST"), v.Summary())
 	b.WriteString(v.Settings() + "\n\n" + v.Table() + "\n")
+	b.WriteString("Faults by kind, phase and API (rows with nothing due and nothing injected left out):\n\n" + v.FaultTable() + "\n")
 	out := append(append(append([]byte{}, doc[:i]...), b.String()...), doc[j:]...)
 	return os.WriteFile(path, out, 0o644)
 }

@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -15,6 +17,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
+	sqstypes "github.com/aws/aws-sdk-go-v2/service/sqs/types"
 
 	"github.com/crmsync/crmsync/shared/store"
 	"github.com/crmsync/crmsync/tools/awsproxy"
@@ -23,15 +26,19 @@ import (
 )
 
 // observer watches the endpoint's real answers to the functions' requests, as the fault proxy
-// reports them. It counts, per event key, the ledger writes the endpoint committed: the worker's
-// TransactWriteItems whose first item is the ledger Put (the application) and its PutItem on the
-// ledger (a rejection). A transaction applied behind an injected error is counted once, and its
-// retry — canceled by its own first attempt — not at all. It also keeps each API's latency.
+// reports them. It counts, per event key, the ledger writes the endpoint committed: a
+// TransactWriteItems holding a Put on the ledger (the application, wherever the Put sits among
+// the items) and a PutItem on the ledger (a rejection, a no-op, a quarantine). A transaction
+// applied behind an injected error is counted once, and its retry — canceled by its own first
+// attempt — not at all. It counts, per event key, the webhooks' SendMessageBatch entries the
+// queue accepted (the harness's late re-sends go around the proxy, so they are not among them).
+// It also keeps each API's latency.
 type observer struct {
-	table   string
-	mu      sync.Mutex
-	commits map[string]int
-	latency map[string]*apiLatency
+	table    string
+	mu       sync.Mutex
+	commits  map[string]int
+	enqueued map[string]int
+	latency  map[string]*apiLatency
 	// answered are the transactions answered 200, by ClientRequestToken and items: DynamoDB
 	// answers a repeat of one (the same token and items within 10 minutes) with success and
 	// writes nothing, so only the first is a commit.
@@ -44,7 +51,13 @@ type apiLatency struct {
 }
 
 func newObserver() *observer {
-	return &observer{commits: map[string]int{}, latency: map[string]*apiLatency{}, answered: map[string]bool{}}
+	return &observer{commits: map[string]int{}, enqueued: map[string]int{}, latency: map[string]*apiLatency{}, answered: map[string]bool{}}
+}
+
+// ledgerPut is a Put request's table and key, as the DynamoDB JSON protocol carries it.
+type ledgerPut struct {
+	TableName string
+	Item      map[string]struct{ S string }
 }
 
 func (l *observer) observe(e awsproxy.Exchange) {
@@ -57,48 +70,107 @@ func (l *observer) observe(e awsproxy.Exchange) {
 	lat.n++
 	lat.total += e.Elapsed
 	l.mu.Unlock()
-	if e.Status != 200 || (e.API != "dynamodb.TransactWriteItems" && e.API != "dynamodb.PutItem") {
+	if e.Status != 200 {
 		return
 	}
-	type put struct {
-		TableName string
-		Item      map[string]struct{ S string }
+	switch e.API {
+	case "dynamodb.PutItem":
+		var p ledgerPut
+		if json.Unmarshal(e.Request, &p) == nil && p.TableName == l.table {
+			l.commit(p.Item["pk"].S)
+		}
+	case "dynamodb.TransactWriteItems":
+		l.observeTransaction(e)
+	case "sqs.SendMessageBatch":
+		l.observeSend(e)
 	}
-	var key string
-	if e.API == "dynamodb.PutItem" {
-		var p put
-		if json.Unmarshal(e.Request, &p) != nil || p.TableName != l.table {
-			return
-		}
-		key = p.Item["pk"].S
-	} else {
-		var tx struct {
-			ClientRequestToken string
-			TransactItems      json.RawMessage
-		}
-		var items []struct{ Put *put }
-		if json.Unmarshal(e.Request, &tx) != nil || json.Unmarshal(tx.TransactItems, &items) != nil || len(items) == 0 ||
-			items[0].Put == nil || items[0].Put.TableName != l.table {
-			return
-		}
-		key = items[0].Put.Item["pk"].S
-		if tx.ClientRequestToken != "" {
-			request := tx.ClientRequestToken + "\x00" + string(tx.TransactItems)
-			l.mu.Lock()
-			repeat := l.answered[request]
-			l.answered[request] = true
-			l.mu.Unlock()
-			if repeat {
-				return
-			}
+}
+
+// observeTransaction counts a committed transaction's ledger Puts (a repeat of one already
+// answered is no commit).
+func (l *observer) observeTransaction(e awsproxy.Exchange) {
+	var tx struct {
+		ClientRequestToken string
+		TransactItems      json.RawMessage
+	}
+	var items []struct{ Put *ledgerPut }
+	if json.Unmarshal(e.Request, &tx) != nil || json.Unmarshal(tx.TransactItems, &items) != nil {
+		return
+	}
+	var keys []string
+	for _, item := range items {
+		if item.Put != nil && item.Put.TableName == l.table {
+			keys = append(keys, item.Put.Item["pk"].S)
 		}
 	}
+	if len(keys) == 0 {
+		return
+	}
+	if tx.ClientRequestToken != "" {
+		request := tx.ClientRequestToken + "\x00" + string(tx.TransactItems)
+		l.mu.Lock()
+		repeat := l.answered[request]
+		l.answered[request] = true
+		l.mu.Unlock()
+		if repeat {
+			return
+		}
+	}
+	for _, key := range keys {
+		l.commit(key)
+	}
+}
+
+// observeSend counts the entries of a SendMessageBatch the queue accepted, by their event's key.
+func (l *observer) observeSend(e awsproxy.Exchange) {
+	var req struct {
+		Entries []struct{ Id, MessageBody string }
+	}
+	var resp struct {
+		Successful []struct{ Id string }
+	}
+	if json.Unmarshal(e.Request, &req) != nil || json.Unmarshal(e.Response, &resp) != nil {
+		return
+	}
+	keyOf := map[string]string{}
+	for _, entry := range req.Entries {
+		var body struct {
+			Key string `json:"key"`
+		}
+		if json.Unmarshal([]byte(entry.MessageBody), &body) == nil {
+			keyOf[entry.Id] = body.Key
+		}
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, ok := range resp.Successful {
+		if key := keyOf[ok.Id]; key != "" {
+			l.enqueued[key]++
+		}
+	}
+}
+
+func (l *observer) commit(key string) {
 	if key == "" {
 		return
 	}
 	l.mu.Lock()
 	l.commits[key]++
 	l.mu.Unlock()
+}
+
+// commitCounts returns the ledger commits seen, by event key.
+func (l *observer) commitCounts() map[string]int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return maps.Clone(l.commits)
+}
+
+// enqueuedCount returns how many of the webhooks' sends of key the queue accepted.
+func (l *observer) enqueuedCount(key string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.enqueued[key]
 }
 
 // latencies describes the mean endpoint latency per API.
@@ -185,8 +257,8 @@ func scan(ctx context.Context, c *dynamodb.Client, table string, each func(map[s
 	}
 }
 
-// readState reads the ledger, the CRM table, the dead-letter queue and the quarantine bucket
-// directly (not through the fault proxy).
+// readState reads the ledger, the CRM table and the quarantine bucket directly (not through the
+// fault proxy). The dead-letter queue is read apart, once (readDLQ).
 func readState(ctx context.Context, d *localcloud.Dev) (*state, error) {
 	client := dynamodb.NewFromConfig(d.AWS)
 	st := newState()
@@ -198,9 +270,6 @@ func readState(ctx context.Context, d *localcloud.Dev) (*state, error) {
 		return nil, err
 	}
 	crm.attachActivities()
-	if err := st.readDLQ(ctx, sqs.NewFromConfig(d.AWS), d.Stack.Physical["IngestDLQ"].Ref); err != nil {
-		return nil, err
-	}
 	quarantined, err := countQuarantined(ctx, d.AWS, d.Stack.Physical["QuarantineBucket"].Ref)
 	if err != nil {
 		return nil, err
@@ -352,24 +421,40 @@ func (r *crmReader) attachActivities() {
 	}
 }
 
-// readDLQ reads every dead-letter message (without deleting it) for its event key.
-func (st *state) readDLQ(ctx context.Context, client *sqs.Client, queueURL string) error {
-	for {
+// readDLQ reads every dead-letter message for its event key, deleting each once read: the DLQ
+// is FIFO, and SQS hands out no further message of a group while one of it is in flight, so a
+// read that only hides messages stops at the first ten of a group (and a second such read sees
+// nothing until the visibility timeout ends). The verdict reads it once, at the end.
+func readDLQ(ctx context.Context, client *sqs.Client, queueURL string) (map[string]bool, error) {
+	keys := map[string]bool{}
+	for empty := 0; empty < 2; {
 		out, err := client.ReceiveMessage(ctx, &sqs.ReceiveMessageInput{QueueUrl: aws.String(queueURL), MaxNumberOfMessages: 10, VisibilityTimeout: 300})
 		if err != nil {
-			return fmt.Errorf("read the DLQ: %w", err)
+			return nil, fmt.Errorf("read the DLQ: %w", err)
 		}
 		if len(out.Messages) == 0 {
-			return nil
+			empty++
+			continue
 		}
-		for _, m := range out.Messages {
+		empty = 0
+		entries := make([]sqstypes.DeleteMessageBatchRequestEntry, len(out.Messages))
+		for i, m := range out.Messages {
 			var message struct {
 				Key string `json:"key"`
 			}
 			_ = json.Unmarshal([]byte(aws.ToString(m.Body)), &message)
-			st.dlq[message.Key] = true
+			keys[message.Key] = true
+			entries[i] = sqstypes.DeleteMessageBatchRequestEntry{Id: aws.String(strconv.Itoa(i)), ReceiptHandle: m.ReceiptHandle}
+		}
+		deleted, err := client.DeleteMessageBatch(ctx, &sqs.DeleteMessageBatchInput{QueueUrl: aws.String(queueURL), Entries: entries})
+		if err != nil {
+			return nil, fmt.Errorf("read the DLQ: delete: %w", err)
+		}
+		if len(deleted.Failed) > 0 {
+			return nil, fmt.Errorf("read the DLQ: %d messages not deleted (%s)", len(deleted.Failed), aws.ToString(deleted.Failed[0].Message))
 		}
 	}
+	return keys, nil
 }
 
 // countQuarantined counts the quarantine bucket's objects.
