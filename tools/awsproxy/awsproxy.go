@@ -37,6 +37,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -99,6 +100,10 @@ type Config struct {
 	// Observe, when set, is called after every request the endpoint answered, with the endpoint's
 	// real answer (even when the client was given a fault after it).
 	Observe func(Exchange)
+	// Contention, when set, makes overlapping DynamoDB writes conflict as in DynamoDB (see
+	// contention): it names each table's key attributes (hash key first), e.g.
+	// {"crm": {"pk", "sk"}}. Writes to tables it does not name never conflict.
+	Contention map[string][]string
 }
 
 // Exchange is one request the endpoint answered, as Config.Observe sees it.
@@ -131,6 +136,7 @@ type Proxy struct {
 	faults   map[string]int
 	byAPI    map[string]int
 	observe  func(Exchange)
+	contend  atomic.Pointer[contention]
 
 	srv *http.Server
 	ln  net.Listener
@@ -153,6 +159,7 @@ func New(cfg Config) (*Proxy, error) {
 	p := &Proxy{target: u, client: &http.Client{Transport: tr}, hold: cfg.Hold,
 		rnd: rand.New(rand.NewPCG(cfg.Seed, cfg.Seed^0x9e3779b97f4a7c15)), counts: map[string]int{},
 		faults: map[string]int{}, byAPI: map[string]int{}, observe: cfg.Observe}
+	p.SetContention(cfg.Contention)
 	p.rules = append([]Rule(nil), cfg.Rules...)
 	p.injected = make([]int, len(p.rules))
 	return p, nil
@@ -232,6 +239,25 @@ func (p *Proxy) FaultsByAPI() map[string]int {
 	return clone(p.byAPI)
 }
 
+// SetContention turns contention on for the tables named (as Config.Contention), or off with nil;
+// its counts start again.
+func (p *Proxy) SetContention(keys map[string][]string) {
+	if keys == nil {
+		p.contend.Store(nil)
+		return
+	}
+	p.contend.Store(newContention(keys))
+}
+
+// NaturalConflicts returns the conflicts of overlapping writes the proxy answered (Config.Contention),
+// by API; none without contention.
+func (p *Proxy) NaturalConflicts() map[string]int {
+	if c := p.contend.Load(); c != nil {
+		return c.counted()
+	}
+	return map[string]int{}
+}
+
 // FaultKey names one fault kind in one phase on one API, as FaultsByAPI counts it.
 func FaultKey(kind Kind, phase Phase, api string) string {
 	return string(kind) + "/" + string(phase) + " " + api
@@ -244,6 +270,11 @@ func (p *Proxy) Reset() {
 	p.counts = map[string]int{}
 	p.faults = map[string]int{}
 	p.byAPI = map[string]int{}
+	if c := p.contend.Load(); c != nil {
+		c.mu.Lock()
+		c.counts = map[string]int{}
+		c.mu.Unlock()
+	}
 }
 
 func clone(m map[string]int) map[string]int {
@@ -271,6 +302,13 @@ func Keys(m map[string]int) []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// count counts a request answered without a fault draw (a natural conflict).
+func (p *Proxy) count(api string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.counts[api]++
 }
 
 // decide counts the request and draws its fault, if any.
@@ -319,13 +357,30 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	api := Classify(r, body)
+	release := func() {}
+	if c := p.contend.Load(); c != nil {
+		var status int
+		var header map[string]string
+		var answer []byte
+		if release, status, header, answer = c.begin(api, body); release == nil {
+			p.count(api)
+			for k, v := range header {
+				w.Header().Set(k, v)
+			}
+			w.WriteHeader(status)
+			_, _ = w.Write(answer)
+			return
+		}
+	}
 	kind, phase, fault := p.decide(api)
 	if fault && phase == Before {
+		release()
 		p.inject(w, r, api, kind, body)
 		return
 	}
 	began := time.Now()
 	status, header, resp, err := p.forward(r, body)
+	release() // the endpoint answered (or never will): the transaction is over
 	if err != nil {
 		// The endpoint did not answer: the client sees a dropped connection.
 		hangUp(w)

@@ -34,7 +34,8 @@ func newJudged() *judged {
 		stats: &loadgen.Stats{Statuses: map[string]int{}, Accepted: map[string]bool{}, Enqueued: map[string]bool{},
 			Quarantined: map[string]bool{}, GaveUp: map[string]bool{}, Refused: map[string]string{}},
 		st: newState(), obs: newObserver(),
-		c: counted{requests: map[string]int{}, faults: map[string]int{}, faultsByAPI: map[string]int{}}}
+		c: counted{requests: map[string]int{}, faults: map[string]int{}, faultsByAPI: map[string]int{},
+			natural: map[string]int{"dynamodb.TransactWriteItems": 3}}}
 	j.obs.table = "ledger"
 	for i, key := range []string{"twilio:CA1:1", "twilio:CA2:1", "twilio:CA3:1"} {
 		// No contact fields, identities or activity: the oracle expects nothing of the CRM, so
@@ -139,6 +140,9 @@ func TestJudgeFailsOnEachHole(t *testing.T) {
 		{"worker crashes were configured but never happened", func(j *judged) {
 			j.c.invocations = 500
 		}, func(v *Verdict) int { return v.FaultsShort }},
+		{"overlapping writes were to conflict, yet no transaction met another", func(j *judged) {
+			j.c.natural = map[string]int{"dynamodb.PutItem": 1}
+		}, func(v *Verdict) int { return 1 - min(1, v.NaturalConflicts["dynamodb.TransactWriteItems"]) }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -36,6 +36,8 @@ import (
 
 	"github.com/aws/aws-lambda-go/lambda"
 	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	ddbtypes "github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	sqstypes "github.com/aws/aws-sdk-go-v2/service/sqs/types"
 
@@ -69,20 +71,23 @@ type Options struct {
 	Events, People       int
 	DupRate, ReorderRate float64
 	LateShare            float64
-	Concurrency          int     // deliveries in flight (default 16)
-	Faults               string  // awsproxy.ParseRules syntax (default DefaultFaults; "none")
-	SQSRefusal           bool    // add the SQSRefusal rule
-	CrashRate            float64 // share of worker invocations crashed after the handler ran
-	Seed                 uint64
-	Pollers              int           // event source mapping pollers (default 6)
-	Visibility           time.Duration // ingest queue visibility timeout for the run (default 30s)
-	Hold                 time.Duration // how long a timeout fault holds a request (default 2s)
-	DrainTimeout         time.Duration // how long to wait for the queue to drain (default 10m)
-	Endpoint             string        // moto endpoint; "" starts one on a free port
-	Log                  io.Writer     // progress lines (default discard)
-	FunctionLog          io.Writer     // the functions' JSON logs (default discard)
-	SecretTTL            time.Duration // webhook secret cache TTL override (0: the template's)
-	ProgressEvery        time.Duration // how often progress is logged (default 10s)
+	Concurrency          int    // deliveries in flight (default 16)
+	Faults               string // awsproxy.ParseRules syntax (default DefaultFaults; "none")
+	SQSRefusal           bool   // add the SQSRefusal rule
+	// NoContention lets overlapping DynamoDB writes pass. By default the fault proxy makes them
+	// conflict as DynamoDB does (awsproxy.Config.Contention) and the run fails without any.
+	NoContention  bool
+	CrashRate     float64 // share of worker invocations crashed after the handler ran
+	Seed          uint64
+	Pollers       int           // event source mapping pollers (default 6)
+	Visibility    time.Duration // ingest queue visibility timeout for the run (default 30s)
+	Hold          time.Duration // how long a timeout fault holds a request (default 2s)
+	DrainTimeout  time.Duration // how long to wait for the queue to drain (default 10m)
+	Endpoint      string        // moto endpoint; "" starts one on a free port
+	Log           io.Writer     // progress lines (default discard)
+	FunctionLog   io.Writer     // the functions' JSON logs (default discard)
+	SecretTTL     time.Duration // webhook secret cache TTL override (0: the template's)
+	ProgressEvery time.Duration // how often progress is logged (default 10s)
 }
 
 func (o *Options) defaults() error {
@@ -157,6 +162,10 @@ type Verdict struct {
 	// checks that fell short of their minimum.
 	FaultChecks []FaultCheck
 	FaultsShort int
+	// Contention says whether overlapping writes conflicted as in DynamoDB; NaturalConflicts
+	// counts the conflicts so answered, by API.
+	Contention       bool
+	NaturalConflicts map[string]int
 	// Webhook5xx counts webhook answers 5xx (the vendor retried them), whatever their cause.
 	Webhook5xx int
 	// AWSRequests counts the functions' AWS requests by API (as the proxy saw them).
@@ -213,7 +222,7 @@ func (v *Verdict) Diverged() int { return v.DivergedRecords + v.DivergedTimeline
 func (v *Verdict) Pass() bool {
 	return v.Lost == 0 && v.AppliedTwice == 0 && v.Diverged() == 0 && v.Refused == 0 && v.GaveUp == 0 && v.Dropped == 0 &&
 		v.QuarantinedAuthentic == 0 && v.RejectedValid == 0 && v.DeadLettered == 0 && v.ObserverMissed == 0 &&
-		v.ObserverExtra == 0 && v.FaultsShort == 0 && v.Drained
+		v.ObserverExtra == 0 && v.FaultsShort == 0 && v.Drained && (!v.Contention || v.NaturalConflicts["dynamodb.TransactWriteItems"] > 0)
 }
 
 // FaultCheck is one fault kind in one phase on one API (or the worker crash): how many were
@@ -367,19 +376,22 @@ type harness struct {
 	queue     *sqs.Client
 	secrets   map[string]connector.Secret
 	rules     []awsproxy.Rule
-	counted   counted // what the proxy and the crasher counted while faults were on
+	counted   counted
+	// keySchemas are the stack's tables' key attributes (for the proxy's contention).
+	keySchemas map[string][]string // what the proxy and the crasher counted while faults were on
 }
 
 // counted is what the fault proxy and the crash injector counted while faults were on.
 type counted struct {
-	requests, faults, faultsByAPI map[string]int
-	invocations, crashes          int
+	requests, faults, faultsByAPI, natural map[string]int
+	invocations, crashes                   int
 }
 
 // snapshot reads the counts of the proxy and the crasher.
 func snapshot(p *awsproxy.Proxy, c *Crasher) counted {
 	invocations, crashes := c.Counts()
-	return counted{requests: p.Counts(), faults: p.Faults(), faultsByAPI: p.FaultsByAPI(), invocations: invocations, crashes: crashes}
+	return counted{requests: p.Counts(), faults: p.Faults(), faultsByAPI: p.FaultsByAPI(), natural: p.NaturalConflicts(),
+		invocations: invocations, crashes: crashes}
 }
 
 // startFaultProxy starts the fault proxy in front of moto, with an observer counting committed
@@ -417,6 +429,32 @@ func (h *harness) startStack(ctx context.Context) error {
 	h.base = "http://" + d.Addr
 	h.queueURL = d.Stack.Physical["IngestQueue"].Ref
 	h.queue = sqs.NewFromConfig(d.AWS)
+	return h.readKeySchemas(ctx)
+}
+
+// readKeySchemas reads every table's key attributes (straight from moto), hash key first.
+func (h *harness) readKeySchemas(ctx context.Context) error {
+	db := dynamodb.NewFromConfig(h.dev.AWS)
+	tables, err := db.ListTables(ctx, &dynamodb.ListTablesInput{})
+	if err != nil {
+		return fmt.Errorf("list tables: %w", err)
+	}
+	h.keySchemas = map[string][]string{}
+	for _, name := range tables.TableNames {
+		out, err := db.DescribeTable(ctx, &dynamodb.DescribeTableInput{TableName: aws.String(name)})
+		if err != nil {
+			return fmt.Errorf("describe %s: %w", name, err)
+		}
+		var keys []string
+		for _, k := range out.Table.KeySchema {
+			if k.KeyType == ddbtypes.KeyTypeHash {
+				keys = append([]string{aws.ToString(k.AttributeName)}, keys...)
+			} else {
+				keys = append(keys, aws.ToString(k.AttributeName))
+			}
+		}
+		h.keySchemas[name] = keys
+	}
 	return nil
 }
 
@@ -457,6 +495,9 @@ func (h *harness) enableFaults(rules []awsproxy.Rule) error {
 		return err
 	}
 	h.rules = rules
+	if !h.o.NoContention {
+		h.proxy.SetContention(h.keySchemas)
+	}
 	h.crash.Enable(true)
 	fmt.Fprintf(h.o.Log, "faults: %s; worker crash rate %.3g\n", awsproxy.String(rules), h.o.CrashRate)
 	return nil
@@ -778,7 +819,11 @@ func judge(o Options, rules []awsproxy.Rule, plan *loadgen.Plan, stats *loadgen.
 		Sent: len(plan.Schedule), Unique: len(plan.Unique), Duplicates: plan.Duplicates, Late: plan.Late,
 		OutOfOrder: plan.OutOfOrder, BySource: plan.BySource, Requests: stats.Requests, VendorRetries: stats.Retried,
 		Statuses: stats.Statuses, Faults: c.faults, AWSRequests: c.requests, Outcomes: st.outcomes,
-		DLQ: len(st.dlq), Quarantined: st.quarantined, FaultSpec: awsproxy.String(rules)}
+		DLQ: len(st.dlq), Quarantined: st.quarantined, FaultSpec: awsproxy.String(rules),
+		Contention: !o.NoContention, NaturalConflicts: c.natural}
+	if v.Contention && c.natural["dynamodb.TransactWriteItems"] == 0 {
+		v.Findings = append(v.Findings, "contention on, yet no transaction met another: the run shows nothing of DynamoDB's conflicts")
+	}
 	if v.Faults == nil {
 		v.Faults = map[string]int{}
 	}

@@ -41,6 +41,14 @@ func bold(n int) string {
 	return "**" + num(n) + " ✗**"
 }
 
+// boldIfZero marks a count that must not be 0.
+func boldIfZero(n int) string {
+	if n == 0 {
+		return "**0 ✗**"
+	}
+	return num(n)
+}
+
 // Table renders the verdict as a Markdown table.
 func (v *Verdict) Table() string {
 	var b strings.Builder
@@ -57,6 +65,12 @@ func (v *Verdict) Table() string {
 		row("Faults injected: "+string(k), fmt.Sprintf("%s (%s before forwarding, %s after)", num(before+after), num(before), num(after)))
 	}
 	row("Faults injected: worker crash after its transaction", num(v.Faults["crash/after-commit"]))
+	natural := "off (--no-contention)"
+	if v.Contention {
+		natural = fmt.Sprintf("%s transactions canceled, %s single-item writes refused (%s)", boldIfZero(v.NaturalConflicts["dynamodb.TransactWriteItems"]),
+			num(awsproxy.Total(v.NaturalConflicts)-v.NaturalConflicts["dynamodb.TransactWriteItems"]), statuses(v.NaturalConflicts))
+	}
+	row("Natural conflicts: writes that met an ongoing transaction on one of their items, answered as DynamoDB does", natural)
 	row("Fault checks (kind, phase and API) short of their asserted minimum (table below)",
 		fmt.Sprintf("%s of %s", bold(v.FaultsShort), num(len(v.FaultChecks))))
 	row("Webhook answers 5xx (the vendor retried; SQS refusals among them)", num(v.Webhook5xx))
@@ -105,6 +119,9 @@ func (v *Verdict) Settings() string {
 	if !v.SQSRefusal {
 		cmd += " --sqs-refusal=false"
 	}
+	if !v.Contention {
+		cmd += " --no-contention"
+	}
 	return fmt.Sprintf("`%s`: fault rules %s; %d event source mapping pollers; ingest visibility timeout %s; %d CPUs, %s/%s, %s.",
 		cmd, v.FaultSpec, v.Pollers, v.Visibility, runtime.NumCPU(), runtime.GOOS, runtime.GOARCH, runtime.Version())
 }
@@ -119,6 +136,9 @@ func (v *Verdict) Summary() string {
 		"quarantined %d, rejected %d, dead-lettered %d; observer missed %d, extra %d; fault checks short %d",
 		word, v.Lost, v.AppliedTwice, v.Diverged(), v.DivergedRecords, v.DivergedTimelines, v.Refused, v.GaveUp, v.Dropped,
 		v.QuarantinedAuthentic, v.RejectedValid, v.DeadLettered, v.ObserverMissed, v.ObserverExtra, v.FaultsShort)
+	if v.Contention {
+		s += fmt.Sprintf("; natural transaction conflicts %d", v.NaturalConflicts["dynamodb.TransactWriteItems"])
+	}
 	if !v.Drained {
 		s += "; the queue did not drain before the timeout"
 	}

@@ -70,6 +70,7 @@ command fails unless all three are 0. --doc writes the table into docs/reliabili
 	f.Float64Var(&o.LateShare, "late-share", 1.0/3, "share of duplicates re-sent after the SQS deduplication window")
 	f.Float64Var(&o.ReorderRate, "reorder-rate", 0.2, "share of events delivered before an earlier event of the same person")
 	f.StringVar(&o.Faults, "faults", reliability.DefaultFaults, "AWS faults: kind[/phase]=rate[@api|api],... (kinds throttle, server-error, timeout, conflict, all; phases before, after; 'none')")
+	f.BoolVar(&o.NoContention, "no-contention", false, "let overlapping DynamoDB writes pass (by default they conflict as in DynamoDB, and the run fails without any)")
 	f.BoolVar(&o.SQSRefusal, "sqs-refusal", true, "also make SQS refuse the webhooks' sends often enough that some answer 5xx and the vendor retries")
 	f.Float64Var(&o.CrashRate, "crash-rate", 0.02, "share of worker invocations killed after their transactions, before their batch response")
 	f.Uint64Var(&o.Seed, "seed", 1, "seed of the load, the faults and the crashes")
