@@ -114,8 +114,9 @@ type Exchange struct {
 	Request []byte
 	// Status is the endpoint's HTTP status.
 	Status int
-	// Response is the endpoint's answer body.
+	// Response is the endpoint's answer body; Header its headers.
 	Response []byte
+	Header   http.Header
 	// Fault is the fault the client was given instead of the answer ("" when none).
 	Fault Kind
 	// Elapsed is how long the endpoint took to answer.
@@ -387,7 +388,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if p.observe != nil {
-		ex := Exchange{API: api, Request: body, Status: status, Response: resp, Elapsed: time.Since(began)}
+		ex := Exchange{API: api, Request: body, Status: status, Response: resp, Header: header, Elapsed: time.Since(began)}
 		if fault {
 			ex.Fault = kind
 		}

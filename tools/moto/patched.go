@@ -31,8 +31,19 @@ type PatchedServer struct {
 }
 
 // StartPatched runs the patched moto_server on endpoint (http://host:port) with the Python that has
-// moto installed (python3 on PATH, or $CRMSYNC_PYTHON), and waits until it answers.
+// moto installed (python3 on PATH, or $CRMSYNC_PYTHON), and waits until it answers. Its indexes
+// are read-your-writes, as moto's.
 func StartPatched(ctx context.Context, endpoint string) (*PatchedServer, error) {
+	return StartPatchedWithLag(ctx, endpoint, 0)
+}
+
+// LaggedHeader is the answer header by which the patched moto_server marks a Query of an index
+// that saw items as they were before writes inside the lag (its value: how many).
+const LaggedHeader = "X-Crmsync-Lagged"
+
+// StartPatchedWithLag is StartPatched with index lag: every Query of a global secondary index sees
+// the items as they were lag ago, as DynamoDB's asynchronously updated indexes may (0: none).
+func StartPatchedWithLag(ctx context.Context, endpoint string, lag time.Duration) (*PatchedServer, error) {
 	u, err := url.Parse(endpoint)
 	if err != nil || u.Hostname() == "" || u.Port() == "" {
 		return nil, fmt.Errorf("moto endpoint %q: want http://host:port", endpoint)
@@ -53,7 +64,7 @@ func StartPatched(ctx context.Context, endpoint string) (*PatchedServer, error) 
 		return nil, err
 	}
 	cmd := exec.Command(py, script, "-H", u.Hostname(), "-p", u.Port())
-	cmd.Env = append(os.Environ(), "MOTO_ALLOW_NONEXISTENT_REGION=true")
+	cmd.Env = append(os.Environ(), "MOTO_ALLOW_NONEXISTENT_REGION=true", fmt.Sprintf("CRMSYNC_INDEX_LAG_MS=%d", lag.Milliseconds()))
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
 	out := &tail{}
 	cmd.Stdout, cmd.Stderr = out, out

@@ -29,11 +29,21 @@ load, both fixed here without changing any API answer:
    ClientRequestToken seen in the last 10 minutes (with the same items) succeeds without writing
    again, where moto ignores the token and the repeat fails its own conditions.
 
+6. Index lag (only when CRMSYNC_INDEX_LAG_MS is set above 0). DynamoDB updates a global secondary
+   index asynchronously, so a Query of an index may miss recent writes or return an item as it was
+   before them; moto's indexes are read-your-writes. Here a Query of an index sees every item as
+   it was CRMSYNC_INDEX_LAG_MS ago: each write records the item's previous image, and the Query
+   uses the image from before the first write inside the lag. An answer that differs from a fresh
+   one carries the header x-crmsync-lagged (the number of items it saw late) for the suite to
+   count. Queries of the table itself, GetItem and the rest are unchanged (strongly consistent
+   reads, as the worker makes them).
+
 Usage: python3 motoserver.py -H 127.0.0.1 -p 4566 (the same arguments as moto_server).
 """
 
 import copy
 import logging
+import os
 import sys
 import threading
 import time
@@ -64,10 +74,19 @@ import moto.backends as moto_backends
 _lock = threading.RLock()
 _call_action = DynamoHandler.call_action
 
+# 6. Index lag: the time of the request being served (every write of one request, a transaction
+# and its rollback included, shares it), and the lagged items the current request's answer saw.
+_LAG = float(os.environ.get("CRMSYNC_INDEX_LAG_MS", "0") or 0) / 1000.0
+_request = {"now": 0.0, "lagged": 0}
+
 
 def _serialized_call_action(self):
     with _lock:
-        return _call_action(self)
+        _request["now"], _request["lagged"] = time.time(), 0
+        status, headers, body = _call_action(self)
+        if _request["lagged"]:
+            headers["x-crmsync-lagged"] = str(_request["lagged"])
+        return status, headers, body
 
 
 DynamoHandler.call_action = _serialized_call_action
@@ -229,19 +248,67 @@ _delete_item = Table.delete_item
 _update_item = DynamoDBBackend.update_item
 
 
+def _history(table):
+    h = table.__dict__.get("_crmsync_history")
+    if h is None:
+        h = table.__dict__["_crmsync_history"] = {}
+    return h
+
+
+def _remember(table, hv, rv):
+    """Records the item's image before a write (None when absent), at the request's time."""
+    if not _LAG:
+        return
+    try:
+        before = table.get_item(hv, rv)
+    except Exception:
+        before = None
+    _history(table).setdefault((hv, rv), []).append((_request["now"], None if before is None else copy.deepcopy(before)))
+
+
+def _lagged_images(table, horizon):
+    """The items written after horizon, each as it was at horizon (None: absent then); older
+    history is dropped."""
+    h = _history(table)
+    out = {}
+    for key in list(h):
+        entries = [e for e in h[key] if e[0] > horizon]
+        if not entries:
+            del h[key]
+            continue
+        h[key] = entries
+        out[key] = entries[0][1]
+    return out
+
+
 def _indexed_put_item(self, item_attrs, *args, **kwargs):
+    if _LAG:
+        try:
+            _remember(self, DynamoType(item_attrs[self.hash_key_attr]),
+                      DynamoType(item_attrs[self.range_key_attr]) if self.range_key_attr else None)
+        except Exception:
+            pass
     item = _put_item(self, item_attrs, *args, **kwargs)
     _reindex(self, item.hash_key, item.range_key)
     return item
 
 
 def _indexed_delete_item(self, hash_key, range_key, *args, **kwargs):
+    _remember(self, hash_key, range_key)
     item = _delete_item(self, hash_key, range_key, *args, **kwargs)
     _reindex(self, hash_key, range_key)
     return item
 
 
 def _indexed_update_item(self, table_name, key, *args, **kwargs):
+    if _LAG:
+        table = self.tables.get(table_name)
+        if table is not None:
+            try:
+                _remember(table, DynamoType(key[table.hash_key_attr]),
+                          DynamoType(key[table.range_key_attr]) if table.range_key_attr else None)
+            except Exception:
+                pass
     try:
         return _update_item(self, table_name, key, *args, **kwargs)
     finally:
@@ -263,6 +330,7 @@ _restore_item = _restore
 
 
 def _restore_and_reindex(table, hv, rv, old):
+    _remember(table, hv, rv)
     _restore_item(table, hv, rv, old)
     _reindex(table, hv, rv)
 
@@ -280,6 +348,16 @@ def _partition_query(self, hash_key, *args, **kwargs):
         attr, value = conditions[0]
         keys = _index_attr(self, attr).get(value, ())
         candidates = [it for it in (self.get_item(hv, rv) for hv, rv in keys) if it is not None]
+        if _LAG:
+            late = _lagged_images(self, _request["now"] - _LAG)
+            seen = {(it.hash_key, it.range_key) for it in candidates} & late.keys()
+            candidates = [it for it in candidates if (it.hash_key, it.range_key) not in late]
+            for key, image in late.items():
+                held = None if image is None else image.attrs.get(attr)
+                if held is not None and held == value:  # DynamoType cannot compare with None
+                    candidates.append(image)  # as it was before the writes inside the lag
+                    seen.add(key)
+            _request["lagged"] += len(seen)
     elif not index_name and hash_key is not None:
         bucket = self.items.get(hash_key)
         if bucket is None:

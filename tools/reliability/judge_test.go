@@ -140,6 +140,8 @@ func TestJudgeFailsOnEachHole(t *testing.T) {
 		{"worker crashes were configured but never happened", func(j *judged) {
 			j.c.invocations = 500
 		}, func(v *Verdict) int { return v.FaultsShort }},
+		{"indexes were to lag, yet no Query saw a lagged index", func(j *judged) {},
+			func(v *Verdict) int { return 1 - min(1, len(v.LaggedReads)) }},
 		{"overlapping writes were to conflict, yet no transaction met another", func(j *judged) {
 			j.c.natural = map[string]int{"dynamodb.PutItem": 1}
 		}, func(v *Verdict) int { return 1 - min(1, v.NaturalConflicts["dynamodb.TransactWriteItems"]) }},
@@ -151,6 +153,9 @@ func TestJudgeFailsOnEachHole(t *testing.T) {
 			o := Options{Events: 3, People: 3}
 			if strings.Contains(tt.name, "crashes") {
 				o.CrashRate = 0.05
+			}
+			if strings.Contains(tt.name, "indexes were to lag") {
+				o.IndexLag = 300 * time.Millisecond
 			}
 			v := judge(o, j.rules, j.plan, j.stats, j.st, j.obs, j.c)
 			v.Drained = true

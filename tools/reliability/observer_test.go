@@ -23,6 +23,8 @@ func TestObserverCountsCommitsAsDynamoDBDoes(t *testing.T) {
 	}{
 		{"one commit", []awsproxy.Exchange{tx("t1", "k")}, 1},
 		{"a repeat of the same token and items", []awsproxy.Exchange{tx("t1", "k"), tx("t1", "k")}, 1},
+		{"a repeat whose attribute maps were serialized in another order", []awsproxy.Exchange{tx("t1", "k"), {API: "dynamodb.TransactWriteItems", Status: 200,
+			Request: []byte(`{"ClientRequestToken":"t1","TransactItems":[{"Put":{"Item":{"pk":{"S":"k"}},"TableName":"ledger"}}]}`)}}, 1},
 		{"the same event committed under two tokens", []awsproxy.Exchange{tx("t1", "k"), tx("t2", "k")}, 2},
 		{"an answer other than 200 commits nothing", []awsproxy.Exchange{{API: "dynamodb.TransactWriteItems", Status: 400,
 			Request: tx("t1", "k").Request}}, 0},

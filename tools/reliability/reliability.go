@@ -74,6 +74,10 @@ type Options struct {
 	Concurrency          int    // deliveries in flight (default 16)
 	Faults               string // awsproxy.ParseRules syntax (default DefaultFaults; "none")
 	SQSRefusal           bool   // add the SQSRefusal rule
+	// IndexLag is how far behind the table a Query of a global secondary index sees it (the
+	// patched moto's index lag; default 300ms, negative for none). A run against a given Endpoint
+	// has none of its own.
+	IndexLag time.Duration
 	// NoContention lets overlapping DynamoDB writes pass. By default the fault proxy makes them
 	// conflict as DynamoDB does (awsproxy.Config.Contention) and the run fails without any.
 	NoContention  bool
@@ -127,6 +131,12 @@ func (o *Options) defaults() error {
 	if o.ProgressEvery <= 0 {
 		o.ProgressEvery = 10 * time.Second
 	}
+	switch {
+	case o.Endpoint != "" || o.IndexLag < 0:
+		o.IndexLag = 0
+	case o.IndexLag == 0:
+		o.IndexLag = 300 * time.Millisecond
+	}
 	if o.CrashRate < 0 || o.CrashRate > 1 || o.DupRate < 0 || o.ReorderRate < 0 || o.ReorderRate > 1 {
 		return errors.New("reliability: rates must be in [0, 1]")
 	}
@@ -166,6 +176,10 @@ type Verdict struct {
 	// counts the conflicts so answered, by API.
 	Contention       bool
 	NaturalConflicts map[string]int
+	// IndexLag is how far behind its table a Query of an index saw it; LaggedReads counts the
+	// Queries whose answer differed from a fresh one because of it, by index.
+	IndexLag    time.Duration
+	LaggedReads map[string]int
 	// Webhook5xx counts webhook answers 5xx (the vendor retried them), whatever their cause.
 	Webhook5xx int
 	// AWSRequests counts the functions' AWS requests by API (as the proxy saw them).
@@ -222,7 +236,8 @@ func (v *Verdict) Diverged() int { return v.DivergedRecords + v.DivergedTimeline
 func (v *Verdict) Pass() bool {
 	return v.Lost == 0 && v.AppliedTwice == 0 && v.Diverged() == 0 && v.Refused == 0 && v.GaveUp == 0 && v.Dropped == 0 &&
 		v.QuarantinedAuthentic == 0 && v.RejectedValid == 0 && v.DeadLettered == 0 && v.ObserverMissed == 0 &&
-		v.ObserverExtra == 0 && v.FaultsShort == 0 && v.Drained && (!v.Contention || v.NaturalConflicts["dynamodb.TransactWriteItems"] > 0)
+		v.ObserverExtra == 0 && v.FaultsShort == 0 && v.Drained && (!v.Contention || v.NaturalConflicts["dynamodb.TransactWriteItems"] > 0) &&
+		(v.IndexLag == 0 || awsproxy.Total(v.LaggedReads) > 0)
 }
 
 // FaultCheck is one fault kind in one phase on one API (or the worker crash): how many were
@@ -292,7 +307,7 @@ func Run(ctx context.Context, o Options) (*Verdict, error) {
 	if err != nil {
 		return nil, err
 	}
-	endpoint, stopMoto, err := ensureEndpoint(ctx, o.Endpoint)
+	endpoint, stopMoto, err := ensureEndpoint(ctx, o.Endpoint, o.IndexLag)
 	if err != nil {
 		return nil, err
 	}
@@ -343,9 +358,9 @@ func faultRules(o Options) ([]awsproxy.Rule, error) {
 	return rules, nil
 }
 
-// ensureEndpoint returns the moto endpoint to use: the given one, or a moto_server started on a
-// free port, which stop stops (stop does nothing otherwise).
-func ensureEndpoint(ctx context.Context, endpoint string) (_ string, stop func(), _ error) {
+// ensureEndpoint returns the moto endpoint to use: the given one, or a patched moto_server with
+// the index lag started on a free port, which stop stops (stop does nothing otherwise).
+func ensureEndpoint(ctx context.Context, endpoint string, lag time.Duration) (_ string, stop func(), _ error) {
 	if endpoint != "" {
 		return endpoint, func() {}, nil
 	}
@@ -353,7 +368,7 @@ func ensureEndpoint(ctx context.Context, endpoint string) (_ string, stop func()
 	if err != nil {
 		return "", nil, err
 	}
-	server, err := moto.StartPatched(ctx, endpoint)
+	server, err := moto.StartPatchedWithLag(ctx, endpoint, lag)
 	if err != nil {
 		return "", nil, err
 	}
@@ -820,7 +835,10 @@ func judge(o Options, rules []awsproxy.Rule, plan *loadgen.Plan, stats *loadgen.
 		OutOfOrder: plan.OutOfOrder, BySource: plan.BySource, Requests: stats.Requests, VendorRetries: stats.Retried,
 		Statuses: stats.Statuses, Faults: c.faults, AWSRequests: c.requests, Outcomes: st.outcomes,
 		DLQ: len(st.dlq), Quarantined: st.quarantined, FaultSpec: awsproxy.String(rules),
-		Contention: !o.NoContention, NaturalConflicts: c.natural}
+		Contention: !o.NoContention, NaturalConflicts: c.natural, IndexLag: o.IndexLag, LaggedReads: obs.laggedReads()}
+	if v.IndexLag > 0 && awsproxy.Total(v.LaggedReads) == 0 {
+		v.Findings = append(v.Findings, "index lag on, yet no Query saw a lagged index: the run shows nothing of DynamoDB's index lag")
+	}
 	if v.Contention && c.natural["dynamodb.TransactWriteItems"] == 0 {
 		v.Findings = append(v.Findings, "contention on, yet no transaction met another: the run shows nothing of DynamoDB's conflicts")
 	}

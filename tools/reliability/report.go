@@ -71,6 +71,12 @@ func (v *Verdict) Table() string {
 			num(awsproxy.Total(v.NaturalConflicts)-v.NaturalConflicts["dynamodb.TransactWriteItems"]), statuses(v.NaturalConflicts))
 	}
 	row("Natural conflicts: writes that met an ongoing transaction on one of their items, answered as DynamoDB does", natural)
+	lag := "none"
+	if v.IndexLag > 0 {
+		lag = fmt.Sprintf("%s of index Queries answered from an index %s behind its table (%s)", boldIfZero(awsproxy.Total(v.LaggedReads)),
+			v.IndexLag, statuses(v.LaggedReads))
+	}
+	row("Lagged index reads", lag)
 	row("Fault checks (kind, phase and API) short of their asserted minimum (table below)",
 		fmt.Sprintf("%s of %s", bold(v.FaultsShort), num(len(v.FaultChecks))))
 	row("Webhook answers 5xx (the vendor retried; SQS refusals among them)", num(v.Webhook5xx))
@@ -122,6 +128,7 @@ func (v *Verdict) Settings() string {
 	if !v.Contention {
 		cmd += " --no-contention"
 	}
+	cmd += " --index-lag " + v.IndexLag.String()
 	return fmt.Sprintf("`%s`: fault rules %s; %d event source mapping pollers; ingest visibility timeout %s; %d CPUs, %s/%s, %s.",
 		cmd, v.FaultSpec, v.Pollers, v.Visibility, runtime.NumCPU(), runtime.GOOS, runtime.GOARCH, runtime.Version())
 }
@@ -138,6 +145,9 @@ func (v *Verdict) Summary() string {
 		v.QuarantinedAuthentic, v.RejectedValid, v.DeadLettered, v.ObserverMissed, v.ObserverExtra, v.FaultsShort)
 	if v.Contention {
 		s += fmt.Sprintf("; natural transaction conflicts %d", v.NaturalConflicts["dynamodb.TransactWriteItems"])
+	}
+	if v.IndexLag > 0 {
+		s += fmt.Sprintf("; lagged index reads %d", awsproxy.Total(v.LaggedReads))
 	}
 	if !v.Drained {
 		s += "; the queue did not drain before the timeout"

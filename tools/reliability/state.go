@@ -22,6 +22,7 @@ import (
 	"github.com/crmsync/crmsync/shared/store"
 	"github.com/crmsync/crmsync/tools/awsproxy"
 	"github.com/crmsync/crmsync/tools/localcloud"
+	"github.com/crmsync/crmsync/tools/moto"
 	"github.com/crmsync/crmsync/tools/oracle"
 )
 
@@ -38,6 +39,7 @@ type observer struct {
 	mu       sync.Mutex
 	commits  map[string]int
 	enqueued map[string]int
+	lagged   map[string]int // index -> Queries answered from a lagged index (the patched moto's mark)
 	latency  map[string]*apiLatency
 	// answered are the transactions answered 200, by ClientRequestToken and items: DynamoDB
 	// answers a repeat of one (the same token and items within 10 minutes) with success and
@@ -51,7 +53,7 @@ type apiLatency struct {
 }
 
 func newObserver() *observer {
-	return &observer{commits: map[string]int{}, enqueued: map[string]int{}, latency: map[string]*apiLatency{}, answered: map[string]bool{}}
+	return &observer{commits: map[string]int{}, enqueued: map[string]int{}, lagged: map[string]int{}, latency: map[string]*apiLatency{}, answered: map[string]bool{}}
 }
 
 // ledgerPut is a Put request's table and key, as the DynamoDB JSON protocol carries it.
@@ -72,6 +74,13 @@ func (l *observer) observe(e awsproxy.Exchange) {
 	l.mu.Unlock()
 	if e.Status != 200 {
 		return
+	}
+	if e.Header.Get(moto.LaggedHeader) != "" {
+		var q struct{ TableName, IndexName string }
+		_ = json.Unmarshal(e.Request, &q)
+		l.mu.Lock()
+		l.lagged[q.IndexName]++
+		l.mu.Unlock()
 	}
 	switch e.API {
 	case "dynamodb.PutItem":
@@ -107,7 +116,12 @@ func (l *observer) observeTransaction(e awsproxy.Exchange) {
 		return
 	}
 	if tx.ClientRequestToken != "" {
-		request := tx.ClientRequestToken + "\x00" + string(tx.TransactItems)
+		// The items compared as DynamoDB compares them, not as bytes: a client re-sending one call
+		// serializes its attribute maps again, in Go's random map order.
+		var parsed any
+		_ = json.Unmarshal(tx.TransactItems, &parsed)
+		canonical, _ := json.Marshal(parsed) // encoding/json writes object keys sorted
+		request := tx.ClientRequestToken + "\x00" + string(canonical)
 		l.mu.Lock()
 		repeat := l.answered[request]
 		l.answered[request] = true
@@ -164,6 +178,13 @@ func (l *observer) commitCounts() map[string]int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return maps.Clone(l.commits)
+}
+
+// laggedReads returns the Queries answered from a lagged index, by index.
+func (l *observer) laggedReads() map[string]int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return maps.Clone(l.lagged)
 }
 
 // enqueuedCount returns how many of the webhooks' sends of key the queue accepted.

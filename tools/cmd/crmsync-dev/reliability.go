@@ -27,12 +27,20 @@ about P people from every connector, signed as each vendor signs them, with dupl
 re-sent after the SQS deduplication window, straight to the queue) and deliveries out of order.
 Once the queue drains, the ledger and CRM are compared with an independent oracle.
 
-The verdict counts what was lost, what was applied twice and what differs from the oracle; the
-command fails unless all three are 0. --doc writes the table into docs/reliability.md.`,
+Overlapping DynamoDB writes conflict as in DynamoDB (--no-contention to let them pass) and
+Queries of indexes see them --index-lag behind their table.
+
+The verdict counts what was lost, what was applied twice and what differs from the oracle, and
+judges each webhook's answers apart from the harness's own late re-sends; the command fails unless
+the verdict passes (docs/reliability.md, "The counts"). --doc writes the table into
+docs/reliability.md.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			out := cmd.OutOrStdout()
 			o.Log = out
+			if o.IndexLag == 0 {
+				o.IndexLag = -1 // --index-lag 0: none (Options take 0 for the default)
+			}
 			if fnLog != "" {
 				f, err := os.Create(fnLog)
 				if err != nil {
@@ -70,6 +78,7 @@ command fails unless all three are 0. --doc writes the table into docs/reliabili
 	f.Float64Var(&o.LateShare, "late-share", 1.0/3, "share of duplicates re-sent after the SQS deduplication window")
 	f.Float64Var(&o.ReorderRate, "reorder-rate", 0.2, "share of events delivered before an earlier event of the same person")
 	f.StringVar(&o.Faults, "faults", reliability.DefaultFaults, "AWS faults: kind[/phase]=rate[@api|api],... (kinds throttle, server-error, timeout, conflict, all; phases before, after; 'none')")
+	f.DurationVar(&o.IndexLag, "index-lag", 300*time.Millisecond, "how far behind its table a Query of an index sees it (the patched moto's index lag; 0 for none)")
 	f.BoolVar(&o.NoContention, "no-contention", false, "let overlapping DynamoDB writes pass (by default they conflict as in DynamoDB, and the run fails without any)")
 	f.BoolVar(&o.SQSRefusal, "sqs-refusal", true, "also make SQS refuse the webhooks' sends often enough that some answer 5xx and the vendor retries")
 	f.Float64Var(&o.CrashRate, "crash-rate", 0.02, "share of worker invocations killed after their transactions, before their batch response")
