@@ -55,9 +55,14 @@ const (
 	// Conflict answers a DynamoDB TransactWriteItems with TransactionCanceledException
 	// [TransactionConflict]; it applies to no other API.
 	Conflict Kind = "conflict"
+	// Partial answers a batch call 200 having done only part of it, as the services may: an SQS
+	// SendMessageBatch with some entries under Failed (InternalError, not the sender's fault), a
+	// DynamoDB BatchGetItem with some keys under UnprocessedKeys. The rest is forwarded. It applies
+	// to no other API, and only after forwarding (the phase is ignored).
+	Partial Kind = "partial"
 )
 
-// Kinds lists every fault kind.
+// Kinds lists every fault kind answered with an error (Partial, answered 200, is apart).
 var Kinds = []Kind{Throttle, ServerError, Timeout, Conflict}
 
 // Phase says when a fault is injected.
@@ -169,7 +174,7 @@ func New(cfg Config) (*Proxy, error) {
 func validate(rules []Rule) error {
 	for i, r := range rules {
 		switch {
-		case r.Kind != Throttle && r.Kind != ServerError && r.Kind != Timeout && r.Kind != Conflict:
+		case r.Kind != Throttle && r.Kind != ServerError && r.Kind != Timeout && r.Kind != Conflict && r.Kind != Partial:
 			return fmt.Errorf("awsproxy: rule %d: unknown kind %q", i, r.Kind)
 		case r.Phase != Before && r.Phase != After:
 			return fmt.Errorf("awsproxy: rule %d: phase must be %q or %q", i, Before, After)
@@ -336,6 +341,9 @@ func (r Rule) Matches(api string) bool {
 	if r.Kind == Conflict && api != "dynamodb.TransactWriteItems" {
 		return false
 	}
+	if r.Kind == Partial && api != "sqs.SendMessageBatch" && api != "dynamodb.BatchGetItem" {
+		return false
+	}
 	if strings.HasPrefix(api, "moto.") {
 		return false // the emulator's own control API is never faulted
 	}
@@ -374,6 +382,11 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	kind, phase, fault := p.decide(api)
+	if fault && kind == Partial {
+		release()
+		p.partial(w, r, api, body)
+		return
+	}
 	if fault && phase == Before {
 		release()
 		p.inject(w, r, api, kind, body)

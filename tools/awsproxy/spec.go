@@ -12,7 +12,8 @@ import (
 //	throttle=0.02,server-error/after=0.01,timeout=0.002,conflict=0.02@dynamodb.TransactWriteItems
 //
 // A kind without a phase gives two rules, before and after, each at half the rate. "none" (or an
-// empty spec) injects nothing; "all=R" is every kind at rate R.
+// empty spec) injects nothing; "all=R" is every kind of Kinds at rate R. "partial" is always after
+// forwarding (its whole rate).
 func ParseRules(spec string) ([]Rule, error) {
 	spec = strings.TrimSpace(spec)
 	if spec == "" || spec == "none" {
@@ -45,8 +46,12 @@ func ParseRules(spec string) ([]Rule, error) {
 			kinds = Kinds
 		}
 		for _, k := range kinds {
-			if k != Throttle && k != ServerError && k != Timeout && k != Conflict {
-				return nil, fmt.Errorf("%w: kind %q (known: throttle, server-error, timeout, conflict, all)", ErrUnknown, k)
+			if k != Throttle && k != ServerError && k != Timeout && k != Conflict && k != Partial {
+				return nil, fmt.Errorf("%w: kind %q (known: throttle, server-error, timeout, conflict, partial, all)", ErrUnknown, k)
+			}
+			if k == Partial { // always after forwarding
+				out = append(out, Rule{Kind: k, Phase: After, Rate: rate, APIs: apis})
+				continue
 			}
 			if hasPhase {
 				ph := Phase(phaseText)

@@ -56,8 +56,8 @@ import (
 )
 
 // DefaultFaults is the fault mix of a full run: every kind, before and after forwarding, on every
-// AWS API the functions call.
-const DefaultFaults = "throttle=0.02,server-error=0.01,timeout=0.002,conflict=0.03"
+// AWS API the functions call, and batches answered 200 with part of them not done.
+const DefaultFaults = "throttle=0.02,server-error=0.01,timeout=0.002,conflict=0.03,partial=0.03"
 
 // SQSRefusal is the extra rule that makes SQS refuse the webhooks' sends often enough that the
 // SDK's three attempts all fail now and then: the webhook answers 5xx and the vendor retries.

@@ -30,7 +30,7 @@ func TestReliabilityShort(t *testing.T) {
 	}
 	v, err := Run(context.Background(), Options{
 		Root: "../..", Events: 1000, People: 100, Concurrency: 16, DupRate: 0.3, ReorderRate: 0.2,
-		Faults: "throttle=0.03,server-error=0.02,timeout=0.003,conflict=0.05", SQSRefusal: true, CrashRate: 0.04,
+		Faults: "throttle=0.03,server-error=0.02,timeout=0.003,conflict=0.05,partial=0.05", SQSRefusal: true, CrashRate: 0.04,
 		Seed: 8, Visibility: 20 * time.Second, Hold: time.Second, DrainTimeout: 3 * time.Minute, Log: out, ProgressEvery: 15 * time.Second,
 	})
 	if err != nil {
@@ -46,6 +46,17 @@ func TestReliabilityShort(t *testing.T) {
 	}
 	if refusals := v.Faults["server-error/before"]; refusals == 0 || v.VendorRetries == 0 {
 		t.Errorf("SQS refusals %d, vendor retries %d: want the webhooks' 5xx path taken", refusals, v.VendorRetries)
+	}
+	partial := map[string]int{}
+	for _, c := range v.FaultChecks {
+		if c.Fault == "partial/after" {
+			partial[c.API] = c.Got
+		}
+	}
+	for _, api := range []string{"sqs.SendMessageBatch", "dynamodb.BatchGetItem"} {
+		if partial[api] == 0 {
+			t.Errorf("no %s answered partially (%v)", api, partial)
+		}
 	}
 	if len(v.FaultChecks) == 0 {
 		t.Errorf("no fault checks: the run asserts no minimum")

@@ -77,7 +77,7 @@ docs/reliability.md.`,
 	f.Float64Var(&o.DupRate, "dup-rate", 0.3, "duplicate deliveries, as a share of unique events")
 	f.Float64Var(&o.LateShare, "late-share", 1.0/3, "share of duplicates re-sent after the SQS deduplication window")
 	f.Float64Var(&o.ReorderRate, "reorder-rate", 0.2, "share of events delivered before an earlier event of the same person")
-	f.StringVar(&o.Faults, "faults", reliability.DefaultFaults, "AWS faults: kind[/phase]=rate[@api|api],... (kinds throttle, server-error, timeout, conflict, all; phases before, after; 'none')")
+	f.StringVar(&o.Faults, "faults", reliability.DefaultFaults, "AWS faults: kind[/phase]=rate[@api|api],... (kinds throttle, server-error, timeout, conflict, partial, all; phases before, after; 'none')")
 	f.DurationVar(&o.IndexLag, "index-lag", 300*time.Millisecond, "how far behind its table a Query of an index sees it (the patched moto's index lag; 0 for none)")
 	f.BoolVar(&o.NoContention, "no-contention", false, "let overlapping DynamoDB writes pass (by default they conflict as in DynamoDB, and the run fails without any)")
 	f.BoolVar(&o.SQSRefusal, "sqs-refusal", true, "also make SQS refuse the webhooks' sends often enough that some answer 5xx and the vendor retries")
