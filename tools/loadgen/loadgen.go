@@ -83,6 +83,9 @@ type Delivery struct {
 	ContentType string
 	// Event is the oracle's description of the event.
 	Event oracle.Event
+	// Fixture is the path (in Plan.Fixtures) of the vendor object a thin delivery's event is
+	// hydrated from; "" for a delivery that carries its event whole.
+	Fixture string
 }
 
 // Fixture is a vendor API answer the local vendor fake must serve: PUT at /_vendor/<Path>.
@@ -470,7 +473,7 @@ func (g *gen) meta(p *person) {
 		"changes": []any{map[string]any{"field": "leadgen", "value": map[string]any{"ad_id": "238500011122233", "form_id": metaForm,
 			"leadgen_id": leadID, "created_time": t.Unix(), "page_id": metaPage, "adgroup_id": "238500011122233"}}}}}})
 	emails, phones := p.ids(withPhone)
-	g.add(&Delivery{Connector: "meta-leads", ContentType: "application/json", Body: body,
+	g.add(&Delivery{Connector: "meta-leads", ContentType: "application/json", Body: body, Fixture: "meta-graph/" + leadID,
 		Event: oracle.Event{Key: "meta-leads:" + leadID, Source: "meta-leads", OccurredAt: t.UTC(), Person: p.id, Emails: emails,
 			Phones: phones, Contact: contact, Activity: &oracle.Activity{ID: "form:" + leadID, Type: "form", Status: "submitted"}}})
 }
@@ -503,7 +506,7 @@ func (g *gen) graphMessage(p *person) {
 	if sent {
 		p.sentMessages = append(p.sentMessages, strings.ToLower(msgID))
 	}
-	g.add(&Delivery{Connector: "msgraph", ContentType: "application/json",
+	g.add(&Delivery{Connector: "msgraph", ContentType: "application/json", Fixture: "msgraph/" + resource,
 		Body: g.graphNotification(resource, "#Microsoft.Graph.Message", gid, etag),
 		Event: oracle.Event{Key: "msgraph:7f105c7d-2dc5-4530-97cd-4e7ae6534c07:created:" + resource + ":" + etag, Source: "msgraph",
 			OccurredAt: t.UTC(), Person: p.id, Emails: []string{p.email},
@@ -532,7 +535,7 @@ func (g *gen) graphEvent(p *person) {
 	if canceled {
 		status = "canceled"
 	}
-	g.add(&Delivery{Connector: "msgraph", ContentType: "application/json",
+	g.add(&Delivery{Connector: "msgraph", ContentType: "application/json", Fixture: "msgraph/" + resource,
 		Body: g.graphNotification(resource, "#Microsoft.Graph.Event", gid, etag),
 		Event: oracle.Event{Key: "msgraph:7f105c7d-2dc5-4530-97cd-4e7ae6534c07:created:" + resource + ":" + etag, Source: "msgraph",
 			OccurredAt: t.UTC(), Person: p.id, Emails: []string{p.email},

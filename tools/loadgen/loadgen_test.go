@@ -124,3 +124,22 @@ func TestDeliveriesParseToTheirKeys(t *testing.T) {
 		}
 	}
 }
+
+// Every thin delivery names the vendor object its event is hydrated from, among the plan's
+// fixtures (the reliability run poisons some of them); a whole delivery names none.
+func TestThinDeliveriesNameTheirFixture(t *testing.T) {
+	p := plan(2)
+	fixtures := map[string]bool{}
+	for _, f := range p.Fixtures {
+		fixtures[f.Path] = true
+	}
+	for _, d := range p.Unique {
+		thin := d.Connector == "msgraph" || d.Connector == "meta-leads"
+		switch {
+		case thin && !fixtures[d.Fixture]:
+			t.Errorf("%s: fixture %q is not among the plan's", d.Event.Key, d.Fixture)
+		case !thin && d.Fixture != "":
+			t.Errorf("%s carries its event whole, yet names fixture %q", d.Event.Key, d.Fixture)
+		}
+	}
+}

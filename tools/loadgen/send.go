@@ -61,6 +61,8 @@ type Stats struct {
 	Accepted map[string]bool
 	// Enqueued lists the keys the harness enqueued itself, past the webhook (late re-sends).
 	Enqueued map[string]bool
+	// AcceptedAt is when a webhook first accepted each key.
+	AcceptedAt map[string]time.Time
 	// Quarantined lists the keys of deliveries answered "quarantined".
 	Quarantined map[string]bool
 	// GaveUp lists the keys of deliveries never accepted within MaxAttempts.
@@ -87,7 +89,7 @@ func (s *Sender) Run(ctx context.Context, plan *Plan) (*Stats, error) {
 		tr.MaxIdleConnsPerHost = s.Concurrency * 2
 		s.Client = &http.Client{Timeout: 30 * time.Second, Transport: tr}
 	}
-	st := &Stats{Sends: len(plan.Schedule), Statuses: map[string]int{}, Accepted: map[string]bool{}, Enqueued: map[string]bool{},
+	st := &Stats{Sends: len(plan.Schedule), Statuses: map[string]int{}, Accepted: map[string]bool{}, Enqueued: map[string]bool{}, AcceptedAt: map[string]time.Time{},
 		Quarantined: map[string]bool{}, GaveUp: map[string]bool{}, Refused: map[string]string{}}
 	var mu sync.Mutex
 	var done atomic.Int64
@@ -173,8 +175,9 @@ func (s *Sender) deliver(ctx context.Context, d *Delivery, rnd *rand.Rand, st *S
 		case err == nil && status/100 == 2:
 			if strings.Contains(body, `"quarantined"`) {
 				st.Quarantined[key] = true
-			} else {
+			} else if !st.Accepted[key] {
 				st.Accepted[key] = true
+				st.AcceptedAt[key] = time.Now()
 			}
 			delete(st.GaveUp, key)
 			mu.Unlock()

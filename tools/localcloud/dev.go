@@ -57,6 +57,10 @@ type Config struct {
 	PollWait int32
 	// Pollers is the number of concurrent pollers per event source mapping (default 2).
 	Pollers int
+	// QueueAttributes override queues' template attributes, by logical id, at provisioning:
+	// before the event source mappings' first long polls, which take the visibility timeout the
+	// queue has when they start.
+	QueueAttributes map[string]map[string]string
 	// NoSchedules disables the schedule timers (rules can still be fired on demand).
 	NoSchedules bool
 	// NoEventSources leaves queues unpolled (tests that inspect what was enqueued).
@@ -238,7 +242,7 @@ func (d *Dev) provision(ctx context.Context, cfg Config, template *samtemplate.T
 			return err
 		}
 	}
-	stack, err := Provision(ctx, d.AWS, template, ProvisionOptions{StackName: cfg.StackName, DevSecrets: secrets})
+	stack, err := Provision(ctx, d.AWS, template, ProvisionOptions{StackName: cfg.StackName, DevSecrets: secrets, QueueAttributes: cfg.QueueAttributes})
 	d.Stack = stack
 	if err != nil {
 		return err

@@ -40,6 +40,9 @@ type ProvisionOptions struct {
 	Region    string
 	// DevSecrets maps a secret's logical id to the JSON value to seed it with.
 	DevSecrets map[string]json.RawMessage
+	// QueueAttributes override a queue's template attributes, by logical id (e.g. a shorter
+	// VisibilityTimeout for a test run), before anything consumes the queue.
+	QueueAttributes map[string]map[string]string
 }
 
 // LoadDevSecrets reads config/dev-secrets.json: {"<SecretLogicalId>": {"current": {...}}, ...}.
@@ -291,6 +294,9 @@ func (p *provisioner) queue(ctx context.Context, id string) error {
 				attrs[a] = string(b)
 			}
 		}
+	}
+	for k, v := range p.opts.QueueAttributes[id] {
+		attrs[k] = v
 	}
 	create := map[string]string{}
 	for k, v := range attrs {

@@ -246,3 +246,33 @@ func TestReadDLQReadsEveryMessage(t *testing.T) {
 		t.Errorf("%d dead-lettered keys read, want all 12: %v", len(keys), keys)
 	}
 }
+
+// The poison verdict: each poison event found in the dead-letter queue by the redrive and
+// applied exactly once after it; an event dead-lettered that could apply fails the run.
+func TestJudgePoison(t *testing.T) {
+	const k = "twilio:CA2:1"
+	tests := []struct {
+		name string
+		seed func(j *judged, r *redriveResult)
+		pass bool
+	}{
+		{"dead-lettered, redriven, applied once", func(j *judged, r *redriveResult) {}, true},
+		{"never reached the dead-letter queue", func(j *judged, r *redriveResult) { delete(r.moved, k) }, false},
+		{"applied twice after the redrive", func(j *judged, r *redriveResult) { j.obs.observe(ledgerTransaction("tok-again", k)) }, false},
+		{"still failing after the redrive", func(j *judged, r *redriveResult) { delete(j.st.ledger, k); delete(j.obs.commits, k) }, false},
+		{"another event dead-lettered", func(j *judged, r *redriveResult) { r.moved["twilio:CA3:1"] = 1 }, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			j := newJudged()
+			poison := []*poisoned{{d: j.plan.Unique[1], group: "email:p1@example.com"}}
+			r := redriveResult{moved: map[string]int{k: 1}, runs: 1}
+			tt.seed(j, &r)
+			v := j.verdict()
+			judgePoison(v, poison, r, j.stats, j.st, j.obs, time.Minute)
+			if got := v.Pass(); got != tt.pass {
+				t.Errorf("Pass() = %v, want %v (%s; findings %v)", got, tt.pass, v.Summary(), v.Findings)
+			}
+		})
+	}
+}

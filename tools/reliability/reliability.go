@@ -78,6 +78,8 @@ type Options struct {
 	// patched moto's index lag; default 300ms, negative for none). A run against a given Endpoint
 	// has none of its own.
 	IndexLag time.Duration
+	// Poison is how many poison events to inject (see poisoned); 0 for none.
+	Poison int
 	// NoContention lets overlapping DynamoDB writes pass. By default the fault proxy makes them
 	// conflict as DynamoDB does (awsproxy.Config.Contention) and the run fails without any.
 	NoContention  bool
@@ -207,6 +209,16 @@ type Verdict struct {
 	// Drained says whether the queue drained before the timeout.
 	Drained bool
 
+	// Poison is the poison events injected; PoisonDeadLettered those the redrive found in the
+	// dead-letter queue; PoisonApplied those applied exactly once after it; UnexpectedDeadLetters
+	// the other events the redrive found there. RedriveRuns counts the redrive calls (one stopped
+	// by a fault is run again).
+	Poison, PoisonDeadLettered, PoisonApplied, UnexpectedDeadLetters, RedriveRuns int
+	// PoisonGroupWait is the longest an event of a poisoned group waited between its webhook's
+	// answer and its ledger outcome; PoisonBound is the documented bound on how long a poison
+	// event holds its group (maxReceiveCount receives, each a visibility timeout).
+	PoisonGroupWait, PoisonBound time.Duration
+
 	// Lost, AppliedTwice and Diverged are the three counts that must be 0.
 	Lost                        int
 	AppliedTwice                int
@@ -236,7 +248,8 @@ func (v *Verdict) Diverged() int { return v.DivergedRecords + v.DivergedTimeline
 func (v *Verdict) Pass() bool {
 	return v.Lost == 0 && v.AppliedTwice == 0 && v.Diverged() == 0 && v.Refused == 0 && v.GaveUp == 0 && v.Dropped == 0 &&
 		v.QuarantinedAuthentic == 0 && v.RejectedValid == 0 && v.DeadLettered == 0 && v.ObserverMissed == 0 &&
-		v.ObserverExtra == 0 && v.FaultsShort == 0 && v.Drained && (!v.Contention || v.NaturalConflicts["dynamodb.TransactWriteItems"] > 0) &&
+		v.ObserverExtra == 0 && v.FaultsShort == 0 && v.Drained && v.PoisonDeadLettered == v.Poison && v.PoisonApplied == v.Poison &&
+		v.UnexpectedDeadLetters == 0 && (!v.Contention || v.NaturalConflicts["dynamodb.TransactWriteItems"] > 0) &&
 		(v.IndexLag == 0 || awsproxy.Total(v.LaggedReads) > 0)
 }
 
@@ -329,14 +342,25 @@ func Run(ctx context.Context, o Options) (*Verdict, error) {
 	if err != nil {
 		return nil, err
 	}
+	h.poison = choosePoison(plan, o.Poison, o.Seed)
 	if err := h.enableFaults(rules); err != nil {
+		return nil, err
+	}
+	if _, err := h.injectPoison(ctx, h.poison); err != nil {
 		return nil, err
 	}
 	stats, sendTime, err := h.send(ctx, plan)
 	if err != nil {
 		return nil, err
 	}
-	drained, drainTime := h.drainAndDisableFaults(ctx)
+	for _, p := range h.poison {
+		stats.Enqueued[p.d.Event.Key] = true
+	}
+	drainStart := time.Now()
+	drained := waitDrained(ctx, h.queue, h.queueURL, o.DrainTimeout, o.Log, o.ProgressEvery)
+	h.redrive = h.fixAndRedrive(ctx, h.poison)
+	drainTime := time.Since(drainStart)
+	h.disableFaults(drained, drainTime)
 	v, err := h.judgeAfterConsistencyJob(ctx, plan, stats)
 	if err != nil {
 		return nil, err
@@ -393,7 +417,12 @@ type harness struct {
 	rules     []awsproxy.Rule
 	counted   counted
 	// keySchemas are the stack's tables' key attributes (for the proxy's contention).
-	keySchemas map[string][]string // what the proxy and the crasher counted while faults were on
+	keySchemas map[string][]string
+	// poison are the run's poison events, redrive what fixing them did; maxReceives is the ingest
+	// queue's maxReceiveCount.
+	poison      []*poisoned
+	redrive     redriveResult
+	maxReceives int // what the proxy and the crasher counted while faults were on
 }
 
 // counted is what the fault proxy and the crash injector counted while faults were on.
@@ -434,7 +463,8 @@ func (h *harness) startStack(ctx context.Context) error {
 		HTTPAddr: "127.0.0.1:0", DevSecretsPath: filepath.Join(o.Root, "config", "dev-secrets.json"),
 		FixturesDir: filepath.Join(o.Root, "events", "vendor"), StackName: h.stackName, Factory: Factory(h.crash, o.SecretTTL),
 		Out: o.FunctionLog, NoSchedules: true, Pollers: o.Pollers,
-		Alarms: localcloud.AlarmOptions{Disabled: true}, // not under test; spares the CPU
+		QueueAttributes: map[string]map[string]string{"IngestQueue": {"VisibilityTimeout": strconv.Itoa(int(o.Visibility / time.Second))}},
+		Alarms:          localcloud.AlarmOptions{Disabled: true}, // not under test; spares the CPU
 	})
 	if err != nil {
 		return fmt.Errorf("start local stack: %w", err)
@@ -473,13 +503,24 @@ func (h *harness) readKeySchemas(ctx context.Context) error {
 	return nil
 }
 
-// prepare sets the ingest queue's visibility timeout for the run and reads the webhooks'
-// secrets.
+// prepare reads the ingest queue's redrive policy and the webhooks' secrets. (The run's
+// visibility timeout is set at provisioning: an event source mapping's long poll takes the
+// timeout the queue has when it starts, so one set later would leave the first polls with the
+// template's.)
 func (h *harness) prepare(ctx context.Context) error {
-	if _, err := h.queue.SetQueueAttributes(ctx, &sqs.SetQueueAttributesInput{QueueUrl: aws.String(h.queueURL),
-		Attributes: map[string]string{"VisibilityTimeout": strconv.Itoa(int(h.o.Visibility / time.Second))}}); err != nil {
-		return fmt.Errorf("set visibility timeout: %w", err)
+	attrs, err := h.queue.GetQueueAttributes(ctx, &sqs.GetQueueAttributesInput{QueueUrl: aws.String(h.queueURL),
+		AttributeNames: []sqstypes.QueueAttributeName{sqstypes.QueueAttributeNameRedrivePolicy}})
+	if err != nil {
+		return fmt.Errorf("read the redrive policy: %w", err)
 	}
+	var policy struct {
+		MaxReceiveCount json.Number `json:"maxReceiveCount"`
+	}
+	if err := json.Unmarshal([]byte(attrs.Attributes["RedrivePolicy"]), &policy); err != nil {
+		return fmt.Errorf("ingest queue redrive policy %q: %w", attrs.Attributes["RedrivePolicy"], err)
+	}
+	n, _ := policy.MaxReceiveCount.Int64()
+	h.maxReceives = int(n)
 	secrets, err := samples.DevSecrets(filepath.Join(h.o.Root, "config", "dev-secrets.json"))
 	if err != nil {
 		return err
@@ -541,14 +582,10 @@ func (h *harness) send(ctx context.Context, plan *loadgen.Plan) (*loadgen.Stats,
 	return stats, sendTime, nil
 }
 
-// drainAndDisableFaults waits for the ingest queue to drain (up to o.DrainTimeout), then turns
-// the faults off and logs the endpoint's latency by API. It returns whether the queue drained
-// and how long the wait took.
-func (h *harness) drainAndDisableFaults(ctx context.Context) (bool, time.Duration) {
+// disableFaults turns the faults off, keeps what was counted while they were on, and logs the
+// endpoint's latency by API.
+func (h *harness) disableFaults(drained bool, drainTime time.Duration) {
 	o := h.o
-	drainStart := time.Now()
-	drained := waitDrained(ctx, h.queue, h.queueURL, o.DrainTimeout, o.Log, o.ProgressEvery)
-	drainTime := time.Since(drainStart)
 	h.crash.Enable(false)
 	_ = h.proxy.SetRules(nil)
 	h.counted = snapshot(h.proxy, h.crash)
@@ -558,7 +595,6 @@ func (h *harness) drainAndDisableFaults(ctx context.Context) (bool, time.Duratio
 	for _, l := range h.observer.latencies() {
 		fmt.Fprintln(o.Log, "  "+l)
 	}
-	return drained, drainTime
 }
 
 // judgeAfterConsistencyJob compares what the pipeline itself converged to with the oracle, runs
@@ -585,6 +621,7 @@ func (h *harness) judgeAfterConsistencyJob(ctx context.Context, plan *loadgen.Pl
 		return nil, err
 	}
 	v := judge(h.o, h.rules, plan, stats, after, h.observer, h.counted)
+	judgePoison(v, h.poison, h.redrive, stats, after, h.observer, time.Duration(h.maxReceives)*h.o.Visibility)
 	v.DivergedBeforeReconcile = beforeReport.DivergedRecords + beforeReport.DivergedTimelines
 	v.Reassociated = reassociated
 	if consistencyErr != nil {

@@ -87,6 +87,16 @@ func (v *Verdict) Table() string {
 		bold(v.Refused)+" / "+bold(v.GaveUp)+" / "+bold(v.Dropped))
 	row("Authentic deliveries quarantined / valid events rejected / dead-lettered (none expected)",
 		bold(v.QuarantinedAuthentic)+" / "+bold(v.RejectedValid)+" / "+bold(v.DeadLettered))
+	if v.Poison > 0 {
+		poisonRow := fmt.Sprintf("%s / %s / %s (redrive runs %d)", num(v.Poison), num(v.PoisonDeadLettered), num(v.PoisonApplied), v.RedriveRuns)
+		if v.PoisonDeadLettered != v.Poison || v.PoisonApplied != v.Poison {
+			poisonRow = "**" + poisonRow + " ✗**"
+		}
+		row("Poison events (never applicable until fixed) injected / found dead-lettered by the redrive / applied exactly once after it", poisonRow)
+		row("Dead-lettered though they could apply", bold(v.UnexpectedDeadLetters))
+		row("Longest wait of an event in a poisoned group, webhook answer to ledger outcome (documented bound: maxReceiveCount × visibility timeout)",
+			fmt.Sprintf("%s (bound %s)", round(v.PoisonGroupWait), v.PoisonBound))
+	}
 	row("Observer self-check: ledger items whose write it never saw / commits seen without a ledger item",
 		bold(v.ObserverMissed)+" / "+bold(v.ObserverExtra))
 	row("**Lost** (accepted, yet neither applied, rejected, quarantined nor dead-lettered)", bold(v.Lost))
@@ -129,6 +139,9 @@ func (v *Verdict) Settings() string {
 		cmd += " --no-contention"
 	}
 	cmd += " --index-lag " + v.IndexLag.String()
+	if v.Poison > 0 {
+		cmd += fmt.Sprintf(" --poison %d", v.Poison)
+	}
 	return fmt.Sprintf("`%s`: fault rules %s; %d event source mapping pollers; ingest visibility timeout %s; %d CPUs, %s/%s, %s.",
 		cmd, v.FaultSpec, v.Pollers, v.Visibility, runtime.NumCPU(), runtime.GOOS, runtime.GOARCH, runtime.Version())
 }
@@ -148,6 +161,10 @@ func (v *Verdict) Summary() string {
 	}
 	if v.IndexLag > 0 {
 		s += fmt.Sprintf("; lagged index reads %d", awsproxy.Total(v.LaggedReads))
+	}
+	if v.Poison > 0 {
+		s += fmt.Sprintf("; poison %d dead-lettered %d applied once after redrive %d, other dead letters %d", v.Poison, v.PoisonDeadLettered,
+			v.PoisonApplied, v.UnexpectedDeadLetters)
 	}
 	if !v.Drained {
 		s += "; the queue did not drain before the timeout"

@@ -210,6 +210,8 @@ func (l *observer) latencies() []string {
 type state struct {
 	ledger      map[string]string // key -> outcome
 	reasons     map[string]string // key -> reason (rejections)
+	groups      map[string]string // key -> group key
+	recorded    map[string]string // key -> recorded_at
 	outcomes    map[string]int
 	dlq         map[string]bool // keys in the dead-letter queue
 	quarantined int
@@ -301,7 +303,7 @@ func readState(ctx context.Context, d *localcloud.Dev) (*state, error) {
 
 // newState is an empty state.
 func newState() *state {
-	return &state{ledger: map[string]string{}, reasons: map[string]string{}, outcomes: map[string]int{}, dlq: map[string]bool{},
+	return &state{ledger: map[string]string{}, reasons: map[string]string{}, groups: map[string]string{}, recorded: map[string]string{}, outcomes: map[string]int{}, dlq: map[string]bool{},
 		actual: &oracle.Actual{Owners: map[string]string{}, Contacts: map[string]*oracle.Contact{}, Unassociated: map[string]*oracle.Timeline{},
 			Homes: map[string][]string{}, DomainAccounts: map[string]string{}, Accounts: map[string]string{}, Audits: map[string]int{}}}
 }
@@ -310,14 +312,17 @@ func newState() *state {
 func (st *state) readLedger(ctx context.Context, client *dynamodb.Client, table string) error {
 	return scan(ctx, client, table, func(it map[string]types.AttributeValue) error {
 		var entry struct {
-			Key     string `dynamodbav:"pk"`
-			Outcome string `dynamodbav:"outcome"`
-			Reason  string `dynamodbav:"reason"`
+			Key        string `dynamodbav:"pk"`
+			Outcome    string `dynamodbav:"outcome"`
+			Reason     string `dynamodbav:"reason"`
+			GroupKey   string `dynamodbav:"group_key"`
+			RecordedAt string `dynamodbav:"recorded_at"`
 		}
 		if err := attributevalue.UnmarshalMap(it, &entry); err != nil {
 			return err
 		}
 		st.ledger[entry.Key] = entry.Outcome
+		st.groups[entry.Key], st.recorded[entry.Key] = entry.GroupKey, entry.RecordedAt
 		st.outcomes[entry.Outcome]++
 		if entry.Outcome == "REJECTED" {
 			st.reasons[entry.Key] = entry.Reason
