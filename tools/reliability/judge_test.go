@@ -3,6 +3,7 @@ package reliability
 import (
 	"context"
 	"fmt"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -274,5 +275,34 @@ func TestJudgePoison(t *testing.T) {
 				t.Errorf("Pass() = %v, want %v (%s; findings %v)", got, tt.pass, v.Summary(), v.Findings)
 			}
 		})
+	}
+}
+
+// The seeds table gets one row per seed, and a failing seed is marked; writing it again replaces
+// the section rather than adding to it.
+func TestUpdateSeedsDoc(t *testing.T) {
+	path := t.TempDir() + "/reliability.md"
+	if err := os.WriteFile(path, []byte("# R\n\n"+SeedsDocBegin+"\n\nold\n\n"+SeedsDocEnd+"\n\nafter\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	pass, fail := newJudged().verdict(), newJudged().verdict()
+	pass.Seed, fail.Seed, fail.Lost = 1, 2, 1
+	for range 2 {
+		if err := UpdateSeedsDoc(path, []*Verdict{pass, fail}, time.Date(2026, 12, 2, 17, 0, 0, 0, time.UTC)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc := string(b)
+	for _, want := range []string{"**1 of 2 seeds pass**", "| 1 | PASS | 0 |", "| 2 | **FAIL** | 1 |", "\nafter\n"} {
+		if !strings.Contains(doc, want) {
+			t.Errorf("seeds section lacks %q:\n%s", want, doc)
+		}
+	}
+	if strings.Contains(doc, "old") || strings.Count(doc, SeedsDocBegin) != 1 {
+		t.Errorf("section not replaced:\n%s", doc)
 	}
 }

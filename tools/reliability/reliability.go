@@ -96,6 +96,16 @@ type Options struct {
 	ProgressEvery time.Duration // how often progress is logged (default 10s)
 }
 
+// ShortOptions is the shortened run's profile (TestReliabilityShort, and `make reliability
+// SEEDS=n`): 1,000 events about 100 people, every fault kind at higher rates than a full run's,
+// worker crashes, SQS refusals and 3 poison events, with a 10 s visibility timeout so that
+// crashes and poison cost seconds, not minutes.
+func ShortOptions(root string, seed uint64) Options {
+	return Options{Root: root, Events: 1000, People: 100, Concurrency: 16, DupRate: 0.3, ReorderRate: 0.2,
+		Faults: "throttle=0.03,server-error=0.02,timeout=0.003,conflict=0.05,partial=0.05", SQSRefusal: true, CrashRate: 0.04,
+		Poison: 3, Seed: seed, Visibility: 10 * time.Second, Hold: time.Second, DrainTimeout: 3 * time.Minute, ProgressEvery: 15 * time.Second}
+}
+
 func (o *Options) defaults() error {
 	if o.Root == "" {
 		o.Root = "."

@@ -28,11 +28,9 @@ func TestReliabilityShort(t *testing.T) {
 	if testing.Verbose() {
 		out = io.MultiWriter(&log, os.Stdout)
 	}
-	v, err := Run(context.Background(), Options{
-		Root: "../..", Events: 1000, People: 100, Concurrency: 16, DupRate: 0.3, ReorderRate: 0.2,
-		Faults: "throttle=0.03,server-error=0.02,timeout=0.003,conflict=0.05,partial=0.05", SQSRefusal: true, CrashRate: 0.04,
-		Poison: 3, Seed: 8, Visibility: 20 * time.Second, Hold: time.Second, DrainTimeout: 3 * time.Minute, Log: out, ProgressEvery: 15 * time.Second,
-	})
+	o := ShortOptions("../..", 8)
+	o.Log = out
+	v, err := Run(context.Background(), o)
 	if err != nil {
 		t.Fatalf("run: %v\n%s", err, log.String())
 	}

@@ -16,6 +16,8 @@ import (
 func newReliabilityCmd() *cobra.Command {
 	o := reliability.Options{}
 	var doc, fnLog string
+	var short bool
+	seeds := 1
 	cmd := &cobra.Command{
 		Use:   "reliability",
 		Short: "Run the reliability suite: load, duplicates, reordering, AWS faults and crashes, judged by an oracle",
@@ -33,7 +35,8 @@ Queries of indexes see them --index-lag behind their table.
 The verdict counts what was lost, what was applied twice and what differs from the oracle, and
 judges each webhook's answers apart from the harness's own late re-sends; the command fails unless
 the verdict passes (docs/reliability.md, "The counts"). --doc writes the table into
-docs/reliability.md.`,
+docs/reliability.md: a full run's verdict, or with --short (the shortened run's profile) and
+--seeds N one row per seed.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			out := cmd.OutOrStdout()
@@ -51,20 +54,45 @@ docs/reliability.md.`,
 			} else {
 				o.FunctionLog = io.Discard
 			}
-			v, err := reliability.Run(cmd.Context(), o)
-			if err != nil {
-				return err
+			if short {
+				base := reliability.ShortOptions(o.Root, o.Seed)
+				base.Log, base.FunctionLog, base.Endpoint = o.Log, o.FunctionLog, o.Endpoint
+				o = base
 			}
-			fmt.Fprintln(out)
-			fmt.Fprint(out, v.Report())
+			if seeds < 1 {
+				return errors.New("--seeds must be at least 1")
+			}
+			var verdicts []*reliability.Verdict
+			failed := 0
+			first := o.Seed
+			for i := range seeds {
+				o.Seed = first + uint64(i)
+				if seeds > 1 {
+					fmt.Fprintf(out, "\n== seed %d (%d of %d)\n", o.Seed, i+1, seeds)
+				}
+				v, err := reliability.Run(cmd.Context(), o)
+				if err != nil {
+					return fmt.Errorf("seed %d: %w", o.Seed, err)
+				}
+				fmt.Fprintln(out)
+				fmt.Fprint(out, v.Report())
+				verdicts = append(verdicts, v)
+				if !v.Pass() {
+					failed++
+				}
+			}
 			if doc != "" {
-				if err := reliability.UpdateDoc(doc, v, time.Now()); err != nil {
+				write := func() error { return reliability.UpdateDoc(doc, verdicts[0], time.Now()) }
+				if short || seeds > 1 {
+					write = func() error { return reliability.UpdateSeedsDoc(doc, verdicts, time.Now()) }
+				}
+				if err := write(); err != nil {
 					return err
 				}
 				fmt.Fprintf(out, "\nwrote the verdict to %s\n", doc)
 			}
-			if !v.Pass() {
-				return errors.New("reliability: " + v.Summary())
+			if failed > 0 {
+				return fmt.Errorf("reliability: %d of %d runs failed (last: %s)", failed, len(verdicts), verdicts[len(verdicts)-1].Summary())
 			}
 			return nil
 		},
@@ -90,6 +118,8 @@ docs/reliability.md.`,
 	f.DurationVar(&o.DrainTimeout, "drain-timeout", 10*time.Minute, "how long to wait for the queue to drain after sending")
 	f.StringVar(&o.Endpoint, "aws-endpoint", "", "AWS endpoint to use (default: start the suite's patched moto on a free port)")
 	f.StringVar(&doc, "doc", "", "Markdown file whose generated section receives the verdict (e.g. docs/reliability.md)")
+	f.BoolVar(&short, "short", false, "the shortened run's profile (TestReliabilityShort's: 1,000 events, higher fault rates, 3 poison events); only --seed, --seeds, --root, --aws-endpoint, --doc and --function-log apply")
+	f.IntVar(&seeds, "seeds", 1, "runs, with seeds --seed, --seed+1, ...; with --short or more than one, --doc writes the seeds table")
 	f.StringVar(&fnLog, "function-log", "", "write the functions' JSON logs to this file")
 	return cmd
 }
