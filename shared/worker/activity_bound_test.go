@@ -25,6 +25,9 @@ import (
 //	activity_bound_test.go:67: apply twilio:bound:CABOUND:340: outcome REJECTED (permanent
 //	failure: transact write: ValidationException: Item size has exceeded the maximum allowed size)
 func TestActivityWithTenThousandUpdatesStaysBounded(t *testing.T) {
+	// Its own moto_server and tables: it runs beside the package's other long test (make test's
+	// longest path was the two of them one after the other).
+	t.Parallel()
 	// Stock moto deep-copies every table a transaction touches, so 10,000 transactions would take
 	// far longer than the suite allows; the patched moto_server (tools/moto/patched.py: the same
 	// API answers, an undo log instead of the copy) runs them in a couple of minutes.

@@ -117,6 +117,7 @@ func historyEvent(t *rapid.T, h histWorld, i int) *canonical.Event {
 }
 
 func TestRebuildExactOverRandomHistories(t *testing.T) {
+	t.Parallel() // its own tables; runs beside the activity-bound test
 	tb := provision(t)
 	c := newClock(t0.Add(time.Hour))
 	w := newWorker(t, tb, tb.ddb, c)
