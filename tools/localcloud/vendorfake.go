@@ -32,6 +32,8 @@ type VendorFakes struct {
 
 	graphOnce sync.Once
 	graph     *graphFake
+
+	faults *vendorFaulter // SetFaults; nil: none
 }
 
 // FakeStatusHeader is the PUT header that sets the status the fake answers with.
@@ -107,6 +109,9 @@ func (v *VendorFakes) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusNoContent)
 		return
 	case http.MethodGet:
+		if v.fault(w, r, k) {
+			return
+		}
 	default:
 		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
 		return

@@ -248,11 +248,14 @@ func judgePoison(v *Verdict, poison []*poisoned, redrive redriveResult, stats *l
 	}
 	for k, group := range st.groups {
 		at, ok := stats.AcceptedAt[k]
-		if !groups[group] || keys[k] || !ok {
+		recorded, err := time.Parse(time.RFC3339Nano, st.recorded[k])
+		if keys[k] || !ok || err != nil {
 			continue
 		}
-		if recorded, err := time.Parse(time.RFC3339Nano, st.recorded[k]); err == nil && recorded.Sub(at) > v.PoisonGroupWait {
-			v.PoisonGroupWait = recorded.Sub(at)
+		wait := &v.OtherGroupWait
+		if groups[group] {
+			wait = &v.PoisonGroupWait
 		}
+		*wait = max(*wait, recorded.Sub(at))
 	}
 }

@@ -80,6 +80,9 @@ type Options struct {
 	IndexLag time.Duration
 	// Poison is how many poison events to inject (see poisoned); 0 for none.
 	Poison int
+	// VendorFaults is the share of hydration reads (Graph, Meta) the vendor fakes fail: two
+	// fifths server errors, two fifths rate limits, one fifth no answer (localcloud.VendorFaults).
+	VendorFaults float64
 	// NoContention lets overlapping DynamoDB writes pass. By default the fault proxy makes them
 	// conflict as DynamoDB does (awsproxy.Config.Contention) and the run fails without any.
 	NoContention  bool
@@ -103,7 +106,7 @@ type Options struct {
 func ShortOptions(root string, seed uint64) Options {
 	return Options{Root: root, Events: 1000, People: 100, Concurrency: 16, DupRate: 0.3, ReorderRate: 0.2,
 		Faults: "throttle=0.03,server-error=0.02,timeout=0.003,conflict=0.05,partial=0.05", SQSRefusal: true, CrashRate: 0.04,
-		Poison: 3, Seed: seed, Visibility: 10 * time.Second, Hold: time.Second, DrainTimeout: 3 * time.Minute, ProgressEvery: 15 * time.Second}
+		Poison: 3, VendorFaults: 0.05, Seed: seed, Visibility: 10 * time.Second, Hold: time.Second, DrainTimeout: 3 * time.Minute, ProgressEvery: 15 * time.Second}
 }
 
 func (o *Options) defaults() error {
@@ -164,7 +167,9 @@ type Verdict struct {
 	FaultFlag, FaultSpec string
 	SQSRefusal           bool
 	CrashRate            float64
-	Visibility           time.Duration
+	// VendorFaults is the share of hydration reads the vendor fakes failed.
+	VendorFaults float64
+	Visibility   time.Duration
 
 	// Sent is the scheduled deliveries (unique + duplicates); Unique the unique events;
 	// Duplicates the duplicate deliveries, Late those re-sent after the SQS deduplication window;
@@ -225,9 +230,10 @@ type Verdict struct {
 	// by a fault is run again).
 	Poison, PoisonDeadLettered, PoisonApplied, UnexpectedDeadLetters, RedriveRuns int
 	// PoisonGroupWait is the longest an event of a poisoned group waited between its webhook's
-	// answer and its ledger outcome; PoisonBound is the documented bound on how long a poison
-	// event holds its group (maxReceiveCount receives, each a visibility timeout).
-	PoisonGroupWait, PoisonBound time.Duration
+	// answer and its ledger outcome, OtherGroupWait the longest any other event waited (a backlog
+	// makes every event wait); PoisonBound is the documented bound on how long a poison event
+	// holds its group (maxReceiveCount receives, each a visibility timeout).
+	PoisonGroupWait, OtherGroupWait, PoisonBound time.Duration
 
 	// Lost, AppliedTwice and Diverged are the three counts that must be 0.
 	Lost                        int
@@ -273,6 +279,26 @@ type FaultCheck struct {
 	// were on; Min the asserted minimum (0: too few requests to assert one).
 	Expected float64
 	Min, Got int
+}
+
+// vendorFaultChecks lists, per vendor and kind, the vendor faults injected beside their asserted
+// minimum (from the rates and the hydration reads each vendor fake saw).
+func vendorFaultChecks(f localcloud.VendorFaults, counts map[string]int) []FaultCheck {
+	var out []FaultCheck
+	for _, vendor := range []string{"meta-graph", "msgraph"} {
+		gets := float64(counts["get "+vendor])
+		for _, k := range []struct {
+			kind string
+			rate float64
+		}{{"server-error", f.ServerError}, {"throttle", f.Throttle}, {"timeout", f.Timeout}} {
+			if k.rate == 0 && counts[k.kind+" "+vendor] == 0 {
+				continue
+			}
+			e := k.rate * gets
+			out = append(out, FaultCheck{Fault: "vendor-" + k.kind, API: vendor + ".GET", Expected: e, Min: minimumFor(e), Got: counts[k.kind+" "+vendor]})
+		}
+	}
+	return out
 }
 
 // minimumFor is the injections a check asserts when expected are due: none below 10 expected
@@ -438,7 +464,14 @@ type harness struct {
 // counted is what the fault proxy and the crash injector counted while faults were on.
 type counted struct {
 	requests, faults, faultsByAPI, natural map[string]int
+	vendor                                 map[string]int // localcloud.VendorFakes.FaultCounts
 	invocations, crashes                   int
+}
+
+// vendorFaults is the run's vendor fault rates (see Options.VendorFaults).
+func vendorFaults(o Options) localcloud.VendorFaults {
+	r := o.VendorFaults
+	return localcloud.VendorFaults{ServerError: r * 0.4, Throttle: r * 0.4, Timeout: r * 0.2, Hold: o.Hold, Seed: o.Seed}
 }
 
 // snapshot reads the counts of the proxy and the crasher.
@@ -564,6 +597,7 @@ func (h *harness) enableFaults(rules []awsproxy.Rule) error {
 	if !h.o.NoContention {
 		h.proxy.SetContention(h.keySchemas)
 	}
+	h.dev.Fakes.SetFaults(vendorFaults(h.o))
 	h.crash.Enable(true)
 	fmt.Fprintf(h.o.Log, "faults: %s; worker crash rate %.3g\n", awsproxy.String(rules), h.o.CrashRate)
 	return nil
@@ -599,6 +633,8 @@ func (h *harness) disableFaults(drained bool, drainTime time.Duration) {
 	h.crash.Enable(false)
 	_ = h.proxy.SetRules(nil)
 	h.counted = snapshot(h.proxy, h.crash)
+	h.counted.vendor = h.dev.Fakes.FaultCounts()
+	h.dev.Fakes.SetFaults(localcloud.VendorFaults{})
 	fmt.Fprintf(o.Log, "queue drained=%v in %s; reading the CRM\n", drained, drainTime.Round(time.Second))
 
 	fmt.Fprintln(o.Log, "endpoint latency by API (as the proxy saw it):")
@@ -877,7 +913,7 @@ func compare(plan *loadgen.Plan, stats *loadgen.Stats, st *state) oracle.Report 
 // but it never excuses a webhook that refused, dropped or quarantined the event.
 func judge(o Options, rules []awsproxy.Rule, plan *loadgen.Plan, stats *loadgen.Stats, st *state, obs *observer, c counted) *Verdict {
 	v := &Verdict{Events: o.Events, People: o.People, Concurrency: o.Concurrency, Pollers: o.Pollers, Seed: o.Seed,
-		FaultFlag: o.Faults, SQSRefusal: o.SQSRefusal, CrashRate: o.CrashRate, Visibility: o.Visibility,
+		FaultFlag: o.Faults, SQSRefusal: o.SQSRefusal, CrashRate: o.CrashRate, Visibility: o.Visibility, VendorFaults: o.VendorFaults,
 		Sent: len(plan.Schedule), Unique: len(plan.Unique), Duplicates: plan.Duplicates, Late: plan.Late,
 		OutOfOrder: plan.OutOfOrder, BySource: plan.BySource, Requests: stats.Requests, VendorRetries: stats.Retried,
 		Statuses: stats.Statuses, Faults: c.faults, AWSRequests: c.requests, Outcomes: st.outcomes,
@@ -905,7 +941,8 @@ func judge(o Options, rules []awsproxy.Rule, plan *loadgen.Plan, stats *loadgen.
 			v.Findings = append(v.Findings, fmt.Sprintf(format, args...))
 		}
 	}
-	v.FaultChecks = faultChecks(rules, c.requests, c.faultsByAPI, o.CrashRate, c.invocations, c.crashes)
+	v.FaultChecks = append(faultChecks(rules, c.requests, c.faultsByAPI, o.CrashRate, c.invocations, c.crashes),
+		vendorFaultChecks(vendorFaults(o), c.vendor)...)
 	for _, fc := range v.FaultChecks {
 		if fc.Got < fc.Min {
 			v.FaultsShort++

@@ -97,8 +97,8 @@ func (v *Verdict) Table() string {
 		}
 		row("Poison events (never applicable until fixed) injected / found dead-lettered by the redrive / applied exactly once after it", poisonRow)
 		row("Dead-lettered though they could apply", bold(v.UnexpectedDeadLetters))
-		row("Longest wait of an event in a poisoned group, webhook answer to ledger outcome (documented bound: maxReceiveCount × visibility timeout)",
-			fmt.Sprintf("%s (bound %s)", round(v.PoisonGroupWait), v.PoisonBound))
+		row("Longest wait, webhook answer to ledger outcome: an event of a poisoned group / any other event (a poison event holds its group at most maxReceiveCount × the visibility timeout)",
+			fmt.Sprintf("%s / %s (bound %s)", round(v.PoisonGroupWait), round(v.OtherGroupWait), v.PoisonBound))
 	}
 	row("Observer self-check: ledger items whose write it never saw / commits seen without a ledger item",
 		bold(v.ObserverMissed)+" / "+bold(v.ObserverExtra))
@@ -145,6 +145,7 @@ func (v *Verdict) Settings() string {
 	if v.Poison > 0 {
 		cmd += fmt.Sprintf(" --poison %d", v.Poison)
 	}
+	cmd += fmt.Sprintf(" --vendor-faults %g", v.VendorFaults)
 	return fmt.Sprintf("`%s`: fault rules %s; %d event source mapping pollers; ingest visibility timeout %s; %d CPUs, %s/%s, %s.",
 		cmd, v.FaultSpec, v.Pollers, v.Visibility, runtime.NumCPU(), runtime.GOOS, runtime.GOARCH, runtime.Version())
 }

@@ -108,6 +108,7 @@ docs/reliability.md: a full run's verdict, or with --short (the shortened run's 
 	f.StringVar(&o.Faults, "faults", reliability.DefaultFaults, "AWS faults: kind[/phase]=rate[@api|api],... (kinds throttle, server-error, timeout, conflict, partial, all; phases before, after; 'none')")
 	f.DurationVar(&o.IndexLag, "index-lag", 300*time.Millisecond, "how far behind its table a Query of an index sees it (the patched moto's index lag; 0 for none)")
 	f.IntVar(&o.Poison, "poison", 10, "poison events: thin events whose vendor object answers 503 until the run fixes it, enqueued in live FIFO groups; dead-lettered, then redriven")
+	f.Float64Var(&o.VendorFaults, "vendor-faults", 0.03, "share of hydration reads (Graph, Meta) the vendor fakes fail: server errors, rate limits with Retry-After, no answer")
 	f.BoolVar(&o.NoContention, "no-contention", false, "let overlapping DynamoDB writes pass (by default they conflict as in DynamoDB, and the run fails without any)")
 	f.BoolVar(&o.SQSRefusal, "sqs-refusal", true, "also make SQS refuse the webhooks' sends often enough that some answer 5xx and the vendor retries")
 	f.Float64Var(&o.CrashRate, "crash-rate", 0.02, "share of worker invocations killed after their transactions, before their batch response")
