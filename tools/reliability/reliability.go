@@ -26,6 +26,7 @@ import (
 	"maps"
 	"math/rand/v2"
 	"net/http"
+	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -80,6 +81,9 @@ type Options struct {
 	IndexLag time.Duration
 	// Poison is how many poison events to inject (see poisoned); 0 for none.
 	Poison int
+	// HistoryPath is where the run writes its history of profile reads and writes (JSON lines);
+	// "" for a file in the temporary directory.
+	HistoryPath string
 	// VendorFaults is the share of hydration reads (Graph, Meta) the vendor fakes fail: two
 	// fifths server errors, two fifths rate limits, one fifth no answer (localcloud.VendorFaults).
 	VendorFaults float64
@@ -214,6 +218,9 @@ type Verdict struct {
 	// REJECTED ledger outcomes of the plan's (valid) events; DeadLettered the plan's events in the
 	// dead-letter queue. The run's scenarios expect none of them.
 	QuarantinedAuthentic, RejectedValid, DeadLettered int
+	// History is the history check's report; HistoryPath the file the history was written to.
+	History     HistoryReport
+	HistoryPath string
 	// ObserverMissed counts ledger items whose write the observer never saw commit, ObserverExtra
 	// keys it saw commit that have no ledger item: either means "applied twice" was judged blind.
 	ObserverMissed, ObserverExtra int
@@ -265,7 +272,7 @@ func (v *Verdict) Pass() bool {
 	return v.Lost == 0 && v.AppliedTwice == 0 && v.Diverged() == 0 && v.Refused == 0 && v.GaveUp == 0 && v.Dropped == 0 &&
 		v.QuarantinedAuthentic == 0 && v.RejectedValid == 0 && v.DeadLettered == 0 && v.ObserverMissed == 0 &&
 		v.ObserverExtra == 0 && v.FaultsShort == 0 && v.Drained && v.PoisonDeadLettered == v.Poison && v.PoisonApplied == v.Poison &&
-		v.UnexpectedDeadLetters == 0 && (!v.Contention || v.NaturalConflicts["dynamodb.TransactWriteItems"] > 0) &&
+		v.UnexpectedDeadLetters == 0 && v.History.Count == 0 && (!v.Contention || v.NaturalConflicts["dynamodb.TransactWriteItems"] > 0) &&
 		(v.IndexLag == 0 || awsproxy.Total(v.LaggedReads) > 0)
 }
 
@@ -442,6 +449,7 @@ type harness struct {
 	endpoint  string
 	stackName string
 	observer  *observer
+	history   *historian
 	proxy     *awsproxy.Proxy
 	proxyURL  string
 	crash     *Crasher
@@ -484,8 +492,12 @@ func snapshot(p *awsproxy.Proxy, c *Crasher) counted {
 // startFaultProxy starts the fault proxy in front of moto, with an observer counting committed
 // ledger writes. No fault is injected until enableFaults.
 func (h *harness) startFaultProxy() error {
-	h.observer = newObserver()
-	proxy, err := awsproxy.New(awsproxy.Config{Target: h.endpoint, Seed: h.o.Seed, Hold: h.o.Hold, Observe: h.observer.observe})
+	h.observer, h.history = newObserver(), &historian{}
+	observe := func(e awsproxy.Exchange) {
+		h.observer.observe(e)
+		h.history.observe(e)
+	}
+	proxy, err := awsproxy.New(awsproxy.Config{Target: h.endpoint, Seed: h.o.Seed, Hold: h.o.Hold, Observe: observe})
 	if err != nil {
 		return err
 	}
@@ -514,6 +526,7 @@ func (h *harness) startStack(ctx context.Context) error {
 	}
 	h.dev = d
 	h.observer.table = d.Stack.Physical["LedgerTable"].Ref
+	h.history.table = d.Stack.Physical["CrmTable"].Ref
 	h.base = "http://" + d.Addr
 	h.queueURL = d.Stack.Physical["IngestQueue"].Ref
 	h.queue = sqs.NewFromConfig(d.AWS)
@@ -668,6 +681,18 @@ func (h *harness) judgeAfterConsistencyJob(ctx context.Context, plan *loadgen.Pl
 	}
 	v := judge(h.o, h.rules, plan, stats, after, h.observer, h.counted)
 	judgePoison(v, h.poison, h.redrive, stats, after, h.observer, time.Duration(h.maxReceives)*h.o.Visibility)
+	ops := h.history.history()
+	v.History = checkHistory(ops, after.profiles)
+	for _, f := range v.History.Violations {
+		v.Findings = append(v.Findings, "history: "+f)
+	}
+	v.HistoryPath = h.o.HistoryPath
+	if v.HistoryPath == "" {
+		v.HistoryPath = filepath.Join(os.TempDir(), "crmsync-history-"+h.stackName+".jsonl")
+	}
+	if err := writeHistory(v.HistoryPath, ops); err != nil {
+		return nil, fmt.Errorf("write the history: %w", err)
+	}
 	v.DivergedBeforeReconcile = beforeReport.DivergedRecords + beforeReport.DivergedTimelines
 	v.Reassociated = reassociated
 	if consistencyErr != nil {

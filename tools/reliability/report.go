@@ -100,6 +100,8 @@ func (v *Verdict) Table() string {
 		row("Longest wait, webhook answer to ledger outcome: an event of a poisoned group / any other event (a poison event holds its group at most maxReceiveCount × the visibility timeout)",
 			fmt.Sprintf("%s / %s (bound %s)", round(v.PoisonGroupWait), round(v.OtherGroupWait), v.PoisonBound))
 	}
+	row("History check: profile reads and committed writes (lost updates, reads of what no commit wrote, stale strongly consistent reads, records not ending at their newest commit)",
+		fmt.Sprintf("%s violations in %s reads and %s writes of %s records", bold(v.History.Count), num(v.History.Reads), num(v.History.Writes), num(v.History.Records)))
 	row("Observer self-check: ledger items whose write it never saw / commits seen without a ledger item",
 		bold(v.ObserverMissed)+" / "+bold(v.ObserverExtra))
 	row("**Lost** (accepted, yet neither applied, rejected, quarantined nor dead-lettered)", bold(v.Lost))
@@ -166,6 +168,7 @@ func (v *Verdict) Summary() string {
 	if v.IndexLag > 0 {
 		s += fmt.Sprintf("; lagged index reads %d", awsproxy.Total(v.LaggedReads))
 	}
+	s += fmt.Sprintf("; history violations %d", v.History.Count)
 	if v.Poison > 0 {
 		s += fmt.Sprintf("; poison %d dead-lettered %d applied once after redrive %d, other dead letters %d", v.Poison, v.PoisonDeadLettered,
 			v.PoisonApplied, v.UnexpectedDeadLetters)
@@ -180,6 +183,9 @@ func (v *Verdict) Summary() string {
 func (v *Verdict) Report() string {
 	var b strings.Builder
 	b.WriteString(v.Settings() + "\n\n" + v.Table() + "\n" + v.FaultTable() + "\n" + v.Summary() + "\n")
+	if v.HistoryPath != "" {
+		b.WriteString("\nHistory written to " + v.HistoryPath + "\n")
+	}
 	if len(v.Findings) > 0 {
 		b.WriteString("\nFindings:\n")
 		for _, f := range v.Findings {
@@ -213,17 +219,17 @@ func UpdateSeedsDoc(path string, vs []*Verdict, when time.Time) error {
 	}
 	fmt.Fprintf(&b, "Latest shortened runs, %s: **%d of %d seeds pass**\n\n", when.UTC().Format("2006-01-02 15:04 MST"), pass, len(vs))
 	b.WriteString(vs[0].Settings() + " (each row its own `--seed`)\n\n")
-	b.WriteString("| seed | verdict | lost | applied twice | diverged | natural conflicts | lagged index reads | faults injected | fault checks short | poison dead-lettered / applied once | other dead letters | observer missed / extra | wall |\n")
-	b.WriteString("|---:|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---|---:|\n")
+	b.WriteString("| seed | verdict | lost | applied twice | diverged | natural conflicts | lagged index reads | faults injected | fault checks short | poison dead-lettered / applied once | other dead letters | observer missed / extra | history violations (reads, writes) | wall |\n")
+	b.WriteString("|---:|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---|---|---:|\n")
 	for _, v := range vs {
 		word := "PASS"
 		if !v.Pass() {
 			word = "**FAIL**"
 		}
-		fmt.Fprintf(&b, "| %d | %s | %d | %d | %d | %d | %d | %s | %d of %d | %d of %d / %d | %d | %d / %d | %s |\n", v.Seed, word, v.Lost,
+		fmt.Fprintf(&b, "| %d | %s | %d | %d | %d | %d | %d | %s | %d of %d | %d of %d / %d | %d | %d / %d | %d (%s, %s) | %s |\n", v.Seed, word, v.Lost,
 			v.AppliedTwice, v.Diverged(), v.NaturalConflicts["dynamodb.TransactWriteItems"], awsproxy.Total(v.LaggedReads),
 			num(awsproxy.Total(v.Faults)), v.FaultsShort, len(v.FaultChecks), v.PoisonDeadLettered, v.Poison, v.PoisonApplied,
-			v.UnexpectedDeadLetters, v.ObserverMissed, v.ObserverExtra, round(v.Wall))
+			v.UnexpectedDeadLetters, v.ObserverMissed, v.ObserverExtra, v.History.Count, num(v.History.Reads), num(v.History.Writes), round(v.Wall))
 	}
 	return replaceSection(path, SeedsDocBegin, SeedsDocEnd, b.String())
 }

@@ -2,6 +2,8 @@ package reliability
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"maps"
@@ -215,6 +217,7 @@ type state struct {
 	outcomes    map[string]int
 	dlq         map[string]bool // keys in the dead-letter queue
 	quarantined int
+	profiles    map[string]storedProfile // record pk -> its profile as left
 	actual      *oracle.Actual
 }
 
@@ -235,6 +238,7 @@ type crmItem struct {
 	Fields     map[string]storedField `dynamodbav:"fields"`
 	// FieldsZ are a profile's fields as the worker stores them: their JSON, packed.
 	FieldsZ    store.Packed `dynamodbav:"fields_z"`
+	Version    int64        `dynamodbav:"version"`
 	AccountID  string       `dynamodbav:"account_id"`
 	ContactID  string       `dynamodbav:"contact_id"`
 	Account    string       `dynamodbav:"account"`
@@ -288,7 +292,7 @@ func readState(ctx context.Context, d *localcloud.Dev) (*state, error) {
 	if err := st.readLedger(ctx, client, d.Stack.Physical["LedgerTable"].Ref); err != nil {
 		return nil, err
 	}
-	crm := crmReader{actual: st.actual, activities: map[string]map[string]*oracle.Timeline{}}
+	crm := crmReader{actual: st.actual, activities: map[string]map[string]*oracle.Timeline{}, profiles: st.profiles}
 	if err := scan(ctx, client, d.Stack.Physical["CrmTable"].Ref, crm.add); err != nil {
 		return nil, err
 	}
@@ -303,7 +307,7 @@ func readState(ctx context.Context, d *localcloud.Dev) (*state, error) {
 
 // newState is an empty state.
 func newState() *state {
-	return &state{ledger: map[string]string{}, reasons: map[string]string{}, groups: map[string]string{}, recorded: map[string]string{}, outcomes: map[string]int{}, dlq: map[string]bool{},
+	return &state{profiles: map[string]storedProfile{}, ledger: map[string]string{}, reasons: map[string]string{}, groups: map[string]string{}, recorded: map[string]string{}, outcomes: map[string]int{}, dlq: map[string]bool{},
 		actual: &oracle.Actual{Owners: map[string]string{}, Contacts: map[string]*oracle.Contact{}, Unassociated: map[string]*oracle.Timeline{},
 			Homes: map[string][]string{}, DomainAccounts: map[string]string{}, Accounts: map[string]string{}, Audits: map[string]int{}}}
 }
@@ -334,6 +338,7 @@ func (st *state) readLedger(ctx context.Context, client *dynamodb.Client, table 
 // crmReader decodes the CRM table's items into what the oracle compares.
 type crmReader struct {
 	actual     *oracle.Actual
+	profiles   map[string]storedProfile               // for the history check
 	activities map[string]map[string]*oracle.Timeline // contact id -> activities
 }
 
@@ -354,6 +359,10 @@ func (r *crmReader) add(it map[string]types.AttributeValue) error {
 		}
 	}
 	actual := r.actual
+	if item.SK == "PROFILE" && r.profiles != nil {
+		sum := sha256.Sum256(item.FieldsZ)
+		r.profiles[item.PK] = storedProfile{Version: item.Version, Content: hex.EncodeToString(sum[:8])}
+	}
 	switch {
 	case item.SK == "PROFILE" && strings.HasPrefix(item.PK, "CONTACT#"):
 		contact := &oracle.Contact{ID: item.ID, Identities: item.Identities, AccountID: item.AccountID, Fields: map[string]oracle.Field{}}

@@ -56,7 +56,7 @@ docs/reliability.md: a full run's verdict, or with --short (the shortened run's 
 			}
 			if short {
 				base := reliability.ShortOptions(o.Root, o.Seed)
-				base.Log, base.FunctionLog, base.Endpoint = o.Log, o.FunctionLog, o.Endpoint
+				base.Log, base.FunctionLog, base.Endpoint, base.HistoryPath = o.Log, o.FunctionLog, o.Endpoint, o.HistoryPath
 				o = base
 			}
 			if seeds < 1 {
@@ -119,6 +119,7 @@ docs/reliability.md: a full run's verdict, or with --short (the shortened run's 
 	f.DurationVar(&o.DrainTimeout, "drain-timeout", 10*time.Minute, "how long to wait for the queue to drain after sending")
 	f.StringVar(&o.Endpoint, "aws-endpoint", "", "AWS endpoint to use (default: start the suite's patched moto on a free port)")
 	f.StringVar(&doc, "doc", "", "Markdown file whose generated section receives the verdict (e.g. docs/reliability.md)")
+	f.StringVar(&o.HistoryPath, "history", "", "write the history of profile reads and writes here (JSON lines; default: a file in the temporary directory)")
 	f.BoolVar(&short, "short", false, "the shortened run's profile (TestReliabilityShort's: 1,000 events, higher fault rates, 3 poison events); only --seed, --seeds, --root, --aws-endpoint, --doc and --function-log apply")
 	f.IntVar(&seeds, "seeds", 1, "runs, with seeds --seed, --seed+1, ...; with --short or more than one, --doc writes the seeds table")
 	f.StringVar(&fnLog, "function-log", "", "write the functions' JSON logs to this file")
