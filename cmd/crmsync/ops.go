@@ -234,7 +234,12 @@ func newDLQCmd() *cobra.Command {
 			if err := ref.require("IngestDLQ"); err != nil {
 				return err
 			}
-			res, err := dlq.List(cmd.Context(), sqs.NewFromConfig(ref.AWS), ref.DLQURL, dlq.Options{Max: listMax})
+			client := sqs.NewFromConfig(ref.AWS)
+			waiting, _, err := queueCounts(cmd.Context(), client, ref.DLQURL)
+			if err != nil {
+				return err
+			}
+			res, err := dlq.List(cmd.Context(), client, ref.DLQURL, dlq.Options{Max: listMax})
 			if err != nil {
 				return err
 			}
@@ -242,6 +247,7 @@ func newDLQCmd() *cobra.Command {
 				return printJSON(cmd.OutOrStdout(), res.Messages)
 			}
 			printDLQ(cmd.OutOrStdout(), res.Messages)
+			noteHidden(cmd.OutOrStdout(), len(res.Messages), waiting, listMax)
 			return nil
 		},
 	}
@@ -261,6 +267,10 @@ func newDLQCmd() *cobra.Command {
 			if err := ref.require("IngestDLQ", "IngestQueue"); err != nil {
 				return err
 			}
+			waiting, _, err := queueCounts(cmd.Context(), sqs.NewFromConfig(ref.AWS), ref.DLQURL)
+			if err != nil {
+				return err
+			}
 			res, err := redrive(cmd, ref, dryRun, max, asJSON)
 			if err != nil {
 				return err
@@ -270,6 +280,7 @@ func newDLQCmd() *cobra.Command {
 			}
 			printDLQ(cmd.OutOrStdout(), res.Messages)
 			if dryRun {
+				noteHidden(cmd.OutOrStdout(), len(res.Messages), waiting, max)
 				fmt.Fprintf(cmd.OutOrStdout(), "dry run: would move %d message(s); nothing moved\n", len(res.Messages))
 			} else {
 				fmt.Fprintf(cmd.OutOrStdout(), "moved %d message(s) back to the ingest queue\n", res.Moved)
@@ -282,6 +293,18 @@ func newDLQCmd() *cobra.Command {
 	redrive.Flags().BoolVar(&asJSON, "json", false, "print {messages: [...], moved, dry_run}")
 	cmd.AddCommand(list, redrive)
 	return cmd
+}
+
+// noteHidden says when a listing shows fewer messages than the DLQ holds: the DLQ is FIFO, and
+// SQS hands out no further message of a group while one of it is in flight, so a listing (which
+// only holds messages, never deletes them) sees the first messages of each group. A redrive
+// deletes as it goes and so moves every message.
+func noteHidden(w io.Writer, listed, waiting, max int) {
+	if listed >= waiting || (max > 0 && listed >= max) {
+		return
+	}
+	fmt.Fprintf(w, "listed %d of the %d messages waiting: SQS hands out no further message of a FIFO group while one of it is "+
+		"being listed, so later messages of a group stay hidden; `crmsync dlq redrive` moves them all\n", listed, waiting)
 }
 
 // redriveChunk is how many messages one redrive step moves (one SQS batch).

@@ -191,3 +191,32 @@ func TestBackfillInterruptedThenResumedAppliesEachOnce(t *testing.T) {
 		}
 	}
 }
+
+// A listing of a FIFO DLQ sees only the first messages of a group (SQS hands out no further
+// message of a group while one of it is in flight), so `dlq list` says how many it could not
+// show rather than pass a partial list off as the whole; a redrive moves them all.
+func TestDLQListSaysWhatAFIFOGroupHides(t *testing.T) {
+	s := startStack(t, false)
+	ctx := context.Background()
+	client := sqs.NewFromConfig(s.AWS)
+	dlqURL := s.Stack.Physical["IngestDLQ"].Ref
+	var statuses []string
+	for i := range 12 {
+		statuses = append(statuses, fmt.Sprintf("ringing-%d", i))
+	}
+	for _, ev := range callEvents("CAdlq0000000000000000000000000012", statuses...) {
+		b, _ := ev.Marshal()
+		if _, err := client.SendMessage(ctx, &sqs.SendMessageInput{QueueUrl: aws.String(dlqURL), MessageBody: aws.String(string(b)),
+			MessageGroupId: aws.String(ev.GroupID()), MessageDeduplicationId: aws.String(ev.DedupID())}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out := s.mustCLI("dlq", "list")
+	if !strings.Contains(out, "of the 12 messages waiting") {
+		t.Errorf("dlq list of 12 messages in one group:\n%s\nwant it to say how many it could not show", out)
+	}
+	var res dlq.Result
+	if err := json.Unmarshal([]byte(s.mustCLI("dlq", "redrive", "--json")), &res); err != nil || res.Moved != 12 {
+		t.Errorf("redrive = %d moved (%v), want all 12", res.Moved, err)
+	}
+}
