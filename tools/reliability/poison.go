@@ -9,13 +9,10 @@ import (
 	"strings"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
-	sqstypes "github.com/aws/aws-sdk-go-v2/service/sqs/types"
 
 	"github.com/crmsync/crmsync/shared/awsclient"
 	"github.com/crmsync/crmsync/shared/canonical"
-	"github.com/crmsync/crmsync/shared/connector/registry"
 	"github.com/crmsync/crmsync/shared/dlq"
 	"github.com/crmsync/crmsync/shared/identity"
 	"github.com/crmsync/crmsync/tools/loadgen"
@@ -116,31 +113,10 @@ func (h *harness) injectPoison(ctx context.Context, poison []*poisoned) (time.Ti
 		if err != nil {
 			return time.Time{}, err
 		}
-		c, err := registry.New(p.d.Connector)
-		if err != nil {
-			return time.Time{}, err
-		}
-		parsed, err := c.Parse(req, h.secrets[p.d.Connector])
-		if err != nil {
-			return time.Time{}, fmt.Errorf("poison %s: %w", p.d.Event.Key, err)
-		}
-		var entries []sqstypes.SendMessageBatchRequestEntry
-		for i := range parsed.Events {
-			ev := parsed.Events[i]
-			ev.ReceivedAt = time.Now().UTC()
-			b, err := ev.Marshal()
-			if err != nil {
-				return time.Time{}, err
-			}
-			entries = append(entries, sqstypes.SendMessageBatchRequestEntry{Id: aws.String(strconv.Itoa(i)), MessageBody: aws.String(string(b)),
-				MessageDeduplicationId: aws.String(ev.DedupID()), MessageGroupId: aws.String(canonical.HashHex(p.group))})
-		}
-		out, err := h.queue.SendMessageBatch(ctx, &sqs.SendMessageBatchInput{QueueUrl: aws.String(h.queueURL), Entries: entries})
-		if err != nil {
+		group := canonical.HashHex(p.group)
+		if _, err := enqueueParsed(ctx, h.queue, h.queueURL, p.d.Connector, req, h.secrets[p.d.Connector], time.Now(),
+			func(ev *canonical.Event) string { return ev.DedupID() }, func(*canonical.Event) string { return group }); err != nil {
 			return time.Time{}, fmt.Errorf("enqueue poison %s: %w", p.d.Event.Key, err)
-		}
-		if len(out.Failed) > 0 {
-			return time.Time{}, fmt.Errorf("enqueue poison %s: %d entries refused", p.d.Event.Key, len(out.Failed))
 		}
 	}
 	return time.Now(), nil

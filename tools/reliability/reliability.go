@@ -43,6 +43,7 @@ import (
 	sqstypes "github.com/aws/aws-sdk-go-v2/service/sqs/types"
 
 	"github.com/crmsync/crmsync/config"
+	"github.com/crmsync/crmsync/shared/canonical"
 	"github.com/crmsync/crmsync/shared/connector"
 	"github.com/crmsync/crmsync/shared/connector/registry"
 	"github.com/crmsync/crmsync/shared/wiring"
@@ -831,36 +832,46 @@ func lateSender(client *sqs.Client, queueURL, base string, secrets map[string]co
 		if err != nil {
 			return nil, err
 		}
-		c, err := registry.New(d.Connector)
-		if err != nil {
-			return nil, err
-		}
-		parsed, err := c.Parse(req, secrets[d.Connector])
-		if err != nil {
-			return nil, err
-		}
-		var keys []string
-		var entries []sqstypes.SendMessageBatchRequestEntry
-		for i := range parsed.Events {
-			ev := parsed.Events[i]
-			ev.ReceivedAt = now.UTC()
-			b, err := ev.Marshal()
-			if err != nil {
-				return nil, err
-			}
-			entries = append(entries, sqstypes.SendMessageBatchRequestEntry{Id: aws.String(strconv.Itoa(i)), MessageBody: aws.String(string(b)),
-				MessageDeduplicationId: aws.String(fmt.Sprintf("%s-late-%d", ev.DedupID()[:48], n)), MessageGroupId: aws.String(ev.GroupID())})
-			keys = append(keys, ev.Key)
-		}
-		out, err := client.SendMessageBatch(ctx, &sqs.SendMessageBatchInput{QueueUrl: aws.String(queueURL), Entries: entries})
-		if err != nil {
-			return nil, err
-		}
-		if len(out.Failed) > 0 {
-			return nil, fmt.Errorf("queue refused %d late re-sends", len(out.Failed))
-		}
-		return keys, nil
+		return enqueueParsed(ctx, client, queueURL, d.Connector, req, secrets[d.Connector], now,
+			func(ev *canonical.Event) string { return fmt.Sprintf("%s-late-%d", ev.DedupID()[:48], n) },
+			func(ev *canonical.Event) string { return ev.GroupID() })
 	}
+}
+
+// enqueueParsed parses a signed delivery with its connector, exactly as the webhook would, and
+// sends its canonical events straight to the queue (received now) with the deduplication and
+// group ids given; it returns their keys.
+func enqueueParsed(ctx context.Context, client *sqs.Client, queueURL, name string, req *connector.Request, secret connector.Secret,
+	now time.Time, dedup, group func(*canonical.Event) string) ([]string, error) {
+	c, err := registry.New(name)
+	if err != nil {
+		return nil, err
+	}
+	parsed, err := c.Parse(req, secret)
+	if err != nil {
+		return nil, err
+	}
+	var keys []string
+	var entries []sqstypes.SendMessageBatchRequestEntry
+	for i := range parsed.Events {
+		ev := parsed.Events[i]
+		ev.ReceivedAt = now.UTC()
+		b, err := ev.Marshal()
+		if err != nil {
+			return nil, err
+		}
+		entries = append(entries, sqstypes.SendMessageBatchRequestEntry{Id: aws.String(strconv.Itoa(i)), MessageBody: aws.String(string(b)),
+			MessageDeduplicationId: aws.String(dedup(&ev)), MessageGroupId: aws.String(group(&ev))})
+		keys = append(keys, ev.Key)
+	}
+	out, err := client.SendMessageBatch(ctx, &sqs.SendMessageBatchInput{QueueUrl: aws.String(queueURL), Entries: entries})
+	if err != nil {
+		return nil, err
+	}
+	if len(out.Failed) > 0 {
+		return nil, fmt.Errorf("the queue refused %d of %d events of %s", len(out.Failed), len(entries), name)
+	}
+	return keys, nil
 }
 
 // waitDrained waits until the ingest queue holds nothing visible, in flight or delayed for three
