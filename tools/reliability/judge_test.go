@@ -262,6 +262,14 @@ func TestJudgePoison(t *testing.T) {
 		{"applied twice after the redrive", func(j *judged, r *redriveResult) { j.obs.observe(ledgerTransaction("tok-again", k)) }, false},
 		{"still failing after the redrive", func(j *judged, r *redriveResult) { delete(j.st.ledger, k); delete(j.obs.commits, k) }, false},
 		{"another event dead-lettered", func(j *judged, r *redriveResult) { r.moved["twilio:CA3:1"] = 1 }, false},
+		{"a later event of the poisoned group dragged along, applied once after", func(j *judged, r *redriveResult) {
+			r.moved["twilio:CA3:1"], j.st.groups["twilio:CA3:1"] = 1, "email:p1@example.com"
+		}, true},
+		{"a later event of the poisoned group dragged along, lost after", func(j *judged, r *redriveResult) {
+			r.moved["twilio:CA3:1"], j.st.groups["twilio:CA3:1"] = 1, "email:p1@example.com"
+			delete(j.st.ledger, "twilio:CA3:1")
+			delete(j.obs.commits, "twilio:CA3:1")
+		}, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -217,7 +217,18 @@ func judgePoison(v *Verdict, poison []*poisoned, redrive redriveResult, stats *l
 		}
 	}
 	for k := range redrive.moved {
-		if !keys[k] {
+		switch {
+		case keys[k]:
+		case groups[st.groups[k]]:
+			// Behind a poison message in its FIFO group: every receive of the poison also
+			// received it and the worker returned it unprocessed (order), so its receives ran
+			// out too. Known; reported, and it must apply exactly once after the redrive.
+			v.DraggedDeadLetters++
+			if st.ledger[k] != "APPLIED" || commits[k] != 1 {
+				v.UnexpectedDeadLetters++
+				finding("dragged into the DLQ behind a poison message and not applied once after the redrive: %s (%q, %d commits)", k, st.ledger[k], commits[k])
+			}
+		default:
 			v.UnexpectedDeadLetters++
 			finding("dead-lettered though it could apply: %s", k)
 		}

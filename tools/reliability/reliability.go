@@ -237,6 +237,11 @@ type Verdict struct {
 	// the other events the redrive found there. RedriveRuns counts the redrive calls (one stopped
 	// by a fault is run again).
 	Poison, PoisonDeadLettered, PoisonApplied, UnexpectedDeadLetters, RedriveRuns int
+	// DraggedDeadLetters counts events of a poisoned group dead-lettered with the poison: received
+	// with it on every receive and returned unprocessed (FIFO order), they used up their receives
+	// too. A known limitation of the worker, reported; each must still apply exactly once after
+	// the redrive (else it counts as unexpected).
+	DraggedDeadLetters int
 	// PoisonGroupWait is the longest an event of a poisoned group waited between its webhook's
 	// answer and its ledger outcome, OtherGroupWait the longest any other event waited (a backlog
 	// makes every event wait); PoisonBound is the documented bound on how long a poison event

@@ -97,6 +97,8 @@ func (v *Verdict) Table() string {
 		}
 		row("Poison events (never applicable until fixed) injected / found dead-lettered by the redrive / applied exactly once after it", poisonRow)
 		row("Dead-lettered though they could apply", bold(v.UnexpectedDeadLetters))
+		row("Dragged into the DLQ behind a poison message (later events of its group that used up their receives with it; known, each applied once after the redrive)",
+			num(v.DraggedDeadLetters))
 		row("Longest wait, webhook answer to ledger outcome: an event of a poisoned group / any other event (a poison event holds its group at most maxReceiveCount × the visibility timeout)",
 			fmt.Sprintf("%s / %s (bound %s)", round(v.PoisonGroupWait), round(v.OtherGroupWait), v.PoisonBound))
 	}
@@ -170,8 +172,8 @@ func (v *Verdict) Summary() string {
 	}
 	s += fmt.Sprintf("; history violations %d", v.History.Count)
 	if v.Poison > 0 {
-		s += fmt.Sprintf("; poison %d dead-lettered %d applied once after redrive %d, other dead letters %d", v.Poison, v.PoisonDeadLettered,
-			v.PoisonApplied, v.UnexpectedDeadLetters)
+		s += fmt.Sprintf("; poison %d dead-lettered %d applied once after redrive %d, dragged behind it %d, other dead letters %d", v.Poison,
+			v.PoisonDeadLettered, v.PoisonApplied, v.DraggedDeadLetters, v.UnexpectedDeadLetters)
 	}
 	if !v.Drained {
 		s += "; the queue did not drain before the timeout"
@@ -219,17 +221,17 @@ func UpdateSeedsDoc(path string, vs []*Verdict, when time.Time) error {
 	}
 	fmt.Fprintf(&b, "Latest shortened runs, %s: **%d of %d seeds pass**\n\n", when.UTC().Format("2006-01-02 15:04 MST"), pass, len(vs))
 	b.WriteString(vs[0].Settings() + " (each row its own `--seed`)\n\n")
-	b.WriteString("| seed | verdict | lost | applied twice | diverged | natural conflicts | lagged index reads | faults injected | fault checks short | poison dead-lettered / applied once | other dead letters | observer missed / extra | history violations (reads, writes) | wall |\n")
-	b.WriteString("|---:|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---|---|---:|\n")
+	b.WriteString("| seed | verdict | lost | applied twice | diverged | natural conflicts | lagged index reads | faults injected | fault checks short | poison dead-lettered / applied once | dragged behind a poison | other dead letters | observer missed / extra | history violations (reads, writes) | wall |\n")
+	b.WriteString("|---:|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---|---|---:|\n")
 	for _, v := range vs {
 		word := "PASS"
 		if !v.Pass() {
 			word = "**FAIL**"
 		}
-		fmt.Fprintf(&b, "| %d | %s | %d | %d | %d | %d | %d | %s | %d of %d | %d of %d / %d | %d | %d / %d | %d (%s, %s) | %s |\n", v.Seed, word, v.Lost,
+		fmt.Fprintf(&b, "| %d | %s | %d | %d | %d | %d | %d | %s | %d of %d | %d of %d / %d | %d | %d | %d / %d | %d (%s, %s) | %s |\n", v.Seed, word, v.Lost,
 			v.AppliedTwice, v.Diverged(), v.NaturalConflicts["dynamodb.TransactWriteItems"], awsproxy.Total(v.LaggedReads),
 			num(awsproxy.Total(v.Faults)), v.FaultsShort, len(v.FaultChecks), v.PoisonDeadLettered, v.Poison, v.PoisonApplied,
-			v.UnexpectedDeadLetters, v.ObserverMissed, v.ObserverExtra, v.History.Count, num(v.History.Reads), num(v.History.Writes), round(v.Wall))
+			v.DraggedDeadLetters, v.UnexpectedDeadLetters, v.ObserverMissed, v.ObserverExtra, v.History.Count, num(v.History.Reads), num(v.History.Writes), round(v.Wall))
 	}
 	return replaceSection(path, SeedsDocBegin, SeedsDocEnd, b.String())
 }
